@@ -1,0 +1,178 @@
+//! The connection state machine: received bytes in, events out; messages in,
+//! frame bytes out.
+
+mod receive;
+mod send;
+#[cfg(test)]
+mod tests;
+
+use bytes::{Bytes, BytesMut};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+use crate::close::CloseFrame;
+use crate::config::Config;
+use crate::frame::OpCode;
+use crate::utf8::{Utf8Bytes, Utf8Validator};
+
+/// Which end of the connection this state machine plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Accepts connections: expects masked frames, sends unmasked ones.
+    Server,
+    /// Opens connections: expects unmasked frames, masks every frame it sends
+    /// with a fresh random key.
+    Client,
+}
+
+/// The kind of a data message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MessageKind {
+    /// UTF-8 text.
+    Text,
+    /// Arbitrary bytes.
+    Binary,
+}
+
+impl MessageKind {
+    fn opcode(self) -> OpCode {
+        match self {
+            Self::Text => OpCode::Text,
+            Self::Binary => OpCode::Binary,
+        }
+    }
+}
+
+/// Something the peer sent, surfaced by [`Connection::read`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A whole text message, validated as UTF-8.
+    Text(Utf8Bytes),
+    /// A whole binary message.
+    Binary(Bytes),
+    /// A ping. With [`Config::auto_pong`] the pong is already written.
+    Ping(Bytes),
+    /// A pong.
+    Pong(Bytes),
+    /// The peer's close frame: its code and reason, or `None` when it carried
+    /// no code. If this side had not sent a close yet, the echo (same code)
+    /// is already written; the close handshake is then complete.
+    Close(Option<CloseFrame>),
+}
+
+/// The frame whose payload is still arriving.
+#[derive(Debug)]
+struct FrameInProgress {
+    remaining: u64,
+    mask: Option<[u8; 4]>,
+    /// Bytes of this frame's payload already unmasked.
+    offset: usize,
+    fin: bool,
+}
+
+/// A data message being assembled from frames or from partial reads.
+#[derive(Debug)]
+struct MessageInProgress {
+    kind: MessageKind,
+    buf: BytesMut,
+    utf8: Utf8Validator,
+    frame: Option<FrameInProgress>,
+}
+
+/// One WebSocket connection's protocol state, for either [`Role`].
+///
+/// Feed it received bytes with [`Connection::read`] until it returns
+/// `Ok(None)`, send with the `send_*` methods, and write out whatever they
+/// append to your output buffer. It never does I/O and never reads a clock:
+/// timeouts and keepalive are the driver's.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use hubbub_proto::{Config, Connection, Event, Role};
+///
+/// let mut client = Connection::new(Role::Client, Config::default());
+/// let mut server = Connection::new(Role::Server, Config::default());
+/// let mut wire = BytesMut::new();
+/// client.send_text("hello", &mut wire).unwrap();
+///
+/// let mut replies = BytesMut::new();
+/// match server.read(&mut wire, &mut replies) {
+///     Ok(Some(Event::Text(text))) => assert_eq!(text, "hello"),
+///     other => panic!("unexpected {other:?}"),
+/// }
+/// assert!(server.read(&mut wire, &mut replies).unwrap().is_none());
+/// ```
+#[derive(Debug)]
+pub struct Connection {
+    role: Role,
+    config: Config,
+    message: Option<MessageInProgress>,
+    close_sent: bool,
+    close_received: bool,
+    failed: bool,
+    /// The kind of the fragmented message being sent, if any.
+    sending: Option<MessageKind>,
+    /// Mask keys for the client role.
+    rng: Option<Box<StdRng>>,
+}
+
+impl Connection {
+    /// A connection in the open state, after a successful opening handshake.
+    pub fn new(role: Role, config: Config) -> Self {
+        let rng = match role {
+            Role::Client => Some(Box::new(StdRng::from_os_rng())),
+            Role::Server => None,
+        };
+        Self {
+            role,
+            config,
+            message: None,
+            close_sent: false,
+            close_received: false,
+            failed: false,
+            sending: None,
+            rng,
+        }
+    }
+
+    /// This connection's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Whether messages may still be sent and received: no close frame was
+    /// sent or received and no protocol error happened.
+    pub fn is_open(&self) -> bool {
+        !self.close_sent && !self.close_received && !self.failed
+    }
+
+    /// Whether this side has sent (or written) its close frame.
+    pub fn close_sent(&self) -> bool {
+        self.close_sent
+    }
+
+    /// Whether the peer's close frame has been received.
+    pub fn close_received(&self) -> bool {
+        self.close_received
+    }
+
+    /// Whether the connection is finished and, once the output buffer is
+    /// flushed, the transport may be closed: either both close frames have
+    /// been exchanged, or the connection failed with a protocol error.
+    ///
+    /// A server closes the TCP connection at this point (RFC 6455 §7.1.1); a
+    /// client should give the server a moment to close it first.
+    pub fn is_closed(&self) -> bool {
+        self.failed || (self.close_sent && self.close_received)
+    }
+
+    /// Bytes held for a message still being received (memory accounting).
+    pub fn buffered_message_len(&self) -> usize {
+        self.message.as_ref().map_or(0, |m| m.buf.len())
+    }
+}

@@ -1,0 +1,221 @@
+//! Sending: frames from messages.
+
+use bytes::BytesMut;
+use rand::RngCore;
+
+use super::{Connection, MessageKind, Role};
+use crate::close::{CloseCode, MAX_CLOSE_REASON, truncate_reason};
+use crate::error::SendError;
+use crate::frame::{EncodedHeader, FrameHeader, MAX_CONTROL_PAYLOAD, OpCode};
+use crate::mask::apply_mask;
+
+impl Connection {
+    /// Appends a whole text message to `out` as one frame.
+    ///
+    /// # Errors
+    /// [`SendError::Closed`] after a close frame was sent, and
+    /// [`SendError::FragmentInProgress`] while a fragmented message is being
+    /// sent.
+    pub fn send_text(&mut self, text: &str, out: &mut BytesMut) -> Result<(), SendError> {
+        self.send(MessageKind::Text, text.as_bytes(), out)
+    }
+
+    /// Appends a whole binary message to `out` as one frame.
+    ///
+    /// # Errors
+    /// As [`Connection::send_text`].
+    pub fn send_binary(&mut self, data: &[u8], out: &mut BytesMut) -> Result<(), SendError> {
+        self.send(MessageKind::Binary, data, out)
+    }
+
+    /// Appends a whole message of `kind` to `out` as one frame. For text,
+    /// `payload` must be UTF-8 (a `&str` passed through `as_bytes`).
+    ///
+    /// # Errors
+    /// As [`Connection::send_text`].
+    pub fn send(
+        &mut self,
+        kind: MessageKind,
+        payload: &[u8],
+        out: &mut BytesMut,
+    ) -> Result<(), SendError> {
+        self.check_open()?;
+        if self.sending.is_some() {
+            return Err(SendError::FragmentInProgress);
+        }
+        self.write_frame(
+            FrameHeader::new(kind.opcode(), payload.len() as u64),
+            payload,
+            out,
+        );
+        Ok(())
+    }
+
+    /// Appends one fragment of a message streamed in pieces: the first call
+    /// starts a message of `kind`, later calls continue it (with the same
+    /// `kind`), and the call with `fin` set ends it. Control frames may be
+    /// sent between fragments. For text, the concatenated payloads must be
+    /// UTF-8; a fragment may end inside a code point.
+    ///
+    /// # Errors
+    /// [`SendError::Closed`] after close, and
+    /// [`SendError::FragmentKindMismatch`] when `kind` differs from the
+    /// message being continued.
+    pub fn send_fragment(
+        &mut self,
+        kind: MessageKind,
+        payload: &[u8],
+        fin: bool,
+        out: &mut BytesMut,
+    ) -> Result<(), SendError> {
+        self.check_open()?;
+        let opcode = match self.sending {
+            None => kind.opcode(),
+            Some(current) if current == kind => OpCode::Continuation,
+            Some(_) => return Err(SendError::FragmentKindMismatch),
+        };
+        let header = FrameHeader {
+            fin,
+            ..FrameHeader::new(opcode, payload.len() as u64)
+        };
+        self.write_frame(header, payload, out);
+        self.sending = if fin { None } else { Some(kind) };
+        Ok(())
+    }
+
+    /// The header of a whole unmasked message of `len` bytes, for a server
+    /// that queues the payload separately (a shared `Bytes` sent to many
+    /// connections) instead of copying it into an output buffer.
+    ///
+    /// # Errors
+    /// [`SendError::MaskRequired`] in the client role, plus the errors of
+    /// [`Connection::send`].
+    pub fn message_header(
+        &mut self,
+        kind: MessageKind,
+        len: usize,
+    ) -> Result<EncodedHeader, SendError> {
+        self.check_open()?;
+        if self.role == Role::Client {
+            return Err(SendError::MaskRequired);
+        }
+        if self.sending.is_some() {
+            return Err(SendError::FragmentInProgress);
+        }
+        Ok(FrameHeader::new(kind.opcode(), len as u64).encode())
+    }
+
+    /// Appends a ping with `payload` (at most 125 bytes).
+    ///
+    /// # Errors
+    /// [`SendError::Closed`] after close, [`SendError::ControlPayloadTooLong`].
+    pub fn ping(&mut self, payload: &[u8], out: &mut BytesMut) -> Result<(), SendError> {
+        self.send_control(OpCode::Ping, payload, out)
+    }
+
+    /// Appends a pong with `payload` (at most 125 bytes), such as an
+    /// unsolicited heartbeat.
+    ///
+    /// # Errors
+    /// As [`Connection::ping`].
+    pub fn pong(&mut self, payload: &[u8], out: &mut BytesMut) -> Result<(), SendError> {
+        self.send_control(OpCode::Pong, payload, out)
+    }
+
+    /// Starts the close handshake: appends a close frame with `code` (or none)
+    /// and `reason`. Nothing more can be sent afterwards; keep reading until
+    /// [`Connection::is_closed`].
+    ///
+    /// # Errors
+    /// [`SendError::Closed`] if a close frame was already sent,
+    /// [`SendError::InvalidCloseCode`] for a code that may not be sent, and
+    /// [`SendError::ControlPayloadTooLong`] for a reason over 123 bytes or a
+    /// reason without a code.
+    pub fn close(
+        &mut self,
+        code: Option<CloseCode>,
+        reason: &str,
+        out: &mut BytesMut,
+    ) -> Result<(), SendError> {
+        if self.close_sent || self.failed {
+            return Err(SendError::Closed);
+        }
+        match code {
+            Some(code) if !code.is_sendable() => return Err(SendError::InvalidCloseCode(code)),
+            None if !reason.is_empty() => return Err(SendError::ControlPayloadTooLong),
+            _ => {}
+        }
+        if reason.len() > MAX_CLOSE_REASON {
+            return Err(SendError::ControlPayloadTooLong);
+        }
+        self.write_close(code, reason, out);
+        self.close_sent = true;
+        Ok(())
+    }
+
+    fn send_control(
+        &mut self,
+        opcode: OpCode,
+        payload: &[u8],
+        out: &mut BytesMut,
+    ) -> Result<(), SendError> {
+        self.check_open()?;
+        if payload.len() > MAX_CONTROL_PAYLOAD {
+            return Err(SendError::ControlPayloadTooLong);
+        }
+        self.write_frame(FrameHeader::new(opcode, payload.len() as u64), payload, out);
+        Ok(())
+    }
+
+    fn check_open(&self) -> Result<(), SendError> {
+        if self.close_sent || self.failed {
+            Err(SendError::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Writes a close frame; `reason` is cut to fit.
+    pub(super) fn write_close(
+        &mut self,
+        code: Option<CloseCode>,
+        reason: &str,
+        out: &mut BytesMut,
+    ) {
+        let mut payload = [0u8; MAX_CONTROL_PAYLOAD];
+        let len = match code {
+            None => 0,
+            Some(code) => {
+                let reason = truncate_reason(reason);
+                payload[..2].copy_from_slice(&code.0.to_be_bytes());
+                payload[2..2 + reason.len()].copy_from_slice(reason.as_bytes());
+                2 + reason.len()
+            }
+        };
+        self.write_frame(
+            FrameHeader::new(OpCode::Close, len as u64),
+            &payload[..len],
+            out,
+        );
+    }
+
+    /// Appends one frame, masking it in the client role.
+    pub(super) fn write_frame(
+        &mut self,
+        mut header: FrameHeader,
+        payload: &[u8],
+        out: &mut BytesMut,
+    ) {
+        if let Some(rng) = &mut self.rng {
+            header.mask = Some(rng.next_u32().to_ne_bytes());
+        }
+        let encoded = header.encode();
+        out.reserve(encoded.as_bytes().len() + payload.len());
+        out.extend_from_slice(encoded.as_bytes());
+        let start = out.len();
+        out.extend_from_slice(payload);
+        if let Some(key) = header.mask {
+            apply_mask(&mut out[start..], key, 0);
+        }
+    }
+}

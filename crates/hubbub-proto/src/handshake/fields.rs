@@ -1,0 +1,293 @@
+//! Header fields: storage with case-insensitive lookup, and the parsers for
+//! comma lists, extension offers and cookies.
+
+/// The header fields of a request or response, in arrival order, repeats
+/// kept. Lookup ignores ASCII case.
+///
+/// ```
+/// use hubbub_proto::handshake::Headers;
+/// let mut headers = Headers::default();
+/// headers.append("X-Tag", b"a");
+/// headers.append("x-tag", b"b");
+/// assert_eq!(headers.get("X-TAG"), Some("a"));
+/// assert_eq!(headers.get_all("x-tag").collect::<Vec<_>>(), ["a", "b"]);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headers {
+    entries: Vec<(Box<str>, Box<[u8]>)>,
+}
+
+impl Headers {
+    /// Adds a field at the end.
+    pub fn append(&mut self, name: &str, value: &[u8]) {
+        self.entries.push((name.into(), value.into()));
+    }
+
+    /// The first value of `name`, if it is UTF-8.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.entries
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .find_map(|(_, v)| std::str::from_utf8(v).ok())
+    }
+
+    /// The first value of `name` as raw bytes.
+    pub fn get_bytes(&self, name: &str) -> Option<&[u8]> {
+        self.entries
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| &**v)
+    }
+
+    /// Every UTF-8 value of `name`, in order.
+    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.entries
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .filter_map(|(_, v)| std::str::from_utf8(v).ok())
+    }
+
+    /// How many fields `name` has.
+    pub fn count(&self, name: &str) -> usize {
+        self.entries
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .count()
+    }
+
+    /// Every field as name and raw value, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.entries.iter().map(|(n, v)| (&**n, &**v))
+    }
+
+    /// The number of fields.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether there are no fields.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The comma-separated elements of every value of `name`, trimmed, empty
+    /// ones skipped.
+    pub fn list<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.get_all(name)
+            .flat_map(|value| value.split(','))
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+    }
+
+    /// Whether a comma list field holds `token`, ignoring ASCII case.
+    pub fn has_token(&self, name: &str, token: &str) -> bool {
+        self.list(name).any(|item| item.eq_ignore_ascii_case(token))
+    }
+}
+
+/// One offer from a `Sec-WebSocket-Extensions` field: an extension name and
+/// its parameters, quoted values unquoted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtensionOffer {
+    /// The extension's name, such as `permessage-deflate`.
+    pub name: String,
+    /// The parameters in order: name and optional value.
+    pub params: Vec<(String, Option<String>)>,
+}
+
+fn is_tchar(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
+}
+
+/// A cursor over one field value.
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn skip_ws(&mut self) {
+        while matches!(self.bytes.get(self.pos), Some(b' ' | b'\t')) {
+            self.pos += 1;
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    fn token(&mut self) -> Option<&'a str> {
+        let start = self.pos;
+        while self.peek().is_some_and(is_tchar) {
+            self.pos += 1;
+        }
+        (self.pos > start).then(|| std::str::from_utf8(&self.bytes[start..self.pos]).ok())?
+    }
+
+    fn quoted(&mut self) -> Option<String> {
+        // At the opening quote.
+        self.pos += 1;
+        let mut value = Vec::new();
+        loop {
+            match self.peek()? {
+                b'"' => {
+                    self.pos += 1;
+                    return String::from_utf8(value).ok();
+                }
+                b'\\' => {
+                    value.push(*self.bytes.get(self.pos + 1)?);
+                    self.pos += 2;
+                }
+                c => {
+                    value.push(c);
+                    self.pos += 1;
+                }
+            }
+        }
+    }
+
+    /// Skips to just past the next comma outside quotes.
+    fn recover(&mut self) {
+        let mut quoted = false;
+        while let Some(c) = self.peek() {
+            self.pos += 1;
+            match c {
+                b'"' => quoted = !quoted,
+                b'\\' if quoted => self.pos += 1,
+                b',' if !quoted => return,
+                _ => {}
+            }
+        }
+    }
+
+    /// One extension offer, ending at a comma or the end.
+    fn offer(&mut self) -> Option<ExtensionOffer> {
+        self.skip_ws();
+        let name = self.token()?.to_owned();
+        let mut params = Vec::new();
+        loop {
+            self.skip_ws();
+            match self.peek() {
+                None => return Some(ExtensionOffer { name, params }),
+                Some(b',') => {
+                    self.pos += 1;
+                    return Some(ExtensionOffer { name, params });
+                }
+                Some(b';') => self.pos += 1,
+                Some(_) => return None,
+            }
+            self.skip_ws();
+            let key = self.token()?.to_owned();
+            self.skip_ws();
+            let value = if self.peek() == Some(b'=') {
+                self.pos += 1;
+                self.skip_ws();
+                if self.peek() == Some(b'"') {
+                    Some(self.quoted()?)
+                } else {
+                    Some(self.token()?.to_owned())
+                }
+            } else {
+                None
+            };
+            params.push((key, value));
+        }
+    }
+}
+
+/// Parses a `Sec-WebSocket-Extensions` value into offers, appending them to
+/// `offers`. A malformed offer is skipped (declined), not fatal.
+pub(crate) fn parse_extensions(value: &str, offers: &mut Vec<ExtensionOffer>) {
+    let mut cursor = Cursor {
+        bytes: value.as_bytes(),
+        pos: 0,
+    };
+    loop {
+        cursor.skip_ws();
+        match cursor.peek() {
+            None => return,
+            Some(b',') => {
+                cursor.pos += 1;
+                continue;
+            }
+            Some(_) => {}
+        }
+        let start = cursor.pos;
+        match cursor.offer() {
+            Some(offer) => offers.push(offer),
+            None => {
+                cursor.pos = start;
+                cursor.recover();
+            }
+        }
+    }
+}
+
+/// Parses `Cookie` values into name/value pairs, in order.
+pub(crate) fn parse_cookies<'a>(values: impl Iterator<Item = &'a str>) -> Vec<(String, String)> {
+    values
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| {
+            let (name, value) = pair.split_once('=')?;
+            let name = name.trim();
+            (!name.is_empty()).then(|| (name.to_owned(), value.trim().to_owned()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offers(value: &str) -> Vec<ExtensionOffer> {
+        let mut out = Vec::new();
+        parse_extensions(value, &mut out);
+        out
+    }
+
+    #[test]
+    fn extensions_parse_names_params_and_quoted_values() {
+        let parsed = offers(
+            "permessage-deflate; client_max_window_bits; server_max_window_bits=\"10\", \
+             permessage-deflate ;server_no_context_takeover, x-foo; a=\"q\\\"uote, comma\"",
+        );
+        assert_eq!(parsed.len(), 3);
+        assert_eq!(parsed[0].name, "permessage-deflate");
+        assert_eq!(
+            parsed[0].params,
+            vec![
+                ("client_max_window_bits".to_owned(), None),
+                ("server_max_window_bits".to_owned(), Some("10".to_owned()))
+            ]
+        );
+        assert_eq!(
+            parsed[1].params,
+            vec![("server_no_context_takeover".to_owned(), None)]
+        );
+        assert_eq!(
+            parsed[2].params,
+            vec![("a".to_owned(), Some("q\"uote, comma".to_owned()))]
+        );
+    }
+
+    #[test]
+    fn extensions_malformed_offer_is_skipped_not_fatal() {
+        let parsed = offers("bad offer here, good; x=1, =oops, ok");
+        let names: Vec<_> = parsed.iter().map(|o| o.name.as_str()).collect();
+        assert_eq!(names, ["good", "ok"]);
+        assert!(offers("a; b=\"unterminated").is_empty());
+    }
+
+    #[test]
+    fn cookies_split_on_semicolons_across_fields() {
+        let cookies = parse_cookies(["a=1; b = two", "c=x=y; junk"].into_iter());
+        assert_eq!(
+            cookies,
+            vec![
+                ("a".to_owned(), "1".to_owned()),
+                ("b".to_owned(), "two".to_owned()),
+                ("c".to_owned(), "x=y".to_owned())
+            ]
+        );
+    }
+}

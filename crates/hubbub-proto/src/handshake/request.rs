@@ -1,0 +1,239 @@
+//! The server side: parsing an upgrade request.
+
+use bytes::{Buf, BytesMut};
+
+use super::fields::{ExtensionOffer, Headers, parse_cookies, parse_extensions};
+use super::head::{HeadEnd, HeadFinder};
+use super::response::HandshakeError;
+use crate::config::Config;
+
+/// Parses an HTTP/1.x request head as it arrives.
+///
+/// Keep one per connection until it returns a request; the cost over all
+/// calls is linear in the head's length however it is split.
+#[derive(Debug, Clone)]
+pub struct RequestParser {
+    finder: HeadFinder,
+    max_size: usize,
+    max_headers: usize,
+}
+
+impl RequestParser {
+    /// A parser with the limits of `config`
+    /// ([`Config::max_handshake_size`], [`Config::max_headers`]).
+    pub fn new(config: &Config) -> Self {
+        Self {
+            finder: HeadFinder::default(),
+            max_size: config.max_handshake_size,
+            max_headers: config.max_headers,
+        }
+    }
+
+    /// Parses the request head at the front of `buf`.
+    ///
+    /// Returns `Ok(None)`, consuming and allocating nothing, until the blank
+    /// line has arrived. Then consumes the head and returns it; bytes after
+    /// the head (a first frame sent in the same packet) stay in `buf`.
+    ///
+    /// Any well-formed HTTP/1.x request is returned, upgrade or not, so that
+    /// a server can answer a plain `GET` too; call
+    /// [`Request::validate_upgrade`] to check the WebSocket part.
+    ///
+    /// # Errors
+    /// 431 when the head is longer than the limit or has too many fields, 400
+    /// when it is not valid HTTP/1.x.
+    pub fn parse(&mut self, buf: &mut BytesMut) -> Result<Option<Request>, HandshakeError> {
+        let len = match self.finder.find(buf, self.max_size) {
+            HeadEnd::Partial => return Ok(None),
+            HeadEnd::TooLarge => return Err(HandshakeError::head_too_large()),
+            HeadEnd::Complete(len) => len,
+        };
+        let mut fields = vec![httparse::EMPTY_HEADER; self.max_headers];
+        let mut parsed = httparse::Request::new(&mut fields);
+        match parsed.parse(&buf[..len]) {
+            Ok(httparse::Status::Complete(_)) => {}
+            Ok(httparse::Status::Partial) => {
+                return Err(HandshakeError::bad_request("incomplete request head"));
+            }
+            Err(httparse::Error::TooManyHeaders) => return Err(HandshakeError::too_many_headers()),
+            Err(e) => {
+                return Err(HandshakeError::bad_request(format!(
+                    "malformed request: {e}"
+                )));
+            }
+        }
+        let request = Request::from_parsed(&parsed)?;
+        buf.advance(len);
+        Ok(Some(request))
+    }
+}
+
+/// A parsed request head: what the client asked for, with every field kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    method: String,
+    target: String,
+    path: String,
+    query: Option<String>,
+    minor_version: u8,
+    headers: Headers,
+}
+
+impl Request {
+    fn from_parsed(parsed: &httparse::Request<'_, '_>) -> Result<Self, HandshakeError> {
+        let method = parsed.method.unwrap_or_default().to_owned();
+        let target = parsed.path.unwrap_or_default().to_owned();
+        let minor_version = parsed.version.unwrap_or_default();
+        let mut headers = Headers::default();
+        for field in parsed.headers.iter() {
+            headers.append(field.name, field.value);
+        }
+        let path_and_query = if target.starts_with('/') {
+            target.as_str()
+        } else if let Some((_, rest)) = target.split_once("://") {
+            // Absolute form: drop scheme and authority.
+            rest.find('/').map_or("/", |i| &rest[i..])
+        } else {
+            return Err(HandshakeError::bad_request("invalid request target"));
+        };
+        let (path, query) = match path_and_query.split_once('?') {
+            Some((path, query)) => (path.to_owned(), Some(query.to_owned())),
+            None => (path_and_query.to_owned(), None),
+        };
+        Ok(Self {
+            method,
+            target,
+            path,
+            query,
+            minor_version,
+            headers,
+        })
+    }
+
+    /// The method, such as `GET`.
+    pub fn method(&self) -> &str {
+        &self.method
+    }
+
+    /// The request target as sent.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// The path part of the target, such as `/chat`.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The query, without the `?`.
+    pub fn query(&self) -> Option<&str> {
+        self.query.as_deref()
+    }
+
+    /// The HTTP minor version: 1 for HTTP/1.1, 0 for HTTP/1.0.
+    pub fn http_minor_version(&self) -> u8 {
+        self.minor_version
+    }
+
+    /// Every header field.
+    pub fn headers(&self) -> &Headers {
+        &self.headers
+    }
+
+    /// The first value of header `name` (case-insensitive), if UTF-8.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name)
+    }
+
+    /// The `Host` field.
+    pub fn host(&self) -> Option<&str> {
+        self.headers.get("host")
+    }
+
+    /// The `Origin` field.
+    pub fn origin(&self) -> Option<&str> {
+        self.headers.get("origin")
+    }
+
+    /// The cookies of every `Cookie` field, as name and value, in order.
+    pub fn cookies(&self) -> Vec<(String, String)> {
+        parse_cookies(self.headers.get_all("cookie"))
+    }
+
+    /// The subprotocols the client offered, in its order of preference.
+    pub fn protocols(&self) -> Vec<String> {
+        self.headers
+            .list("sec-websocket-protocol")
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The extensions the client offered, in order; malformed offers are
+    /// left out.
+    pub fn extensions(&self) -> Vec<ExtensionOffer> {
+        let mut offers = Vec::new();
+        for value in self.headers.get_all("sec-websocket-extensions") {
+            parse_extensions(value, &mut offers);
+        }
+        offers
+    }
+
+    /// Whether the request asks for a WebSocket upgrade at all
+    /// (`Upgrade: websocket`), as opposed to a plain HTTP request.
+    pub fn is_upgrade(&self) -> bool {
+        self.headers.has_token("upgrade", "websocket")
+    }
+
+    /// Checks the request against RFC 6455 §4.2.1 and returns the
+    /// `Sec-WebSocket-Accept` value to answer with.
+    ///
+    /// # Errors
+    /// 405 for a method other than `GET`; 400 (with a one-line reason) for
+    /// HTTP/1.0, a missing `Host`, a missing `Upgrade: websocket` or
+    /// `Connection: upgrade` token, a key that is not 16 base64-encoded
+    /// bytes, or a missing version; 426 (offering version 13) for another
+    /// version.
+    pub fn validate_upgrade(&self) -> Result<String, HandshakeError> {
+        use base64::Engine as _;
+        if self.method != "GET" {
+            return Err(HandshakeError::method_not_allowed());
+        }
+        if self.minor_version < 1 {
+            return Err(HandshakeError::bad_request("HTTP/1.1 or later is required"));
+        }
+        if self.host().is_none_or(|h| h.trim().is_empty()) {
+            return Err(HandshakeError::bad_request("missing Host header"));
+        }
+        if !self.is_upgrade() {
+            return Err(HandshakeError::bad_request("missing Upgrade: websocket"));
+        }
+        if !self.headers.has_token("connection", "upgrade") {
+            return Err(HandshakeError::bad_request("missing Connection: upgrade"));
+        }
+        if self.headers.count("sec-websocket-key") != 1 {
+            return Err(HandshakeError::bad_request(
+                "expected exactly one Sec-WebSocket-Key header",
+            ));
+        }
+        let key = self.headers.get("sec-websocket-key").unwrap_or("").trim();
+        match base64::engine::general_purpose::STANDARD.decode(key) {
+            Ok(decoded) if decoded.len() == 16 => {}
+            _ => {
+                return Err(HandshakeError::bad_request(
+                    "Sec-WebSocket-Key is not 16 bytes of base64",
+                ));
+            }
+        }
+        if self.headers.count("sec-websocket-version") == 0 {
+            return Err(HandshakeError::bad_request("missing Sec-WebSocket-Version"));
+        }
+        if !self
+            .headers
+            .list("sec-websocket-version")
+            .any(|v| v == "13")
+        {
+            return Err(HandshakeError::unsupported_version());
+        }
+        Ok(super::accept_key(key))
+    }
+}
