@@ -1,0 +1,181 @@
+//! `hubbub`: the chat server (default), an echo server for conformance runs
+//! and benchmarks.
+
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use hubbub::{Connection, Server, ServerConfig};
+
+#[derive(Parser)]
+#[command(name = "hubbub", version, about = "A fast, strict WebSocket server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The chat server: every message goes to everyone as "<id> says: …".
+    Serve(ServeArgs),
+    /// Echoes every text and binary message back (for Autobahn and
+    /// benchmarks).
+    Echo(EchoArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on (use 0.0.0.0 to accept other machines).
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: String,
+    /// Port to listen on.
+    #[arg(long, default_value_t = 8181)]
+    port: u16,
+}
+
+#[derive(clap::Args)]
+struct EchoArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: String,
+    /// Port to listen on (0 picks a free one; the log says which).
+    #[arg(long, default_value_t = 9001)]
+    port: u16,
+    /// Largest message accepted, in bytes.
+    #[arg(long, default_value_t = 64 << 20)]
+    max_message_size: usize,
+}
+
+fn url(bind: &str, port: u16) -> String {
+    if bind.contains(':') {
+        format!("ws://[{bind}]:{port}")
+    } else {
+        format!("ws://{bind}:{port}")
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn serve(args: ServeArgs) -> Result<(), hubbub::Error> {
+    let server = Server::bind(&url(&args.bind, args.port)).await?;
+    println!("chat server on ws://{}", server.local_addr());
+    let all: Arc<Mutex<Vec<Connection>>> = Arc::default();
+    let broadcast = |all: &Mutex<Vec<Connection>>, except: Option<&Connection>, text: String| {
+        for client in all.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            if Some(client) != except {
+                let _ = client.send(text.clone());
+            }
+        }
+    };
+    server
+        .start_until(
+            move |socket| {
+                let (opened, closed, said) = (all.clone(), all.clone(), all.clone());
+                socket.on_open(move |conn| {
+                    broadcast(
+                        &opened,
+                        None,
+                        format!("{} joined the conversation.", conn.id()),
+                    );
+                    let _ = conn.send("You have just joined the conversation.");
+                    opened
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(conn.clone());
+                });
+                socket.on_close(move |conn, _| {
+                    closed
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .retain(|c| c != conn);
+                    broadcast(&closed, None, format!("{} left the chat room.", conn.id()));
+                });
+                socket.on_message(move |conn, message| {
+                    broadcast(&said, None, format!("{} says: {message}", conn.id()));
+                });
+            },
+            shutdown_signal(),
+        )
+        .await
+}
+
+async fn echo(args: EchoArgs) -> Result<(), hubbub::Error> {
+    let protocol = hubbub_proto_config(args.max_message_size);
+    let config = ServerConfig::default()
+        .with_protocol_config(protocol)
+        .with_max_queue_bytes(args.max_message_size.saturating_mul(4))
+        .with_close_timeout(Duration::from_secs(5));
+    let server = Server::bind(&url(&args.bind, args.port))
+        .await?
+        .with_config(config);
+    println!("echo server on ws://{}", server.local_addr());
+    server
+        .start_until(
+            |socket| {
+                socket.on_message(|conn, text| {
+                    let _ = conn.send(text);
+                });
+                socket.on_binary(|conn, data| {
+                    let _ = conn.send_binary(data);
+                });
+            },
+            shutdown_signal(),
+        )
+        .await
+}
+
+fn hubbub_proto_config(max_message_size: usize) -> hubbub::ProtocolConfig {
+    hubbub::ProtocolConfig::default()
+        .with_max_message_size(max_message_size)
+        .with_max_frame_size(max_message_size)
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("hubbub: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command.unwrap_or(Command::Serve(ServeArgs {
+            bind: "127.0.0.1".into(),
+            port: 8181,
+        })) {
+            Command::Serve(args) => serve(args).await,
+            Command::Echo(args) => echo(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hubbub: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! Server configuration: limits and policies, each with a safe default.
+
+use std::time::Duration;
+
+/// What happens when a connection's send queue would pass
+/// [`ServerConfig::max_queue_bytes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backpressure {
+    /// Close the slow connection with 1008 ("send queue full"), dropping what
+    /// it had queued. The send that overflowed returns an error. Others are
+    /// never slowed. The default.
+    #[default]
+    Close,
+    /// Refuse the send with an error ([`crate::Error::is_queue_full`]) and
+    /// keep the connection; the caller decides what to drop.
+    Refuse,
+}
+
+/// Limits and policies of a [`crate::Server`].
+///
+/// ```
+/// use std::time::Duration;
+/// let config = hubbub::ServerConfig::default()
+///     .with_max_connections(1_000)
+///     .with_handshake_timeout(Duration::from_secs(5));
+/// assert_eq!(config.max_connections, 1_000);
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Protocol limits: frame, message and handshake sizes, auto-pong.
+    pub protocol: hubbub_proto::Config,
+    /// Most open WebSocket connections; further upgrades are answered 503.
+    /// Default: 10,000.
+    pub max_connections: usize,
+    /// A client must complete its upgrade request within this time, or it
+    /// is dropped. Default: 10 s.
+    pub handshake_timeout: Duration,
+    /// Most bytes queued for sending per connection (frames not yet written
+    /// to the socket). Default: 16 MiB.
+    pub max_queue_bytes: usize,
+    /// What to do when a send would pass `max_queue_bytes`. Default: close.
+    pub backpressure: Backpressure,
+    /// After sending a close frame, how long to wait for the peer's before
+    /// dropping the connection. Default: 5 s.
+    pub close_timeout: Duration,
+    /// On shutdown, how long connections get to finish their close
+    /// handshake before they are dropped. Default: 5 s.
+    pub shutdown_grace: Duration,
+    /// Subprotocols the server speaks. The first one the client offers (in
+    /// the client's order, as Fleck does) is chosen. Default: none.
+    pub protocols: Vec<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            protocol: hubbub_proto::Config::default(),
+            max_connections: 10_000,
+            handshake_timeout: Duration::from_secs(10),
+            max_queue_bytes: 16 << 20,
+            backpressure: Backpressure::Close,
+            close_timeout: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(5),
+            protocols: Vec::new(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Sets [`ServerConfig::protocol`].
+    #[must_use]
+    pub fn with_protocol_config(mut self, config: hubbub_proto::Config) -> Self {
+        self.protocol = config;
+        self
+    }
+
+    /// Sets [`ServerConfig::max_connections`].
+    #[must_use]
+    pub fn with_max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n;
+        self
+    }
+
+    /// Sets [`ServerConfig::handshake_timeout`].
+    #[must_use]
+    pub fn with_handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Sets [`ServerConfig::max_queue_bytes`].
+    #[must_use]
+    pub fn with_max_queue_bytes(mut self, bytes: usize) -> Self {
+        self.max_queue_bytes = bytes;
+        self
+    }
+
+    /// Sets [`ServerConfig::backpressure`].
+    #[must_use]
+    pub fn with_backpressure(mut self, policy: Backpressure) -> Self {
+        self.backpressure = policy;
+        self
+    }
+
+    /// Sets [`ServerConfig::close_timeout`].
+    #[must_use]
+    pub fn with_close_timeout(mut self, timeout: Duration) -> Self {
+        self.close_timeout = timeout;
+        self
+    }
+
+    /// Sets [`ServerConfig::shutdown_grace`].
+    #[must_use]
+    pub fn with_shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
+    }
+
+    /// Sets [`ServerConfig::protocols`].
+    #[must_use]
+    pub fn with_protocols<I, S>(mut self, protocols: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.protocols = protocols.into_iter().map(Into::into).collect();
+        self
+    }
+}

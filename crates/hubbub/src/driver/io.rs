@@ -1,0 +1,134 @@
+//! Socket reads into the worker thread's buffer, and vectored writes.
+
+use std::cell::RefCell;
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::{Driver, Phase};
+
+/// Size of each worker thread's read buffer.
+const READ_BUFFER: usize = 64 * 1024;
+
+/// Most slices in one vectored write.
+const MAX_SLICES: usize = 64;
+
+thread_local! {
+    /// The worker thread's read buffer, shared by every connection that
+    /// thread drives: one read at a time, no `.await` while borrowed.
+    static READ_BUF: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
+    /// Reads once into the thread's buffer and delivers what arrived.
+    /// `Ok(true)`: bytes arrived; `Ok(false)`: end of stream.
+    pub(super) fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<bool>> {
+        if !self.leftover.is_empty() {
+            // A partial frame is waiting: read straight after it.
+            let mut input = std::mem::take(&mut self.leftover);
+            input.reserve(4096);
+            let result = self.poll_read_with(cx, &mut input);
+            self.leftover = input;
+            return result;
+        }
+        READ_BUF.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut buf) => {
+                buf.clear();
+                // Reclaims the allocation when no message still points
+                // into it.
+                buf.reserve(READ_BUFFER);
+                let result = self.poll_read_with(cx, &mut buf);
+                if !buf.is_empty() {
+                    self.leftover.extend_from_slice(&buf);
+                    buf.clear();
+                }
+                result
+            }
+            Err(_) => {
+                let mut buf = BytesMut::with_capacity(READ_BUFFER);
+                let result = self.poll_read_with(cx, &mut buf);
+                self.leftover = buf;
+                result
+            }
+        })
+    }
+
+    /// Reads once, appending to `buf`, and delivers the events in `buf`.
+    /// What is left in `buf` is a partial frame or input held back.
+    fn poll_read_with(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<std::io::Result<bool>> {
+        let n = match tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, buf) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Ready(Ok(n)) => n,
+        };
+        if n == 0 {
+            return Poll::Ready(Ok(false));
+        }
+        if self.phase == Phase::Lingering || self.proto.close_received() {
+            buf.clear();
+            return Poll::Ready(Ok(true));
+        }
+        self.deliver(buf);
+        self.held = self.running.is_some() && !buf.is_empty();
+        Poll::Ready(Ok(true))
+    }
+
+    /// Writes as much of `pending` as the socket takes, in vectored writes.
+    pub(super) fn poll_write(&mut self, cx: &mut Context<'_>) -> std::io::Result<()> {
+        let mut wrote = false;
+        while !self.pending.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let count = self.pending.len().min(MAX_SLICES);
+            for (slice, (bytes, _)) in slices.iter_mut().zip(self.pending.iter()) {
+                *slice = IoSlice::new(bytes);
+            }
+            let n = match Pin::new(&mut self.stream).poll_write_vectored(cx, &slices[..count]) {
+                Poll::Pending => break,
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Ready(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Poll::Ready(Ok(n)) => n,
+            };
+            wrote = true;
+            self.consume(n);
+        }
+        if wrote {
+            if let Poll::Ready(Err(e)) = Pin::new(&mut self.stream).poll_flush(cx) {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops `n` written bytes from the front of `pending`.
+    fn consume(&mut self, mut n: usize) {
+        let mut counted = 0;
+        while n > 0 {
+            let Some((front, is_counted)) = self.pending.front_mut() else {
+                break;
+            };
+            let take = n.min(front.len());
+            front.advance(take);
+            n -= take;
+            if *is_counted {
+                counted += take;
+            }
+            if front.is_empty() {
+                self.pending.pop_front();
+            }
+        }
+        if counted > 0 {
+            self.conn
+                .shared
+                .buffered
+                .fetch_sub(counted, Ordering::Relaxed);
+        }
+    }
+}

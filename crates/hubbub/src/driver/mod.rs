@@ -1,0 +1,442 @@
+//! The connection driver: one task per connection moving bytes between the
+//! socket and `hubbub-proto`, and events to the handlers.
+//!
+//! Each wake-up: run the pending async handler, take what handles queued,
+//! write everything queued in one vectored write, then read into the worker
+//! thread's buffer and deliver the events it holds. A connection keeps no
+//! read buffer of its own while idle.
+
+mod io;
+
+use std::collections::VecDeque;
+use std::future::{Future, poll_fn};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use hubbub_proto::{CloseCode, Connection as Proto, Event};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Sleep;
+
+use crate::connection::Connection;
+use crate::error::{Error, Kind};
+use crate::info::CloseInfo;
+use crate::socket::{BoxFuture, Handlers, panic_message};
+
+/// How long to keep reading after shutting down the write side, so that
+/// unread input does not turn the close into a reset.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Read-and-deliver rounds per wake-up before yielding to other tasks.
+const ROUNDS_PER_WAKE: usize = 16;
+
+/// Where the connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Exchanging messages, or in the close handshake.
+    Running,
+    /// Close handshake done (or failed) and flushed: write side shut down,
+    /// reading until the peer closes too.
+    Lingering,
+}
+
+/// Drives one upgraded connection.
+pub(crate) struct Driver<S> {
+    stream: S,
+    proto: Proto,
+    conn: Connection,
+    handlers: Handlers,
+    /// Input not yet consumed by `proto`: a partial frame, or input held
+    /// back while an async handler runs. Normally empty: reads go to the
+    /// worker thread's buffer.
+    leftover: BytesMut,
+    /// `leftover` may hold whole events not yet delivered.
+    held: bool,
+    /// The write side has been shut down.
+    shut: bool,
+    /// `proto`'s own output (pongs, close frames).
+    replies: BytesMut,
+    /// Frames to write, in order; `true` marks bytes counted in the
+    /// connection's `buffered` total.
+    pending: VecDeque<(Bytes, bool)>,
+    /// A spare queue swapped with the outbox's, to reuse its capacity.
+    spare: VecDeque<Bytes>,
+    running: Option<BoxFuture>,
+    /// No more events are delivered (a handler panicked).
+    events_stopped: bool,
+    /// The first close: code, reason, and whether the peer sent it.
+    first_close: Option<(CloseCode, String)>,
+    deadline: Option<Pin<Box<Sleep>>>,
+    close_timeout: Duration,
+    phase: Phase,
+    close_fired: bool,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
+    pub(crate) fn new(
+        stream: S,
+        proto: Proto,
+        conn: Connection,
+        handlers: Handlers,
+        leftover: BytesMut,
+        handshake_response: Bytes,
+        close_timeout: Duration,
+    ) -> Self {
+        let mut pending = VecDeque::new();
+        pending.push_back((handshake_response, false));
+        Self {
+            stream,
+            proto,
+            conn,
+            handlers,
+            held: !leftover.is_empty(),
+            leftover,
+            shut: false,
+            replies: BytesMut::new(),
+            pending,
+            spare: VecDeque::new(),
+            running: None,
+            events_stopped: false,
+            first_close: None,
+            deadline: None,
+            close_timeout,
+            phase: Phase::Running,
+            close_fired: false,
+        }
+    }
+
+    /// Runs the connection to its end and fires `on_close` once.
+    pub(crate) async fn run(mut self) {
+        match self.handlers.open.call(&self.conn, ()) {
+            Ok(future) => self.running = future,
+            Err(panic) => self.handler_panicked(panic),
+        }
+        let info = poll_fn(|cx| self.poll_drive(cx)).await;
+        self.end(info).await;
+    }
+
+    fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<CloseInfo> {
+        self.conn.shared.waker.register(cx.waker());
+        for _ in 0..ROUNDS_PER_WAKE {
+            if let Some(future) = self.running.as_mut() {
+                match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
+                    Ok(Poll::Pending) => {}
+                    Ok(Poll::Ready(())) => self.running = None,
+                    Err(panic) => {
+                        self.running = None;
+                        self.handler_panicked(panic_message(&*panic));
+                    }
+                }
+            }
+            if self.drain_outbox() {
+                return Poll::Ready(CloseInfo::abnormal("dropped at shutdown"));
+            }
+            if self.running.is_none() && self.held {
+                let mut input = std::mem::take(&mut self.leftover);
+                self.deliver(&mut input);
+                self.held = self.running.is_some() && !input.is_empty();
+                self.leftover = input;
+            }
+            if let Err(e) = self.poll_write(cx) {
+                return Poll::Ready(self.io_failed(e));
+            }
+            if let Some(done) = self.poll_closing(cx) {
+                return Poll::Ready(done);
+            }
+            let can_read = self.running.is_none() && !self.held;
+            match if can_read {
+                self.poll_read(cx)
+            } else {
+                Poll::Pending
+            } {
+                Poll::Ready(Ok(true)) => continue,
+                Poll::Ready(Ok(false)) => return Poll::Ready(self.peer_gone()),
+                Poll::Ready(Err(e)) => return Poll::Ready(self.io_failed(e)),
+                Poll::Pending => {}
+            }
+            if let Some(deadline) = self.deadline.as_mut() {
+                if deadline.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(self.timed_out());
+                }
+            }
+            // A handler that finished this round may have queued more or
+            // freed the input: go round again; otherwise wait for a wake-up.
+            if self.running.is_some() || (!self.held && !self.outbox_has_work()) {
+                return Poll::Pending;
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    fn outbox_has_work(&self) -> bool {
+        let outbox = self.conn.shared.lock();
+        !outbox.frames.is_empty() || outbox.close.is_some() || outbox.force
+    }
+
+    /// Moves what handles queued into `pending`. Returns `true` when the
+    /// connection must be dropped at once (shutdown grace expired).
+    fn drain_outbox(&mut self) -> bool {
+        let (close, force) = {
+            let mut outbox = self.conn.shared.lock();
+            std::mem::swap(&mut outbox.frames, &mut self.spare);
+            (outbox.close.take(), outbox.force)
+        };
+        if force {
+            return true;
+        }
+        let mut frames = std::mem::take(&mut self.spare);
+        if self.proto.close_sent() {
+            let dropped: usize = frames.iter().map(Bytes::len).sum();
+            self.conn
+                .shared
+                .buffered
+                .fetch_sub(dropped, Ordering::Relaxed);
+            frames.clear();
+        } else {
+            self.pending.extend(frames.drain(..).map(|f| (f, true)));
+        }
+        self.spare = frames;
+        if let Some((code, reason)) = close {
+            if self
+                .proto
+                .close(Some(code), &reason, &mut self.replies)
+                .is_ok()
+            {
+                self.first_close.get_or_insert((code, reason));
+                self.start_deadline(self.close_timeout);
+            }
+            self.take_replies();
+        }
+        false
+    }
+
+    /// Feeds `input` to the protocol and delivers events until it needs
+    /// more bytes or an async handler is running.
+    fn deliver(&mut self, input: &mut BytesMut) {
+        while self.running.is_none() && !self.events_stopped {
+            let result = self.proto.read(input, &mut self.replies);
+            self.take_replies();
+            match result {
+                Ok(Some(event)) => self.dispatch(event),
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::info!(
+                        id = %self.conn.id(),
+                        code = e.close_code().0,
+                        "protocol error from client: {e}"
+                    );
+                    self.first_close
+                        .get_or_insert((e.close_code(), e.to_string()));
+                    self.mark_closed();
+                    self.report(&Error::new(Kind::Protocol(e)));
+                    self.start_deadline(self.close_timeout);
+                    break;
+                }
+            }
+            self.drain_outbox();
+        }
+    }
+
+    fn dispatch(&mut self, event: Event) {
+        let result = match event {
+            Event::Text(text) => self.handlers.message.call(&self.conn, text),
+            Event::Binary(data) => self.handlers.binary.call(&self.conn, data),
+            Event::Ping(data) => self.handlers.ping.call(&self.conn, data),
+            Event::Pong(data) => self.handlers.pong.call(&self.conn, data),
+            Event::Close(frame) => {
+                let (code, reason) = frame.map_or((CloseCode::NO_STATUS, String::new()), |f| {
+                    (f.code, f.reason)
+                });
+                tracing::debug!(id = %self.conn.id(), code = code.0, "close received");
+                self.first_close.get_or_insert((code, reason));
+                self.mark_closed();
+                Ok(None)
+            }
+        };
+        match result {
+            Ok(future) => self.running = future,
+            Err(panic) => self.handler_panicked(panic),
+        }
+    }
+
+    fn take_replies(&mut self) {
+        if !self.replies.is_empty() {
+            self.pending
+                .push_back((self.replies.split().freeze(), false));
+        }
+    }
+
+    /// Stops accepting sends from handles.
+    fn mark_closed(&mut self) {
+        self.conn.shared.lock().open = false;
+    }
+
+    fn report(&mut self, error: &Error) {
+        if let Some(handler) = self.handlers.error.as_mut() {
+            let conn = &self.conn;
+            if let Err(panic) = catch_unwind(AssertUnwindSafe(|| handler(conn, error))) {
+                tracing::error!(id = %conn.id(), "on_error handler panicked: {}", panic_message(&*panic));
+            }
+        }
+    }
+
+    /// A handler panicked: close this connection with 1011, deliver no more
+    /// events; other connections are untouched.
+    fn handler_panicked(&mut self, message: String) {
+        tracing::error!(id = %self.conn.id(), "handler panicked: {message}; closing with 1011");
+        self.events_stopped = true;
+        self.mark_closed();
+        let reason = "handler panicked";
+        if self
+            .proto
+            .close(Some(CloseCode::INTERNAL_ERROR), reason, &mut self.replies)
+            .is_ok()
+        {
+            self.first_close
+                .get_or_insert((CloseCode::INTERNAL_ERROR, reason.to_owned()));
+            self.start_deadline(self.close_timeout);
+        }
+        self.take_replies();
+        self.report(&Error::new(Kind::HandlerPanic(message)));
+    }
+
+    fn start_deadline(&mut self, after: Duration) {
+        if self.deadline.is_none() {
+            self.deadline = Some(Box::pin(tokio::time::sleep(after)));
+        }
+    }
+
+    /// Once the close handshake is over and flushed: shut the write side,
+    /// then linger for the peer's end of stream. Returns the outcome when
+    /// the connection is over.
+    fn poll_closing(&mut self, cx: &mut Context<'_>) -> Option<CloseInfo> {
+        if !self.proto.is_closed() || !self.pending.is_empty() {
+            return None;
+        }
+        if self.phase == Phase::Running {
+            self.phase = Phase::Lingering;
+            self.deadline = Some(Box::pin(tokio::time::sleep(LINGER)));
+        }
+        if self.shut {
+            return None;
+        }
+        match Pin::new(&mut self.stream).poll_shutdown(cx) {
+            Poll::Ready(Ok(())) => {
+                self.shut = true;
+                None
+            }
+            Poll::Ready(Err(_)) => Some(self.outcome()),
+            Poll::Pending => None,
+        }
+    }
+
+    /// The peer closed its side of the TCP connection.
+    fn peer_gone(&mut self) -> CloseInfo {
+        if self.proto.is_closed() {
+            self.outcome()
+        } else {
+            tracing::debug!(id = %self.conn.id(), "connection dropped without a close frame");
+            CloseInfo::abnormal("connection dropped without a close frame")
+        }
+    }
+
+    fn io_failed(&mut self, error: std::io::Error) -> CloseInfo {
+        if self.proto.is_closed() {
+            return self.outcome();
+        }
+        tracing::debug!(id = %self.conn.id(), "socket error: {error}");
+        let info = CloseInfo::abnormal(format!("socket error: {error}"));
+        self.report(&Error::new(Kind::Io(error)));
+        info
+    }
+
+    fn timed_out(&mut self) -> CloseInfo {
+        if self.phase == Phase::Lingering {
+            return self.outcome();
+        }
+        tracing::debug!(id = %self.conn.id(), "no close frame from the peer in time");
+        let (code, reason) = self
+            .first_close
+            .clone()
+            .unwrap_or((CloseCode::ABNORMAL, "close timeout".into()));
+        CloseInfo {
+            code,
+            reason,
+            clean: false,
+        }
+    }
+
+    /// The outcome once the close handshake is over.
+    fn outcome(&self) -> CloseInfo {
+        let (code, reason) = self
+            .first_close
+            .clone()
+            .unwrap_or((CloseCode::ABNORMAL, String::new()));
+        let clean = self.proto.close_sent() && self.proto.close_received();
+        CloseInfo {
+            code,
+            reason,
+            clean,
+        }
+    }
+
+    /// Marks the connection ended and fires `on_close`.
+    async fn end(&mut self, info: CloseInfo) {
+        {
+            let mut outbox = self.conn.shared.lock();
+            outbox.open = false;
+            outbox.frames.clear();
+            outbox.close = None;
+        }
+        self.conn.shared.buffered.store(0, Ordering::Relaxed);
+        self.pending.clear();
+        self.running = None;
+        self.close_fired = true;
+        tracing::debug!(id = %self.conn.id(), code = info.code.0, clean = info.clean, "connection ended");
+        match self.handlers.close.call(&self.conn, info) {
+            Ok(None) => {}
+            Ok(Some(future)) => {
+                if let Err(panic) = guarded(future).await {
+                    tracing::error!(id = %self.conn.id(), "on_close handler panicked: {panic}");
+                }
+            }
+            Err(panic) => {
+                tracing::error!(id = %self.conn.id(), "on_close handler panicked: {panic}")
+            }
+        }
+    }
+}
+
+impl<S> Drop for Driver<S> {
+    fn drop(&mut self) {
+        // The task was cancelled before `end` ran (the runtime is shutting
+        // down): `on_close` still runs, once.
+        if self.close_fired {
+            return;
+        }
+        self.close_fired = true;
+        self.conn.shared.lock().open = false;
+        let info = CloseInfo::abnormal("connection task cancelled");
+        if let Ok(Some(future)) = self.handlers.close.call(&self.conn, info) {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(guarded(future));
+            }
+        }
+    }
+}
+
+/// Runs a handler future, turning a panic into its message.
+async fn guarded(mut future: BoxFuture) -> Result<(), String> {
+    poll_fn(
+        |cx| match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
+            Ok(Poll::Ready(())) => Poll::Ready(Ok(())),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(panic) => Poll::Ready(Err(panic_message(&*panic))),
+        },
+    )
+    .await
+}

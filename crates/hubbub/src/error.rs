@@ -1,0 +1,128 @@
+//! The library's one public error type.
+
+use std::fmt;
+use std::io;
+
+use hubbub_proto::{CloseCode, ProtocolError};
+
+/// An error from hubbub: opaque, with `is_*` predicates for what callers
+/// branch on, and a message that says what happened.
+pub struct Error {
+    kind: Kind,
+}
+
+#[derive(Debug)]
+pub(crate) enum Kind {
+    /// The connection is closing or closed.
+    Closed,
+    /// The send queue is full.
+    QueueFull { buffered: usize, max: usize },
+    /// A control payload over 125 bytes, or a close reason over 123.
+    PayloadTooLong,
+    /// A close code that may not be sent.
+    InvalidCloseCode(CloseCode),
+    /// A bad server URL or address.
+    InvalidUrl(String),
+    /// A socket error.
+    Io(io::Error),
+    /// The peer broke the protocol.
+    Protocol(ProtocolError),
+    /// A handler panicked.
+    HandlerPanic(String),
+}
+
+impl Error {
+    pub(crate) fn new(kind: Kind) -> Self {
+        Self { kind }
+    }
+
+    /// The connection is closing or closed: nothing more can be sent.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.kind, Kind::Closed)
+    }
+
+    /// The connection's send queue is full (see
+    /// [`crate::ServerConfig::max_queue_bytes`]).
+    pub fn is_queue_full(&self) -> bool {
+        matches!(self.kind, Kind::QueueFull { .. })
+    }
+
+    /// The caller passed an invalid argument: a control payload over 125
+    /// bytes, a close reason over 123 bytes, a close code that may not be
+    /// sent, or a bad URL.
+    pub fn is_invalid_argument(&self) -> bool {
+        matches!(
+            self.kind,
+            Kind::PayloadTooLong | Kind::InvalidCloseCode(_) | Kind::InvalidUrl(_)
+        )
+    }
+
+    /// A socket or bind error.
+    pub fn is_io(&self) -> bool {
+        matches!(self.kind, Kind::Io(_))
+    }
+
+    /// The peer broke the protocol or a limit.
+    pub fn is_protocol(&self) -> bool {
+        matches!(self.kind, Kind::Protocol(_))
+    }
+
+    /// A handler panicked.
+    pub fn is_handler_panic(&self) -> bool {
+        matches!(self.kind, Kind::HandlerPanic(_))
+    }
+
+    /// The close code this error led to, when it ended a connection.
+    pub fn close_code(&self) -> Option<CloseCode> {
+        match &self.kind {
+            Kind::Protocol(e) => Some(e.close_code()),
+            Kind::HandlerPanic(_) => Some(CloseCode::INTERNAL_ERROR),
+            Kind::QueueFull { .. } => Some(CloseCode::POLICY_VIOLATION),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            Kind::Closed => f.write_str("connection is closing or closed"),
+            Kind::QueueFull { buffered, max } => {
+                write!(
+                    f,
+                    "send queue full ({buffered} bytes buffered, limit {max})"
+                )
+            }
+            Kind::PayloadTooLong => {
+                f.write_str("control payload over 125 bytes or close reason over 123 bytes")
+            }
+            Kind::InvalidCloseCode(code) => write!(f, "close code {code} may not be sent"),
+            Kind::InvalidUrl(why) => write!(f, "invalid server URL: {why}"),
+            Kind::Io(e) => write!(f, "I/O error: {e}"),
+            Kind::Protocol(e) => write!(f, "protocol error: {e}"),
+            Kind::HandlerPanic(what) => write!(f, "handler panicked: {what}"),
+        }
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.kind, f)
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.kind {
+            Kind::Io(e) => Some(e),
+            Kind::Protocol(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Self::new(Kind::Io(e))
+    }
+}

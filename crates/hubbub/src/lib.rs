@@ -1,0 +1,65 @@
+//! # hubbub: a WebSocket server with Fleck's simple API
+//!
+//! Bind a server to `ws://host:port`, give [`Server::start`] a setup closure
+//! that attaches handlers to each connection, and send from any handler,
+//! task or thread through the cheap [`Connection`] handle.
+//!
+//! ```no_run
+//! use std::sync::{Arc, Mutex};
+//! use hubbub::{Connection, Server};
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), hubbub::Error> {
+//!     let all: Arc<Mutex<Vec<Connection>>> = Arc::default();
+//!     let server = Server::bind("ws://0.0.0.0:8181").await?;
+//!     server
+//!         .start(move |socket| {
+//!             let (on_open, on_close, on_message) = (all.clone(), all.clone(), all.clone());
+//!             socket.on_open(move |conn| on_open.lock().unwrap().push(conn.clone()));
+//!             socket.on_close(move |conn, _| on_close.lock().unwrap().retain(|c| c != conn));
+//!             socket.on_message(move |conn, message| {
+//!                 for client in on_message.lock().unwrap().iter() {
+//!                     let _ = client.send(format!("{} says: {message}", conn.id()));
+//!                 }
+//!             });
+//!         })
+//!         .await
+//! }
+//! ```
+//!
+//! ## How it works
+//!
+//! ```text
+//! socket ─read─▶ worker thread's buffer ─▶ hubbub-proto ─events─▶ handlers (one at a time, in order)
+//! handlers / other tasks ─send─▶ bounded per-connection queue ─one vectored write per wake-up─▶ socket
+//! ```
+//!
+//! The protocol itself (handshake parsing, frames, UTF-8, close handshake)
+//! is `hubbub-proto`'s; this crate owns sockets, time, handlers and limits.
+//! Guarantees: `on_open` runs before any message handler; `on_close` runs
+//! exactly once for every connection that opened, whatever ended it; a
+//! panicking handler closes only its own connection (1011); every queue is
+//! bounded in bytes ([`Backpressure`]).
+
+mod config;
+mod connection;
+mod driver;
+mod error;
+mod info;
+mod server;
+mod socket;
+mod upgrade;
+
+pub use config::{Backpressure, ServerConfig};
+pub use connection::Connection;
+pub use error::Error;
+pub use hubbub_proto::{CloseCode, Config as ProtocolConfig, Utf8Bytes};
+pub use info::{CloseInfo, ConnectionInfo};
+pub use server::{Server, ServerHandle};
+pub use socket::Socket;
+
+/// Re-exported so that handlers can name payload types without a direct
+/// dependency.
+pub use bytes::Bytes;
+/// Connection ids.
+pub use uuid::Uuid;

@@ -1,0 +1,317 @@
+//! The server: binding, the accept loop, and shutdown.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+use crate::config::ServerConfig;
+use crate::connection::Connection;
+use crate::error::{Error, Kind};
+use crate::socket::Socket;
+use crate::upgrade::serve_socket;
+
+/// A WebSocket server bound to an address, Fleck style:
+/// [`Server::bind`] then [`Server::start`] with a per-connection setup.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), hubbub::Error> {
+/// let server = hubbub::Server::bind("ws://127.0.0.1:8181").await?;
+/// server
+///     .start(|socket| {
+///         socket.on_open(|conn| println!("open {}", conn.id()));
+///         socket.on_message(|conn, text| {
+///             let _ = conn.send(text);
+///         });
+///         socket.on_close(|conn, info| println!("closed {} with {}", conn.id(), info.code));
+///     })
+///     .await
+/// # }
+/// ```
+pub struct Server {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    config: ServerConfig,
+    shared: Arc<ServerShared>,
+}
+
+/// State shared by the accept loop, the connections and [`ServerHandle`]s.
+pub(crate) struct ServerShared {
+    /// Open connections by id; a std `Mutex`, never held across an `.await`.
+    clients: Mutex<HashMap<Uuid, Connection>>,
+    /// Upgraded connections not yet ended (the limit counts these).
+    pub(crate) open: AtomicUsize,
+    stopping: AtomicBool,
+    stop: Notify,
+}
+
+impl ServerShared {
+    fn clients(&self) -> MutexGuard<'_, HashMap<Uuid, Connection>> {
+        self.clients.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn register(&self, conn: &Connection) {
+        self.clients().insert(conn.id(), conn.clone());
+    }
+
+    pub(crate) fn unregister(&self, conn: &Connection) {
+        self.clients().remove(&conn.id());
+    }
+}
+
+/// A handle to a running [`Server`]: stop it, or reach its clients, from
+/// any task or thread.
+#[derive(Clone)]
+pub struct ServerHandle {
+    shared: Arc<ServerShared>,
+    local_addr: SocketAddr,
+}
+
+impl ServerHandle {
+    /// Starts a graceful shutdown: stop accepting, close every connection
+    /// with 1001, wait up to [`ServerConfig::shutdown_grace`], then drop the
+    /// rest. [`Server::start`] returns once every connection has ended.
+    pub fn shutdown(&self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        self.shared.stop.notify_waiters();
+        self.shared.stop.notify_one();
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The open connections, at this moment.
+    pub fn clients(&self) -> Vec<Connection> {
+        self.shared.clients().values().cloned().collect()
+    }
+
+    /// How many connections are open.
+    pub fn client_count(&self) -> usize {
+        self.shared.clients().len()
+    }
+}
+
+/// Parses `ws://host:port` (path ignored) into host and port.
+fn parse_url(url: &str) -> Result<(String, u16), Error> {
+    let invalid = |why: &str| Error::new(Kind::InvalidUrl(format!("{url}: {why}")));
+    let rest = url
+        .strip_prefix("ws://")
+        .ok_or_else(|| invalid("expected ws://host:port"))?;
+    let authority = rest.split('/').next().unwrap_or_default();
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (host, port) = v6.split_once(']').ok_or_else(|| invalid("unclosed ["))?;
+        (host, port.strip_prefix(':').unwrap_or(""))
+    } else {
+        authority.rsplit_once(':').unwrap_or((authority, ""))
+    };
+    if host.is_empty() {
+        return Err(invalid("missing host"));
+    }
+    let port = if port.is_empty() {
+        80
+    } else {
+        port.parse().map_err(|_| invalid("bad port"))?
+    };
+    Ok((host.to_owned(), port))
+}
+
+impl Server {
+    /// Binds to a `ws://host:port` URL: host names (such as `localhost`)
+    /// are resolved, IPv4 and IPv6 work (`ws://[::1]:9001`), and port 0
+    /// picks a free port (see [`Server::local_addr`]).
+    ///
+    /// # Errors
+    /// An invalid URL ([`Error::is_invalid_argument`]), or a resolution or
+    /// bind failure ([`Error::is_io`]), such as a port in use.
+    pub async fn bind(url: &str) -> Result<Self, Error> {
+        let (host, port) = parse_url(url)?;
+        let listener = TcpListener::bind((host.as_str(), port)).await?;
+        Self::from_listener(listener)
+    }
+
+    /// Serves on an already bound tokio listener.
+    ///
+    /// # Errors
+    /// When the listener's address cannot be read.
+    pub fn from_listener(listener: TcpListener) -> Result<Self, Error> {
+        let local_addr = listener.local_addr()?;
+        Ok(Self {
+            listener,
+            local_addr,
+            config: ServerConfig::default(),
+            shared: Arc::new(ServerShared {
+                clients: Mutex::new(HashMap::new()),
+                open: AtomicUsize::new(0),
+                stopping: AtomicBool::new(false),
+                stop: Notify::new(),
+            }),
+        })
+    }
+
+    /// Serves on an already bound std listener (made non-blocking here).
+    ///
+    /// # Errors
+    /// When the listener cannot be handed to tokio.
+    pub fn from_std_listener(listener: std::net::TcpListener) -> Result<Self, Error> {
+        listener.set_nonblocking(true)?;
+        Self::from_listener(TcpListener::from_std(listener)?)
+    }
+
+    /// Replaces the configuration.
+    #[must_use]
+    pub fn with_config(mut self, config: ServerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The bound address (the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A handle to stop the server or reach its clients.
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle {
+            shared: self.shared.clone(),
+            local_addr: self.local_addr,
+        }
+    }
+
+    /// Accepts connections until [`ServerHandle::shutdown`]; `setup` runs
+    /// once per connection, after its request is parsed and before the
+    /// `101` is sent, to attach handlers. Returns when every connection has
+    /// ended.
+    ///
+    /// # Errors
+    /// None today once bound; the `Result` is kept for listener failures
+    /// that cannot be retried.
+    pub async fn start<F>(self, setup: F) -> Result<(), Error>
+    where
+        F: Fn(&mut Socket) + Send + Sync + 'static,
+    {
+        let shared = self.shared.clone();
+        let stopped = async move {
+            while !shared.stopping.load(Ordering::SeqCst) {
+                shared.stop.notified().await;
+            }
+        };
+        self.run(setup, stopped).await
+    }
+
+    /// As [`Server::start`], and also shuts down gracefully when `signal`
+    /// completes (for example `tokio::signal::ctrl_c()`).
+    ///
+    /// # Errors
+    /// As [`Server::start`].
+    pub async fn start_until<F, S>(self, setup: F, signal: S) -> Result<(), Error>
+    where
+        F: Fn(&mut Socket) + Send + Sync + 'static,
+        S: Future + Send,
+    {
+        let handle = self.handle();
+        let shared = self.shared.clone();
+        let stopped = async move {
+            tokio::select! {
+                _ = signal => handle.shutdown(),
+                () = async {
+                    while !shared.stopping.load(Ordering::SeqCst) {
+                        shared.stop.notified().await;
+                    }
+                } => {}
+            }
+        };
+        self.run(setup, stopped).await
+    }
+
+    async fn run<F>(self, setup: F, stopped: impl Future<Output = ()>) -> Result<(), Error>
+    where
+        F: Fn(&mut Socket) + Send + Sync + 'static,
+    {
+        let setup = Arc::new(setup);
+        let config = Arc::new(self.config);
+        let mut tasks = JoinSet::new();
+        let mut backoff = Duration::from_millis(10);
+        tracing::info!(addr = %self.local_addr, "listening");
+        tokio::pin!(stopped);
+        loop {
+            tokio::select! {
+                () = &mut stopped => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        backoff = Duration::from_millis(10);
+                        let ctx = (setup.clone(), config.clone(), self.shared.clone());
+                        tasks.spawn(handle_connection(stream, peer, ctx));
+                    }
+                    Err(e) => {
+                        // EMFILE and friends: wait instead of spinning.
+                        tracing::warn!("accept failed: {e}; retrying in {backoff:?}");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                    }
+                },
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            }
+        }
+        drop(self.listener);
+        let clients: Vec<Connection> = self.shared.clients().values().cloned().collect();
+        tracing::info!(connections = clients.len(), "shutting down");
+        for conn in &clients {
+            let _ = conn.close_with(hubbub_proto::CloseCode::GOING_AWAY, "server shutdown");
+        }
+        let drained = tokio::time::timeout(config.shutdown_grace, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            let left: Vec<Connection> = self.shared.clients().values().cloned().collect();
+            tracing::warn!(
+                connections = left.len(),
+                "grace period over: dropping connections"
+            );
+            for conn in &left {
+                conn.shared.lock().force = true;
+                conn.shared.waker.wake();
+            }
+            // Handshakes still in progress are simply dropped.
+            let leftover = tokio::time::timeout(Duration::from_secs(1), async {
+                while tasks.join_next().await.is_some() {}
+            })
+            .await;
+            if leftover.is_err() {
+                tasks.abort_all();
+                while tasks.join_next().await.is_some() {}
+            }
+        }
+        tracing::info!("server stopped");
+        Ok(())
+    }
+}
+
+/// What each connection task needs from the server.
+pub(crate) type ConnectionContext = (
+    Arc<dyn Fn(&mut Socket) + Send + Sync>,
+    Arc<ServerConfig>,
+    Arc<ServerShared>,
+);
+
+async fn handle_connection<F>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    (setup, config, shared): (Arc<F>, Arc<ServerConfig>, Arc<ServerShared>),
+) where
+    F: Fn(&mut Socket) + Send + Sync + 'static,
+{
+    let _ = stream.set_nodelay(true);
+    let setup: Arc<dyn Fn(&mut Socket) + Send + Sync> = setup;
+    let ctx: ConnectionContext = (setup, config, shared);
+    serve_socket(stream, peer, ctx).await;
+}

@@ -1,0 +1,175 @@
+//! Per-connection setup: the handlers a connection's events go to.
+
+use std::any::Any;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+
+use bytes::Bytes;
+use hubbub_proto::Utf8Bytes;
+
+use crate::connection::Connection;
+use crate::error::Error;
+use crate::info::{CloseInfo, ConnectionInfo};
+
+/// A boxed handler future.
+pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// One event's handler: none, a plain closure, or an async one.
+pub(crate) enum Handler<A> {
+    None,
+    Sync(Box<dyn FnMut(&Connection, A) + Send>),
+    Async(Box<dyn FnMut(Connection, A) -> BoxFuture + Send>),
+}
+
+/// A handler's panic payload, as text for the log.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_owned())
+}
+
+impl<A> Handler<A> {
+    /// Runs the handler. A plain closure runs to completion here; an async
+    /// one returns its future for the driver to poll. A panic is caught and
+    /// returned as its message.
+    pub(crate) fn call(&mut self, conn: &Connection, arg: A) -> Result<Option<BoxFuture>, String> {
+        match self {
+            Self::None => Ok(None),
+            Self::Sync(f) => catch_unwind(AssertUnwindSafe(|| f(conn, arg)))
+                .map(|()| None)
+                .map_err(|p| panic_message(&*p)),
+            Self::Async(f) => catch_unwind(AssertUnwindSafe(|| f(conn.clone(), arg)))
+                .map(Some)
+                .map_err(|p| panic_message(&*p)),
+        }
+    }
+}
+
+/// The handlers of one connection.
+pub(crate) struct Handlers {
+    pub(crate) open: Handler<()>,
+    pub(crate) close: Handler<CloseInfo>,
+    pub(crate) message: Handler<Utf8Bytes>,
+    pub(crate) binary: Handler<Bytes>,
+    pub(crate) ping: Handler<Bytes>,
+    pub(crate) pong: Handler<Bytes>,
+    pub(crate) error: Option<Box<dyn FnMut(&Connection, &Error) + Send>>,
+}
+
+impl Default for Handlers {
+    fn default() -> Self {
+        Self {
+            open: Handler::None,
+            close: Handler::None,
+            message: Handler::None,
+            binary: Handler::None,
+            ping: Handler::None,
+            pong: Handler::None,
+            error: None,
+        }
+    }
+}
+
+macro_rules! handler_setters {
+    ($(#[$doc:meta])* $sync:ident, $async_name:ident, $field:ident, $arg:ty) => {
+        $(#[$doc])*
+        pub fn $sync<F>(&mut self, mut handler: F)
+        where
+            F: FnMut(&Connection, $arg) + Send + 'static,
+        {
+            self.handlers.$field = Handler::Sync(Box::new(move |conn, arg| handler(conn, arg)));
+        }
+
+        $(#[$doc])*
+        ///
+        /// The async form: the connection's next event waits for the
+        /// returned future, other connections never do.
+        pub fn $async_name<F, Fut>(&mut self, mut handler: F)
+        where
+            F: FnMut(Connection, $arg) -> Fut + Send + 'static,
+            Fut: Future<Output = ()> + Send + 'static,
+        {
+            self.handlers.$field =
+                Handler::Async(Box::new(move |conn, arg| Box::pin(handler(conn, arg))));
+        }
+    };
+}
+
+/// The setup of one connection, given to the closure passed to
+/// [`crate::Server::start`] after the request is parsed and before the
+/// `101` is sent: attach handlers here, as in Fleck's
+/// `socket.OnOpen = …`.
+///
+/// Each event of a connection runs its handler to completion (async ones
+/// included) before the next event of that connection is delivered;
+/// `on_open` runs before any message and `on_close` exactly once, last.
+pub struct Socket {
+    pub(crate) conn: Connection,
+    pub(crate) handlers: Handlers,
+}
+
+impl Socket {
+    /// What the opening handshake told about the connection.
+    pub fn info(&self) -> &ConnectionInfo {
+        self.conn.info()
+    }
+
+    /// The connection's handle (also passed to every handler).
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Runs when the connection is open, before any message handler.
+    pub fn on_open<F>(&mut self, mut handler: F)
+    where
+        F: FnMut(&Connection) + Send + 'static,
+    {
+        self.handlers.open = Handler::Sync(Box::new(move |conn, ()| handler(conn)));
+    }
+
+    /// Runs when the connection is open, before any message handler; the
+    /// async form.
+    pub fn on_open_async<F, Fut>(&mut self, mut handler: F)
+    where
+        F: FnMut(Connection) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.handlers.open = Handler::Async(Box::new(move |conn, ()| Box::pin(handler(conn))));
+    }
+
+    handler_setters!(
+        /// Runs once when the connection ends, whatever ended it: a close
+        /// from either side, a reset, a protocol error, a limit, shutdown
+        /// or a handler panic.
+        on_close, on_close_async, close, CloseInfo
+    );
+    handler_setters!(
+        /// Runs for each text message.
+        on_message, on_message_async, message, Utf8Bytes
+    );
+    handler_setters!(
+        /// Runs for each binary message.
+        on_binary, on_binary_async, binary, Bytes
+    );
+    handler_setters!(
+        /// Runs for each ping (already answered with a pong).
+        on_ping, on_ping_async, ping, Bytes
+    );
+    handler_setters!(
+        /// Runs for each pong.
+        on_pong, on_pong_async, pong, Bytes
+    );
+
+    /// Runs when something goes wrong on the connection: a protocol error
+    /// from the peer, a socket error, a full send queue, a handler panic.
+    /// `on_close` still follows.
+    pub fn on_error<F>(&mut self, handler: F)
+    where
+        F: FnMut(&Connection, &Error) + Send + 'static,
+    {
+        self.handlers.error = Some(Box::new(handler));
+    }
+}

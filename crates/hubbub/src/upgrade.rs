@@ -1,0 +1,143 @@
+//! The opening handshake of one accepted socket, then its driver.
+
+use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::Ordering;
+
+use bytes::BytesMut;
+use hubbub_proto::handshake::{
+    AcceptResponse, HandshakeError, HttpResponse, Request, RequestParser,
+};
+use hubbub_proto::{Connection as Proto, Role};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tracing::Instrument;
+
+use crate::connection::Connection;
+use crate::driver::Driver;
+use crate::info::ConnectionInfo;
+use crate::server::ConnectionContext;
+use crate::socket::{Handlers, Socket, panic_message};
+
+/// Reads the request head within the handshake timeout.
+async fn read_request(
+    stream: &mut TcpStream,
+    parser: &mut RequestParser,
+    buf: &mut BytesMut,
+) -> Result<Option<Request>, HandshakeError> {
+    loop {
+        if let Some(request) = parser.parse(buf)? {
+            return Ok(Some(request));
+        }
+        buf.reserve(1024);
+        match stream.read_buf(buf).await {
+            Ok(0) | Err(_) => return Ok(None),
+            Ok(_) => {}
+        }
+    }
+}
+
+async fn refuse(stream: &mut TcpStream, response: HttpResponse) {
+    let mut out = BytesMut::new();
+    response.write(&mut out);
+    let _ = stream.write_all(&out).await;
+    let _ = stream.shutdown().await;
+}
+
+/// Chooses the subprotocol: the client's first offer the server speaks.
+fn choose_protocol(request: &Request, supported: &[String]) -> Option<String> {
+    request
+        .protocols()
+        .into_iter()
+        .find(|offered| supported.iter().any(|s| s == offered))
+}
+
+pub(crate) async fn serve_socket(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    (setup, config, shared): ConnectionContext,
+) {
+    let mut parser = RequestParser::new(&config.protocol);
+    let mut buf = BytesMut::with_capacity(1024);
+    let request = match tokio::time::timeout(
+        config.handshake_timeout,
+        read_request(&mut stream, &mut parser, &mut buf),
+    )
+    .await
+    {
+        Err(_) => {
+            tracing::debug!(%peer, "handshake timeout: dropping connection");
+            return;
+        }
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            tracing::info!(%peer, status = e.status(), "handshake refused: {}", e.reason());
+            refuse(&mut stream, e.response()).await;
+            return;
+        }
+        Ok(Ok(Some(request))) => request,
+    };
+    if !request.is_upgrade() && request.method() == "GET" {
+        let response = HttpResponse::new(426)
+            .header("Upgrade", "websocket")
+            .header("Sec-WebSocket-Version", "13")
+            .header("Content-Type", "text/plain; charset=utf-8")
+            .body("this is a WebSocket endpoint\n");
+        refuse(&mut stream, response).await;
+        return;
+    }
+    let accept = match request.validate_upgrade() {
+        Ok(accept) => accept,
+        Err(e) => {
+            tracing::info!(%peer, status = e.status(), "handshake refused: {}", e.reason());
+            refuse(&mut stream, e.response()).await;
+            return;
+        }
+    };
+    // Reserve a slot, or answer 503.
+    if shared.open.fetch_add(1, Ordering::SeqCst) >= config.max_connections {
+        shared.open.fetch_sub(1, Ordering::SeqCst);
+        tracing::warn!(%peer, limit = config.max_connections, "connection limit reached: 503");
+        let response = HttpResponse::new(503)
+            .header("Retry-After", "1")
+            .body("too many connections\n");
+        refuse(&mut stream, response).await;
+        return;
+    }
+    let local = stream.local_addr().unwrap_or(peer);
+    let protocol = choose_protocol(&request, &config.protocols);
+    let info = ConnectionInfo::new(peer, local, request, protocol.clone());
+    let conn = Connection::new(info, config.max_queue_bytes, config.backpressure);
+    let mut socket = Socket {
+        conn: conn.clone(),
+        handlers: Handlers::default(),
+    };
+    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| setup(&mut socket))) {
+        shared.open.fetch_sub(1, Ordering::SeqCst);
+        tracing::error!(%peer, "connection setup panicked: {}", panic_message(&*panic));
+        refuse(&mut stream, HttpResponse::new(500).body("internal error\n")).await;
+        return;
+    }
+    let mut response = AcceptResponse::new(accept);
+    if let Some(protocol) = protocol {
+        response = response.protocol(protocol);
+    }
+    let mut head = BytesMut::new();
+    response.write(&mut head);
+
+    let span = tracing::info_span!("conn", id = %conn.id(), %peer);
+    tracing::debug!(parent: &span, path = conn.info().path(), "open");
+    shared.register(&conn);
+    let driver = Driver::new(
+        stream,
+        Proto::new(Role::Server, config.protocol.clone()),
+        conn.clone(),
+        socket.handlers,
+        buf,
+        head.freeze(),
+        config.close_timeout,
+    );
+    driver.run().instrument(span).await;
+    shared.unregister(&conn);
+    shared.open.fetch_sub(1, Ordering::SeqCst);
+}
