@@ -132,7 +132,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 }
             }
             if self.drain_outbox() {
-                return Poll::Ready(CloseInfo::abnormal("dropped at shutdown"));
+                tracing::debug!(id = %self.conn.id(), "dropped at the end of the shutdown grace");
+                return Poll::Ready(self.unfinished("dropped at shutdown"));
             }
             if self.running.is_none() && self.held {
                 let mut input = std::mem::take(&mut self.leftover);
@@ -359,10 +360,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             return self.outcome();
         }
         tracing::debug!(id = %self.conn.id(), "no close frame from the peer in time");
+        self.unfinished("close timeout")
+    }
+
+    /// The outcome when the close handshake could not finish: the first
+    /// close's code if there was one, else 1006.
+    fn unfinished(&self, why: &str) -> CloseInfo {
         let (code, reason) = self
             .first_close
             .clone()
-            .unwrap_or((CloseCode::ABNORMAL, "close timeout".into()));
+            .unwrap_or((CloseCode::ABNORMAL, why.to_owned()));
         CloseInfo {
             code,
             reason,

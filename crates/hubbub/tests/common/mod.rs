@@ -1,0 +1,85 @@
+//! Helpers shared by the integration tests: a server on 127.0.0.1:0 that
+//! records what happened, and a watchdog.
+
+#![allow(dead_code, unreachable_pub, reason = "each test file uses a subset")]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hubbub::{CloseInfo, Server, ServerConfig, ServerHandle, Socket};
+use tokio::task::JoinHandle;
+
+/// Fails the test instead of hanging CI.
+pub async fn watchdog<F: Future>(future: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(20), future)
+        .await
+        .expect("watchdog: test took longer than 20 s")
+}
+
+/// A running test server.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub handle: ServerHandle,
+    pub task: JoinHandle<Result<(), hubbub::Error>>,
+    pub closes: Arc<Mutex<Vec<CloseInfo>>>,
+}
+
+impl TestServer {
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    /// Waits until `n` connections have fired `on_close`.
+    pub async fn wait_closes(&self, n: usize) -> Vec<CloseInfo> {
+        loop {
+            {
+                let closes = self.closes.lock().unwrap();
+                if closes.len() >= n {
+                    return closes.clone();
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    pub async fn stop(self) {
+        self.handle.shutdown();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// Starts a server whose setup runs `setup` and then records every
+/// `on_close` (wrapping any `on_close` that `setup` does not set).
+pub async fn start<F>(config: ServerConfig, setup: F) -> TestServer
+where
+    F: Fn(&mut Socket) + Send + Sync + 'static,
+{
+    let server = Server::bind("ws://127.0.0.1:0").await.unwrap().with_config(config);
+    let addr = server.local_addr();
+    let handle = server.handle();
+    let closes: Arc<Mutex<Vec<CloseInfo>>> = Arc::default();
+    let recorded = closes.clone();
+    let task = tokio::spawn(server.start(move |socket| {
+        let recorded = recorded.clone();
+        socket.on_close(move |_, info| recorded.lock().unwrap().push(info));
+        setup(socket);
+    }));
+    TestServer {
+        addr,
+        handle,
+        task,
+        closes,
+    }
+}
+
+/// An echo setup.
+pub fn echo(socket: &mut Socket) {
+    socket.on_message(|conn, text| {
+        let _ = conn.send(text);
+    });
+    socket.on_binary(|conn, data| {
+        let _ = conn.send_binary(data);
+    });
+}
