@@ -15,11 +15,18 @@ use crate::info::{CloseInfo, ConnectionInfo};
 /// A boxed handler future.
 pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
+/// A plain handler closure.
+type SyncFn<A> = Box<dyn FnMut(&Connection, A) + Send>;
+/// An async handler closure.
+type AsyncFn<A> = Box<dyn FnMut(Connection, A) -> BoxFuture + Send>;
+/// The error handler.
+type ErrorFn = Box<dyn FnMut(&Connection, &Error) + Send>;
+
 /// One event's handler: none, a plain closure, or an async one.
 pub(crate) enum Handler<A> {
     None,
-    Sync(Box<dyn FnMut(&Connection, A) + Send>),
-    Async(Box<dyn FnMut(Connection, A) -> BoxFuture + Send>),
+    Sync(SyncFn<A>),
+    Async(AsyncFn<A>),
 }
 
 /// A handler's panic payload, as text for the log.
@@ -56,7 +63,7 @@ pub(crate) struct Handlers {
     pub(crate) binary: Handler<Bytes>,
     pub(crate) ping: Handler<Bytes>,
     pub(crate) pong: Handler<Bytes>,
-    pub(crate) error: Option<Box<dyn FnMut(&Connection, &Error) + Send>>,
+    pub(crate) error: Option<ErrorFn>,
 }
 
 impl Default for Handlers {

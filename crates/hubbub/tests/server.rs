@@ -18,6 +18,14 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as TCode;
 
+/// Test defaults: short close timeout and shutdown grace, so that clients
+/// that stop reading do not slow the suite down.
+fn cfg() -> ServerConfig {
+    ServerConfig::default()
+        .with_close_timeout(Duration::from_millis(500))
+        .with_shutdown_grace(Duration::from_millis(500))
+}
+
 /// Opens a raw TCP connection and completes the upgrade by hand.
 async fn raw_client(addr: std::net::SocketAddr) -> (TcpStream, BytesMut) {
     let mut stream = TcpStream::connect(addr).await.unwrap();
@@ -28,7 +36,11 @@ async fn raw_client(addr: std::net::SocketAddr) -> (TcpStream, BytesMut) {
     let mut buf = BytesMut::new();
     loop {
         stream.read_buf(&mut buf).await.unwrap();
-        if request.parse_response(&mut buf, &Default::default()).unwrap().is_some() {
+        if request
+            .parse_response(&mut buf, &Default::default())
+            .unwrap()
+            .is_some()
+        {
             return (stream, buf);
         }
     }
@@ -46,16 +58,17 @@ async fn echo_text_binary_and_connection_info() {
     watchdog(async {
         let seen = Arc::new(Mutex::new(None));
         let seen2 = seen.clone();
-        let config = ServerConfig::default().with_protocols(["v2", "v1"]);
+        let config = cfg().with_protocols(["v2", "v1"]);
         let server = start(config, move |socket| {
             *seen2.lock().unwrap() = Some(socket.info().clone());
             echo(socket);
         })
         .await;
-        let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
-            server.url("/room/a?x=1&y=2"),
-        )
-        .unwrap();
+        let mut request =
+            tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+                server.url("/room/a?x=1&y=2"),
+            )
+            .unwrap();
         let headers = request.headers_mut();
         headers.insert("Origin", "http://localhost".parse().unwrap());
         headers.insert("Cookie", "session=abc; theme=dark".parse().unwrap());
@@ -64,8 +77,13 @@ async fn echo_text_binary_and_connection_info() {
         assert_eq!(response.headers()["sec-websocket-protocol"], "v1");
         ws.send(Message::text("héllo")).await.unwrap();
         assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("héllo"));
-        ws.send(Message::binary(vec![0u8, 1, 2, 255])).await.unwrap();
-        assert_eq!(ws.next().await.unwrap().unwrap(), Message::binary(vec![0u8, 1, 2, 255]));
+        ws.send(Message::binary(vec![0u8, 1, 2, 255]))
+            .await
+            .unwrap();
+        assert_eq!(
+            ws.next().await.unwrap().unwrap(),
+            Message::binary(vec![0u8, 1, 2, 255])
+        );
         let big = vec![7u8; 1 << 20];
         ws.send(Message::binary(big.clone())).await.unwrap();
         assert_eq!(ws.next().await.unwrap().unwrap(), Message::binary(big));
@@ -102,7 +120,10 @@ async fn bind_resolves_host_names_ipv6_and_port_zero() {
         }
         let err = Server::bind("http://localhost:1").await.err().unwrap();
         assert!(err.is_invalid_argument());
-        let taken = Server::bind(&format!("ws://{}", server.local_addr())).await.err().unwrap();
+        let taken = Server::bind(&format!("ws://{}", server.local_addr()))
+            .await
+            .err()
+            .unwrap();
         assert!(taken.is_io(), "{taken}");
     })
     .await;
@@ -111,7 +132,7 @@ async fn bind_resolves_host_names_ipv6_and_port_zero() {
 #[tokio::test]
 async fn on_open_runs_before_any_message_and_messages_stay_in_order() {
     watchdog(async {
-        let server = start(ServerConfig::default(), |socket| {
+        let server = start(cfg(), |socket| {
             let opened = Arc::new(AtomicBool::new(false));
             let flag = opened.clone();
             socket.on_open(move |conn| {
@@ -125,14 +146,19 @@ async fn on_open_runs_before_any_message_and_messages_stay_in_order() {
         })
         .await;
         // Send right away: the first frame may arrive with the request.
-        let (mut ws, _) = tokio_tungstenite::connect_async(server.url("/")).await.unwrap();
+        let (mut ws, _) = tokio_tungstenite::connect_async(server.url("/"))
+            .await
+            .unwrap();
         for i in 0..1000 {
             ws.feed(Message::text(i.to_string())).await.unwrap();
         }
         ws.flush().await.unwrap();
         assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("welcome"));
         for i in 0..1000 {
-            assert_eq!(ws.next().await.unwrap().unwrap(), Message::text(i.to_string()));
+            assert_eq!(
+                ws.next().await.unwrap().unwrap(),
+                Message::text(i.to_string())
+            );
         }
         server.stop().await;
     })
@@ -142,11 +168,16 @@ async fn on_open_runs_before_any_message_and_messages_stay_in_order() {
 #[tokio::test]
 async fn on_close_once_after_clean_close_with_code_and_reason() {
     watchdog(async {
-        let server = start(ServerConfig::default(), echo).await;
-        let (mut ws, _) = tokio_tungstenite::connect_async(server.url("/")).await.unwrap();
-        ws.close(Some(CloseFrame { code: TCode::from(4001), reason: "bye".into() }))
+        let server = start(cfg(), echo).await;
+        let (mut ws, _) = tokio_tungstenite::connect_async(server.url("/"))
             .await
             .unwrap();
+        ws.close(Some(CloseFrame {
+            code: TCode::from(4001),
+            reason: "bye".into(),
+        }))
+        .await
+        .unwrap();
         while ws.next().await.is_some() {}
         let closes = server.wait_closes(1).await;
         assert_eq!(closes[0].code, CloseCode(4001));
@@ -162,7 +193,7 @@ async fn on_close_once_after_clean_close_with_code_and_reason() {
 #[tokio::test]
 async fn on_close_fires_on_tcp_reset() {
     watchdog(async {
-        let server = start(ServerConfig::default(), echo).await;
+        let server = start(cfg(), echo).await;
         let (stream, _) = raw_client(server.addr).await;
         #[allow(deprecated, reason = "an abortive close is what this test needs")]
         stream.set_linger(Some(Duration::ZERO)).unwrap();
@@ -180,7 +211,7 @@ async fn protocol_error_closes_with_1002_and_fires_on_close() {
     watchdog(async {
         let errors = Arc::new(AtomicUsize::new(0));
         let counted = errors.clone();
-        let server = start(ServerConfig::default(), move |socket| {
+        let server = start(cfg(), move |socket| {
             let counted = counted.clone();
             socket.on_error(move |_, e| {
                 assert!(e.is_protocol());
@@ -203,10 +234,12 @@ async fn protocol_error_closes_with_1002_and_fires_on_close() {
 #[tokio::test]
 async fn message_over_limit_closes_with_1009() {
     watchdog(async {
-        let config = ServerConfig::default()
+        let config = cfg()
             .with_protocol_config(hubbub::ProtocolConfig::default().with_max_message_size(1000));
         let server = start(config, echo).await;
-        let (mut ws, _) = tokio_tungstenite::connect_async(server.url("/")).await.unwrap();
+        let (mut ws, _) = tokio_tungstenite::connect_async(server.url("/"))
+            .await
+            .unwrap();
         ws.send(Message::binary(vec![0u8; 2000])).await.unwrap();
         match ws.next().await.unwrap().unwrap() {
             Message::Close(Some(frame)) => assert_eq!(u16::from(frame.code), 1009),
@@ -222,7 +255,7 @@ async fn message_over_limit_closes_with_1009() {
 #[tokio::test]
 async fn panicking_handler_closes_only_its_connection_with_1011() {
     watchdog(async {
-        let server = start(ServerConfig::default(), |socket| {
+        let server = start(cfg(), |socket| {
             socket.on_message(|conn, text| {
                 if text == "boom" {
                     panic!("handler exploded");
@@ -231,15 +264,22 @@ async fn panicking_handler_closes_only_its_connection_with_1011() {
             });
         })
         .await;
-        let (mut bad, _) = tokio_tungstenite::connect_async(server.url("/")).await.unwrap();
-        let (mut good, _) = tokio_tungstenite::connect_async(server.url("/")).await.unwrap();
+        let (mut bad, _) = tokio_tungstenite::connect_async(server.url("/"))
+            .await
+            .unwrap();
+        let (mut good, _) = tokio_tungstenite::connect_async(server.url("/"))
+            .await
+            .unwrap();
         bad.send(Message::text("boom")).await.unwrap();
         match bad.next().await.unwrap().unwrap() {
             Message::Close(Some(frame)) => assert_eq!(u16::from(frame.code), 1011),
             other => panic!("expected close, got {other:?}"),
         }
         good.send(Message::text("still here")).await.unwrap();
-        assert_eq!(good.next().await.unwrap().unwrap(), Message::text("still here"));
+        assert_eq!(
+            good.next().await.unwrap().unwrap(),
+            Message::text("still here")
+        );
         let closes = server.wait_closes(1).await;
         assert_eq!(closes[0].code, CloseCode::INTERNAL_ERROR);
         server.stop().await;
@@ -250,10 +290,15 @@ async fn panicking_handler_closes_only_its_connection_with_1011() {
 #[tokio::test]
 async fn shutdown_sends_1001_fires_every_on_close_and_returns() {
     watchdog(async {
-        let server = start(ServerConfig::default(), echo).await;
+        let server = start(cfg(), echo).await;
         let mut clients = Vec::new();
         for _ in 0..3 {
-            clients.push(tokio_tungstenite::connect_async(server.url("/")).await.unwrap().0);
+            clients.push(
+                tokio_tungstenite::connect_async(server.url("/"))
+                    .await
+                    .unwrap()
+                    .0,
+            );
         }
         while server.handle.client_count() < 3 {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -279,7 +324,12 @@ async fn shutdown_sends_1001_fires_every_on_close_and_returns() {
         }
         let closes = closes.lock().unwrap();
         assert_eq!(closes.len(), 3);
-        assert!(closes.iter().all(|c| c.code == CloseCode::GOING_AWAY && c.clean), "{closes:?}");
+        assert!(
+            closes
+                .iter()
+                .all(|c| c.code == CloseCode::GOING_AWAY && c.clean),
+            "{closes:?}"
+        );
     })
     .await;
 }
@@ -287,7 +337,7 @@ async fn shutdown_sends_1001_fires_every_on_close_and_returns() {
 #[tokio::test]
 async fn shutdown_drops_connections_that_never_answer_after_grace() {
     watchdog(async {
-        let config = ServerConfig::default().with_shutdown_grace(Duration::from_millis(200));
+        let config = cfg().with_shutdown_grace(Duration::from_millis(200));
         let server = start(config, echo).await;
         let (_silent, _) = raw_client(server.addr).await; // never reads or answers
         while server.handle.client_count() < 1 {
@@ -308,7 +358,7 @@ async fn async_handler_never_blocks_other_connections() {
     watchdog(async {
         let gate = Arc::new(tokio::sync::Notify::new());
         let gate2 = gate.clone();
-        let server = start(ServerConfig::default(), move |socket| {
+        let server = start(cfg(), move |socket| {
             let gate = gate2.clone();
             socket.on_message_async(move |conn, text| {
                 let gate = gate.clone();
@@ -324,8 +374,12 @@ async fn async_handler_never_blocks_other_connections() {
             });
         })
         .await;
-        let (mut a, _) = tokio_tungstenite::connect_async(server.url("/")).await.unwrap();
-        let (mut b, _) = tokio_tungstenite::connect_async(server.url("/")).await.unwrap();
+        let (mut a, _) = tokio_tungstenite::connect_async(server.url("/"))
+            .await
+            .unwrap();
+        let (mut b, _) = tokio_tungstenite::connect_async(server.url("/"))
+            .await
+            .unwrap();
         a.send(Message::text("wait")).await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
         // If A's pending handler blocked B, B would never be answered and
@@ -352,10 +406,9 @@ async fn fill_queue(conn: &Connection) -> hubbub::Error {
 }
 
 fn slow_consumer_config(policy: Backpressure) -> ServerConfig {
-    ServerConfig::default()
+    cfg()
         .with_max_queue_bytes(256 * 1024)
         .with_backpressure(policy)
-        .with_close_timeout(Duration::from_millis(300))
 }
 
 #[tokio::test]
@@ -376,7 +429,11 @@ async fn overflow_policy_refuse_keeps_connection_and_bounds_queue() {
         assert!(err.is_queue_full(), "{err}");
         assert!(conn.is_open());
         assert!(conn.buffered_amount() <= 256 * 1024);
-        assert!(conn.send_binary(vec![0u8; 16 * 1024]).unwrap_err().is_queue_full());
+        assert!(
+            conn.send_binary(vec![0u8; 16 * 1024])
+                .unwrap_err()
+                .is_queue_full()
+        );
         // Small control frames still fit.
         conn.ping("p").unwrap();
         assert!(server.closes.lock().unwrap().is_empty());
@@ -413,7 +470,7 @@ async fn overflow_policy_close_closes_slow_connection_with_1008() {
 #[tokio::test]
 async fn send_after_close_is_an_error_not_a_panic() {
     watchdog(async {
-        let server = start(ServerConfig::default(), |socket| {
+        let server = start(cfg(), |socket| {
             socket.on_message(|conn, _| {
                 conn.close_with(4000, "done").unwrap();
                 assert!(conn.send("late").unwrap_err().is_closed());
@@ -422,7 +479,9 @@ async fn send_after_close_is_an_error_not_a_panic() {
             });
         })
         .await;
-        let (mut ws, _) = tokio_tungstenite::connect_async(server.url("/")).await.unwrap();
+        let (mut ws, _) = tokio_tungstenite::connect_async(server.url("/"))
+            .await
+            .unwrap();
         ws.send(Message::text("x")).await.unwrap();
         match ws.next().await.unwrap().unwrap() {
             Message::Close(Some(frame)) => {
@@ -441,10 +500,13 @@ async fn send_after_close_is_an_error_not_a_panic() {
 #[tokio::test]
 async fn silent_client_is_dropped_after_handshake_timeout() {
     watchdog(async {
-        let config = ServerConfig::default().with_handshake_timeout(Duration::from_millis(200));
+        let config = cfg().with_handshake_timeout(Duration::from_millis(200));
         let server = start(config, echo).await;
         let mut stream = TcpStream::connect(server.addr).await.unwrap();
-        stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
         let started = std::time::Instant::now();
         assert!(read_to_end(&mut stream).await.is_empty());
         assert!(started.elapsed() < Duration::from_secs(5));
@@ -456,9 +518,13 @@ async fn silent_client_is_dropped_after_handshake_timeout() {
 #[tokio::test]
 async fn upgrades_past_max_connections_get_503() {
     watchdog(async {
-        let server = start(ServerConfig::default().with_max_connections(1), echo).await;
-        let (_first, _) = tokio_tungstenite::connect_async(server.url("/")).await.unwrap();
-        let err = tokio_tungstenite::connect_async(server.url("/")).await.unwrap_err();
+        let server = start(cfg().with_max_connections(1), echo).await;
+        let (_first, _) = tokio_tungstenite::connect_async(server.url("/"))
+            .await
+            .unwrap();
+        let err = tokio_tungstenite::connect_async(server.url("/"))
+            .await
+            .unwrap_err();
         match err {
             tokio_tungstenite::tungstenite::Error::Http(response) => {
                 assert_eq!(response.status(), 503)
@@ -473,7 +539,7 @@ async fn upgrades_past_max_connections_get_503() {
 #[tokio::test]
 async fn bad_handshakes_get_their_status() {
     watchdog(async {
-        let server = start(ServerConfig::default(), echo).await;
+        let server = start(cfg(), echo).await;
         for (request, status) in [
             ("GET / HTTP/1.1\r\nHost: x\r\n\r\n", "426"),
             (

@@ -56,7 +56,10 @@ pub async fn start<F>(config: ServerConfig, setup: F) -> TestServer
 where
     F: Fn(&mut Socket) + Send + Sync + 'static,
 {
-    let server = Server::bind("ws://127.0.0.1:0").await.unwrap().with_config(config);
+    let server = Server::bind("ws://127.0.0.1:0")
+        .await
+        .unwrap()
+        .with_config(config);
     let addr = server.local_addr();
     let handle = server.handle();
     let closes: Arc<Mutex<Vec<CloseInfo>>> = Arc::default();
