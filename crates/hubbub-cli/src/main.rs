@@ -17,7 +17,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// The chat server: every message goes to everyone as "<id> says: …".
+    /// The chat server: every message goes to everyone as `<id> says: …`.
     Serve(ServeArgs),
     /// Echoes every text and binary message back (for Autobahn and
     /// benchmarks).

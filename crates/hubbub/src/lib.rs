@@ -63,3 +63,8 @@ pub use socket::Socket;
 pub use bytes::Bytes;
 /// Connection ids.
 pub use uuid::Uuid;
+
+/// The README's examples, compiled as doc tests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
