@@ -4,6 +4,10 @@
 //! benchmark `unmask` in `benches/proto.rs` shows it runs at memory speed
 //! without `unsafe` or target-specific code.
 
+/// Payloads shorter than this are masked a byte at a time (measured faster
+/// for 20-byte payloads: see BENCHMARKS.md).
+const SHORT: usize = 32;
+
 /// XORs `buf` in place with the repeating 4-byte `key`, as if `buf` started
 /// `offset` bytes into the masked payload (only `offset % 4` matters).
 ///
@@ -17,6 +21,11 @@
 /// assert_eq!(data, [0x7f, 0x9f, 0x4d, 0x51, 0x58]);
 /// ```
 pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
+    if buf.len() < SHORT {
+        // Setting up the wide key costs more than it saves on short payloads.
+        apply_mask_bytewise(buf, key, offset);
+        return;
+    }
     let key = key_at(key, offset);
     let wide = u64::from_ne_bytes([
         key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
@@ -64,9 +73,9 @@ mod tests {
     #[test]
     fn word_wide_mask_equals_bytewise_at_every_alignment_length_and_offset() {
         let key = [0x12, 0x34, 0x56, 0x78];
-        let source: Vec<u8> = (0..200u32).map(|i| (i * 31 + 7) as u8).collect();
+        let source: Vec<u8> = (0..300u32).map(|i| (i * 31 + 7) as u8).collect();
         for align in 0..8 {
-            for len in 0..=64 {
+            for len in (0..=64).chain([SHORT - 1, SHORT, SHORT + 1, 100, 131]) {
                 for offset in 0..4 {
                     let mut fast = source.clone();
                     let mut slow = source.clone();
