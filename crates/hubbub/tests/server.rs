@@ -405,26 +405,30 @@ async fn fill_queue(conn: &Connection) -> hubbub::Error {
     panic!("queue never filled");
 }
 
-fn slow_consumer_config(policy: Backpressure) -> ServerConfig {
-    cfg()
+/// A server with a 256 KiB queue limit and one client that never reads:
+/// the server, its handle to the client, and the client's socket.
+async fn slow_consumer(policy: Backpressure) -> (common::TestServer, Connection, TcpStream) {
+    let config = cfg()
         .with_max_queue_bytes(256 * 1024)
-        .with_backpressure(policy)
+        .with_backpressure(policy);
+    let conns: Arc<Mutex<Vec<Connection>>> = Arc::default();
+    let registry = conns.clone();
+    let server = start(config, move |socket| {
+        registry.lock().unwrap().push(socket.connection().clone());
+    })
+    .await;
+    let (stream, _) = raw_client(server.addr).await;
+    while conns.lock().unwrap().is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let conn = conns.lock().unwrap()[0].clone();
+    (server, conn, stream)
 }
 
 #[tokio::test]
 async fn overflow_policy_refuse_keeps_connection_and_bounds_queue() {
     watchdog(async {
-        let conns: Arc<Mutex<Vec<Connection>>> = Arc::default();
-        let registry = conns.clone();
-        let server = start(slow_consumer_config(Backpressure::Refuse), move |socket| {
-            registry.lock().unwrap().push(socket.connection().clone());
-        })
-        .await;
-        let (_stream, _) = raw_client(server.addr).await;
-        while conns.lock().unwrap().is_empty() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let conn = conns.lock().unwrap()[0].clone();
+        let (server, conn, _stream) = slow_consumer(Backpressure::Refuse).await;
         let err = fill_queue(&conn).await;
         assert!(err.is_queue_full(), "{err}");
         assert!(conn.is_open());
@@ -445,17 +449,7 @@ async fn overflow_policy_refuse_keeps_connection_and_bounds_queue() {
 #[tokio::test]
 async fn overflow_policy_close_closes_slow_connection_with_1008() {
     watchdog(async {
-        let conns: Arc<Mutex<Vec<Connection>>> = Arc::default();
-        let registry = conns.clone();
-        let server = start(slow_consumer_config(Backpressure::Close), move |socket| {
-            registry.lock().unwrap().push(socket.connection().clone());
-        })
-        .await;
-        let (_stream, _) = raw_client(server.addr).await;
-        while conns.lock().unwrap().is_empty() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let conn = conns.lock().unwrap()[0].clone();
+        let (server, conn, _stream) = slow_consumer(Backpressure::Close).await;
         let err = fill_queue(&conn).await;
         assert!(err.is_queue_full(), "{err}");
         assert!(!conn.is_open());
