@@ -1,12 +1,13 @@
 //! `hubbub`: the chat server (default), an echo server for conformance runs
 //! and benchmarks.
 
+mod chat;
+
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use hubbub::{Connection, Server, ServerConfig};
+use hubbub::{Server, ServerConfig};
 
 #[derive(Parser)]
 #[command(name = "hubbub", version, about = "A fast, strict WebSocket server")]
@@ -17,7 +18,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// The chat server: every message goes to everyone as `<id> says: …`.
+    /// The chat server (the default): rooms by path, `/nick NAME`, a JSON
+    /// mode (`?format=json`) and the chat page on the same port.
     Serve(ServeArgs),
     /// Echoes every text and binary message back (for Autobahn and
     /// benchmarks).
@@ -74,46 +76,15 @@ async fn shutdown_signal() {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), hubbub::Error> {
-    let server = Server::bind(&url(&args.bind, args.port)).await?;
-    println!("chat server on ws://{}", server.local_addr());
-    let all: Arc<Mutex<Vec<Connection>>> = Arc::default();
-    let broadcast = |all: &Mutex<Vec<Connection>>, except: Option<&Connection>, text: String| {
-        for client in all.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            if Some(client) != except {
-                let _ = client.send(text.clone());
-            }
-        }
-    };
-    server
-        .start_until(
-            move |socket| {
-                let (opened, closed, said) = (all.clone(), all.clone(), all.clone());
-                socket.on_open(move |conn| {
-                    broadcast(
-                        &opened,
-                        None,
-                        format!("{} joined the conversation.", conn.id()),
-                    );
-                    let _ = conn.send("You have just joined the conversation.");
-                    opened
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(conn.clone());
-                });
-                socket.on_close(move |conn, _| {
-                    closed
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .retain(|c| c != conn);
-                    broadcast(&closed, None, format!("{} left the chat room.", conn.id()));
-                });
-                socket.on_message(move |conn, message| {
-                    broadcast(&said, None, format!("{} says: {message}", conn.id()));
-                });
-            },
-            shutdown_signal(),
-        )
-        .await
+    let config = ServerConfig::default()
+        .with_protocol_config(hubbub::ProtocolConfig::default().with_max_message_size(64 * 1024));
+    let server = Server::bind(&url(&args.bind, args.port))
+        .await?
+        .with_config(config)
+        .with_http(chat::http);
+    let addr = server.local_addr();
+    println!("chat server on ws://{addr} (page: http://{addr}/)");
+    server.start_until(chat::setup, shutdown_signal()).await
 }
 
 async fn echo(args: EchoArgs) -> Result<(), hubbub::Error> {

@@ -1,26 +1,22 @@
 //! The connection handle: what handlers and other tasks use to send.
 
-use std::collections::VecDeque;
+use std::any::Any;
+use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use atomic_waker::AtomicWaker;
-use bytes::{Bytes, BytesMut};
-use hubbub_proto::{
-    CloseCode, FrameHeader, MAX_CLOSE_REASON, MAX_CONTROL_PAYLOAD, OpCode, Utf8Bytes,
-};
+use bytes::Bytes;
+use hubbub_proto::{CloseCode, MAX_CLOSE_REASON, MAX_CONTROL_PAYLOAD, OpCode, Utf8Bytes};
 use uuid::Uuid;
 
 use crate::config::Backpressure;
 use crate::error::{Error, Kind};
 use crate::info::ConnectionInfo;
-
-/// Payloads up to this size are copied next to their frame header (one
-/// allocation, one I/O slice); larger ones are queued as a separate shared
-/// `Bytes` without copying.
-const COPY_THRESHOLD: usize = 4096;
+use crate::message::{Frame, Message};
+use crate::server::ServerShared;
 
 /// A handle to one WebSocket connection: cheap to clone, usable from any
 /// task or thread, equal and hashed by connection id.
@@ -46,6 +42,12 @@ pub(crate) struct Shared {
     pub(crate) buffered: AtomicUsize,
     pub(crate) max_queue_bytes: usize,
     pub(crate) backpressure: Backpressure,
+    /// The server, for topics and broadcast.
+    pub(crate) server: Arc<ServerShared>,
+    /// Topics this connection is subscribed to (usually none or a few).
+    pub(crate) topics: Mutex<HashSet<Box<str>>>,
+    /// Typed user data, one value per type.
+    data: Mutex<Vec<Box<dyn Any + Send + Sync>>>,
 }
 
 /// What handles have asked the connection's task to do.
@@ -66,6 +68,7 @@ impl Connection {
         info: ConnectionInfo,
         max_queue_bytes: usize,
         backpressure: Backpressure,
+        server: Arc<ServerShared>,
     ) -> Self {
         Self {
             shared: Arc::new(Shared {
@@ -78,6 +81,9 @@ impl Connection {
                 buffered: AtomicUsize::new(0),
                 max_queue_bytes,
                 backpressure,
+                server,
+                topics: Mutex::new(HashSet::new()),
+                data: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -111,7 +117,15 @@ impl Connection {
     /// [`crate::Backpressure::Close`] the connection is also being closed
     /// with 1008).
     pub fn send(&self, text: impl Into<Utf8Bytes>) -> Result<(), Error> {
-        self.send_data(OpCode::Text, text.into().into_bytes())
+        self.enqueue(&Frame::new(OpCode::Text, text.into().into_bytes()))
+    }
+
+    /// Queues a text or binary [`Message`].
+    ///
+    /// # Errors
+    /// As [`Connection::send`].
+    pub fn send_message(&self, message: impl Into<Message>) -> Result<(), Error> {
+        self.enqueue(&Frame::message(message.into()))
     }
 
     /// Queues a binary message.
@@ -119,7 +133,7 @@ impl Connection {
     /// # Errors
     /// As [`Connection::send`].
     pub fn send_binary(&self, data: impl Into<Bytes>) -> Result<(), Error> {
-        self.send_data(OpCode::Binary, data.into())
+        self.enqueue(&Frame::new(OpCode::Binary, data.into()))
     }
 
     /// Queues a ping (payload at most 125 bytes).
@@ -177,13 +191,12 @@ impl Connection {
         if payload.len() > MAX_CONTROL_PAYLOAD {
             return Err(Error::new(Kind::PayloadTooLong));
         }
-        self.send_data(opcode, payload)
+        self.enqueue(&Frame::new(opcode, payload))
     }
 
-    fn send_data(&self, opcode: OpCode, payload: Bytes) -> Result<(), Error> {
-        let header = FrameHeader::new(opcode, payload.len() as u64).encode();
-        let header = header.as_bytes();
-        let len = header.len() + payload.len();
+    /// Queues an encoded frame, applying the queue limit and policy.
+    pub(crate) fn enqueue(&self, frame: &Frame) -> Result<(), Error> {
+        let len = frame.len();
         let mut outbox = self.shared.lock();
         if !outbox.open {
             return Err(Error::new(Kind::Closed));
@@ -202,14 +215,9 @@ impl Connection {
             }
             return Err(Error::new(Kind::QueueFull { buffered, max }));
         }
-        if payload.len() <= COPY_THRESHOLD {
-            let mut frame = BytesMut::with_capacity(len);
-            frame.extend_from_slice(header);
-            frame.extend_from_slice(&payload);
-            outbox.frames.push_back(frame.freeze());
-        } else {
-            outbox.frames.push_back(Bytes::copy_from_slice(header));
-            outbox.frames.push_back(payload);
+        outbox.frames.push_back(frame.head.clone());
+        if let Some(body) = &frame.body {
+            outbox.frames.push_back(body.clone());
         }
         self.shared.buffered.fetch_add(len, Ordering::Relaxed);
         drop(outbox);
@@ -218,7 +226,91 @@ impl Connection {
     }
 }
 
+impl Connection {
+    /// Subscribes to `topic`: [`crate::ServerHandle::publish`] to it reaches
+    /// this connection. Subscriptions end with the connection.
+    ///
+    /// # Errors
+    /// [`Error::is_closed`] once the connection is closing or closed.
+    pub fn subscribe(&self, topic: &str) -> Result<(), Error> {
+        if !self.is_open() {
+            return Err(Error::new(Kind::Closed));
+        }
+        if self.shared.topics().insert(topic.into()) {
+            self.shared.server.topics.subscribe(topic, self);
+        }
+        Ok(())
+    }
+
+    /// Unsubscribes from `topic`; returns whether it was subscribed.
+    pub fn unsubscribe(&self, topic: &str) -> bool {
+        let was = self.shared.topics().remove(topic);
+        if was {
+            self.shared.server.topics.unsubscribe(topic, self.id());
+        }
+        was
+    }
+
+    /// The topics this connection is subscribed to.
+    pub fn topics(&self) -> Vec<String> {
+        self.shared.topics().iter().map(|t| t.to_string()).collect()
+    }
+
+    /// Whether this connection is subscribed to `topic`.
+    pub fn is_subscribed(&self, topic: &str) -> bool {
+        self.shared.topics().contains(topic)
+    }
+
+    /// Attaches a value of type `T` (a nickname, a user id…), replacing any
+    /// earlier value of the same type.
+    ///
+    /// ```no_run
+    /// # fn f(conn: &hubbub::Connection) {
+    /// #[derive(Clone)]
+    /// struct Nick(String);
+    /// conn.set_data(Nick("ada".into()));
+    /// assert_eq!(conn.data::<Nick>().map(|n| n.0), Some("ada".into()));
+    /// # }
+    /// ```
+    pub fn set_data<T: Any + Send + Sync>(&self, value: T) {
+        let mut data = self.shared.data.lock().unwrap_or_else(|p| p.into_inner());
+        match data.iter_mut().find(|v| v.is::<T>()) {
+            Some(slot) => *slot = Box::new(value),
+            None => data.push(Box::new(value)),
+        }
+    }
+
+    /// A copy of the value of type `T`, if one was attached.
+    pub fn data<T: Any + Send + Sync + Clone>(&self) -> Option<T> {
+        self.with_data(|value: Option<&mut T>| value.cloned())
+    }
+
+    /// Runs `f` on the value of type `T` (or `None`), under a lock: keep it
+    /// short and do not call back into this connection's data from it.
+    pub fn with_data<T: Any + Send + Sync, R>(&self, f: impl FnOnce(Option<&mut T>) -> R) -> R {
+        let mut data = self.shared.data.lock().unwrap_or_else(|p| p.into_inner());
+        f(data.iter_mut().find_map(|v| v.downcast_mut::<T>()))
+    }
+
+    /// Removes the value of type `T`; returns whether there was one.
+    pub fn remove_data<T: Any + Send + Sync>(&self) -> bool {
+        let mut data = self.shared.data.lock().unwrap_or_else(|p| p.into_inner());
+        let before = data.len();
+        data.retain(|v| !v.is::<T>());
+        data.len() != before
+    }
+
+    /// A handle to the server this connection belongs to.
+    pub fn server(&self) -> crate::ServerHandle {
+        crate::ServerHandle::from_shared(self.shared.server.clone())
+    }
+}
+
 impl Shared {
+    pub(crate) fn topics(&self) -> MutexGuard<'_, HashSet<Box<str>>> {
+        self.topics.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Locks the outbox; a poisoned lock is recovered, since every update
     /// under it leaves the outbox consistent.
     pub(crate) fn lock(&self) -> MutexGuard<'_, Outbox> {

@@ -1,22 +1,22 @@
 //! The server: binding, the accept loop, and shutdown.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
-use tokio::task::JoinSet;
-use uuid::Uuid;
 
 use crate::config::ServerConfig;
 use crate::connection::Connection;
 use crate::error::{Error, Kind};
+use crate::message::{Frame, Message};
+use crate::registry::{Clients, Topics};
 use crate::socket::Socket;
 use crate::upgrade::serve_socket;
+use hubbub_proto::handshake::{HttpResponse, Request};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
 
 /// A WebSocket server bound to an address, Fleck style:
 /// [`Server::bind`] then [`Server::start`] with a per-connection setup.
@@ -44,25 +44,34 @@ pub struct Server {
 
 /// State shared by the accept loop, the connections and [`ServerHandle`]s.
 pub(crate) struct ServerShared {
-    /// Open connections by id; a std `Mutex`, never held across an `.await`.
-    clients: Mutex<HashMap<Uuid, Connection>>,
+    pub(crate) local_addr: SocketAddr,
+    /// Open connections by id.
+    pub(crate) clients: Clients,
+    /// Subscribers by topic.
+    pub(crate) topics: Topics,
+    /// Answers plain HTTP requests (not upgrades).
+    pub(crate) http: Option<HttpHandler>,
     /// Upgraded connections not yet ended (the limit counts these).
     pub(crate) open: AtomicUsize,
     stopping: AtomicBool,
     stop: Notify,
 }
 
+/// A handler for plain HTTP requests on the WebSocket port.
+pub(crate) type HttpHandler = Arc<dyn Fn(&Request) -> HttpResponse + Send + Sync>;
+
 impl ServerShared {
-    fn clients(&self) -> MutexGuard<'_, HashMap<Uuid, Connection>> {
-        self.clients.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     pub(crate) fn register(&self, conn: &Connection) {
-        self.clients().insert(conn.id(), conn.clone());
+        self.clients.insert(conn);
     }
 
+    /// Forgets a connection that ended, with its subscriptions.
     pub(crate) fn unregister(&self, conn: &Connection) {
-        self.clients().remove(&conn.id());
+        self.clients.remove(conn.id());
+        let topics: Vec<Box<str>> = conn.shared.topics().drain().collect();
+        for topic in topics {
+            self.topics.unsubscribe(&topic, conn.id());
+        }
     }
 }
 
@@ -71,10 +80,63 @@ impl ServerShared {
 #[derive(Clone)]
 pub struct ServerHandle {
     shared: Arc<ServerShared>,
-    local_addr: SocketAddr,
 }
 
 impl ServerHandle {
+    pub(crate) fn from_shared(shared: Arc<ServerShared>) -> Self {
+        Self { shared }
+    }
+
+    /// Sends `message` to every open connection. The frame is encoded once
+    /// and shared by every queue. Returns how many connections took it (a
+    /// full queue follows its [`crate::Backpressure`] policy and does not
+    /// delay the others).
+    pub fn broadcast(&self, message: impl Into<Message>) -> usize {
+        self.shared
+            .clients
+            .broadcast(&Frame::message(message.into()), None)
+    }
+
+    /// As [`ServerHandle::broadcast`], to every connection but `except`.
+    pub fn broadcast_except(&self, message: impl Into<Message>, except: &Connection) -> usize {
+        let frame = Frame::message(message.into());
+        self.shared.clients.broadcast(&frame, Some(except.id()))
+    }
+
+    /// Sends `message` to every subscriber of `topic`, encoded once.
+    /// Returns how many subscribers took it.
+    pub fn publish(&self, topic: &str, message: impl Into<Message>) -> usize {
+        self.shared
+            .topics
+            .publish(topic, &Frame::message(message.into()), None)
+    }
+
+    /// As [`ServerHandle::publish`], to every subscriber but `except`.
+    pub fn publish_except(
+        &self,
+        topic: &str,
+        message: impl Into<Message>,
+        except: &Connection,
+    ) -> usize {
+        let frame = Frame::message(message.into());
+        self.shared.topics.publish(topic, &frame, Some(except.id()))
+    }
+
+    /// How many connections are subscribed to `topic`.
+    pub fn subscriber_count(&self, topic: &str) -> usize {
+        self.shared.topics.subscriber_count(topic)
+    }
+
+    /// The connections subscribed to `topic`, at this moment.
+    pub fn subscribers(&self, topic: &str) -> Vec<Connection> {
+        self.shared.topics.subscribers(topic)
+    }
+
+    /// The topics with at least one subscriber.
+    pub fn topics(&self) -> Vec<String> {
+        self.shared.topics.names()
+    }
+
     /// Starts a graceful shutdown: stop accepting, close every connection
     /// with 1001, wait up to [`ServerConfig::shutdown_grace`], then drop the
     /// rest. [`Server::start`] returns once every connection has ended.
@@ -86,17 +148,17 @@ impl ServerHandle {
 
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.shared.local_addr
     }
 
     /// The open connections, at this moment.
     pub fn clients(&self) -> Vec<Connection> {
-        self.shared.clients().values().cloned().collect()
+        self.shared.clients.read().values().cloned().collect()
     }
 
     /// How many connections are open.
     pub fn client_count(&self) -> usize {
-        self.shared.clients().len()
+        self.shared.clients.read().len()
     }
 }
 
@@ -149,7 +211,10 @@ impl Server {
             local_addr,
             config: ServerConfig::default(),
             shared: Arc::new(ServerShared {
-                clients: Mutex::new(HashMap::new()),
+                local_addr,
+                clients: Clients::default(),
+                topics: Topics::default(),
+                http: None,
                 open: AtomicUsize::new(0),
                 stopping: AtomicBool::new(false),
                 stop: Notify::new(),
@@ -173,6 +238,36 @@ impl Server {
         self
     }
 
+    /// Answers plain HTTP requests on the same port (a `GET` that is not a
+    /// WebSocket upgrade, such as a browser loading the page that then
+    /// connects). Without one they get `426 Upgrade Required`.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), hubbub::Error> {
+    /// use hubbub::HttpResponse;
+    /// let server = hubbub::Server::bind("ws://127.0.0.1:8181").await?.with_http(|request| {
+    ///     if request.path() == "/" {
+    ///         HttpResponse::new(200).header("Content-Type", "text/html").body("<h1>hi</h1>")
+    ///     } else {
+    ///         HttpResponse::new(404).body("not found")
+    ///     }
+    /// });
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Panics
+    /// If called after [`Server::handle`] was taken (set handlers first).
+    #[must_use]
+    pub fn with_http<F>(mut self, handler: F) -> Self
+    where
+        F: Fn(&Request) -> HttpResponse + Send + Sync + 'static,
+    {
+        Arc::get_mut(&mut self.shared)
+            .expect("with_http must be called before handle()")
+            .http = Some(Arc::new(handler));
+        self
+    }
+
     /// The bound address (the real port when bound to port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
@@ -180,10 +275,7 @@ impl Server {
 
     /// A handle to stop the server or reach its clients.
     pub fn handle(&self) -> ServerHandle {
-        ServerHandle {
-            shared: self.shared.clone(),
-            local_addr: self.local_addr,
-        }
+        ServerHandle::from_shared(self.shared.clone())
     }
 
     /// Accepts connections until [`ServerHandle::shutdown`]; `setup` runs
@@ -262,7 +354,7 @@ impl Server {
             }
         }
         drop(self.listener);
-        let clients: Vec<Connection> = self.shared.clients().values().cloned().collect();
+        let clients: Vec<Connection> = self.shared.clients.read().values().cloned().collect();
         tracing::info!(connections = clients.len(), "shutting down");
         for conn in &clients {
             let _ = conn.close_with(hubbub_proto::CloseCode::GOING_AWAY, "server shutdown");
@@ -272,7 +364,7 @@ impl Server {
         })
         .await;
         if drained.is_err() {
-            let left: Vec<Connection> = self.shared.clients().values().cloned().collect();
+            let left: Vec<Connection> = self.shared.clients.read().values().cloned().collect();
             tracing::warn!(
                 connections = left.len(),
                 "grace period over: dropping connections"

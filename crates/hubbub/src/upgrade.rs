@@ -78,6 +78,18 @@ pub(crate) async fn serve_socket(
         Ok(Ok(Some(request))) => request,
     };
     if !request.is_upgrade() && request.method() == "GET" {
+        if let Some(http) = &shared.http {
+            let response = match catch_unwind(AssertUnwindSafe(|| http(&request))) {
+                Ok(response) => response,
+                Err(panic) => {
+                    tracing::error!(%peer, "HTTP handler panicked: {}", panic_message(&*panic));
+                    HttpResponse::new(500).body("internal error\n")
+                }
+            };
+            tracing::debug!(%peer, path = request.path(), status = response.status, "http");
+            refuse(&mut stream, response).await;
+            return;
+        }
         let response = HttpResponse::new(426)
             .header("Upgrade", "websocket")
             .header("Sec-WebSocket-Version", "13")
@@ -107,7 +119,12 @@ pub(crate) async fn serve_socket(
     let local = stream.local_addr().unwrap_or(peer);
     let protocol = choose_protocol(&request, &config.protocols);
     let info = ConnectionInfo::new(peer, local, request, protocol.clone());
-    let conn = Connection::new(info, config.max_queue_bytes, config.backpressure);
+    let conn = Connection::new(
+        info,
+        config.max_queue_bytes,
+        config.backpressure,
+        shared.clone(),
+    );
     let mut socket = Socket {
         conn: conn.clone(),
         handlers: Handlers::default(),

@@ -403,6 +403,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         self.pending.clear();
         self.running = None;
         self.close_fired = true;
+        // Out of the registry and its topics before `on_close`, so that the
+        // handler sees the others only (a "left" notice, a member count).
+        self.conn.shared.server.unregister(&self.conn);
         tracing::debug!(id = %self.conn.id(), code = info.code.0, clean = info.clean, "connection ended");
         match self.handlers.close.call(&self.conn, info) {
             Ok(None) => {}
@@ -427,6 +430,7 @@ impl<S> Drop for Driver<S> {
         }
         self.close_fired = true;
         self.conn.shared.lock().open = false;
+        self.conn.shared.server.unregister(&self.conn);
         let info = CloseInfo::abnormal("connection task cancelled");
         if let Ok(Some(future)) = self.handlers.close.call(&self.conn, info) {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {

@@ -1,0 +1,208 @@
+//! `hubbub serve`: the seed's chat, with rooms, nicknames, a JSON mode and
+//! its web page.
+//!
+//! A room is chosen by the URL path (`/` is `lobby`) and is two topics:
+//! `<room>#text` for clients that read the seed's plain lines and
+//! `<room>#json` for clients that asked for `?format=json` (the page does).
+//! Every announcement is encoded once per format and published to each
+//! topic, so a message to a thousand members is two encodings.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use hubbub::{Connection, HttpResponse, Request, ServerHandle, Socket};
+use serde_json::json;
+
+/// The page, embedded in the binary.
+const PAGE: &str = include_str!("chat.html");
+
+/// The room when the path is `/`.
+const DEFAULT_ROOM: &str = "lobby";
+
+/// Longest nickname, in characters.
+const MAX_NICK: usize = 32;
+
+/// What the chat keeps about a member (the connection's user data).
+#[derive(Clone)]
+struct Member {
+    name: String,
+    room: String,
+}
+
+/// The room a path names: `/` is the lobby, `/<name>` a room whose name is
+/// 1–32 letters, digits, `-` or `_`.
+pub(crate) fn room_of(path: &str) -> Option<String> {
+    let name = path.strip_prefix('/')?.trim_end_matches('/');
+    if name.is_empty() {
+        return Some(DEFAULT_ROOM.to_owned());
+    }
+    let valid = name.len() <= 32
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    valid.then(|| name.to_owned())
+}
+
+fn wants_json(conn: &Connection) -> bool {
+    conn.info()
+        .query()
+        .is_some_and(|q| q.split('&').any(|kv| kv == "format=json"))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn topics(room: &str) -> (String, String) {
+    (format!("{room}#text"), format!("{room}#json"))
+}
+
+/// Members in a room, both formats.
+fn count(server: &ServerHandle, room: &str) -> usize {
+    let (text, json) = topics(room);
+    server.subscriber_count(&text) + server.subscriber_count(&json)
+}
+
+/// Publishes one announcement to a room in both formats, optionally not to
+/// `except`.
+fn announce(
+    server: &ServerHandle,
+    room: &str,
+    line: String,
+    event: serde_json::Value,
+    except: Option<&Connection>,
+) {
+    let (text, json) = topics(room);
+    let event = event.to_string();
+    match except {
+        Some(conn) => {
+            server.publish_except(&text, line, conn);
+            server.publish_except(&json, event, conn);
+        }
+        None => {
+            server.publish(&text, line);
+            server.publish(&json, event);
+        }
+    }
+}
+
+/// Sends a line (or its JSON form) to one member.
+fn tell(conn: &Connection, line: &str, event: serde_json::Value) {
+    let _ = if wants_json(conn) {
+        conn.send(event.to_string())
+    } else {
+        conn.send(line)
+    };
+}
+
+/// The per-connection setup of the chat.
+pub(crate) fn setup(socket: &mut Socket) {
+    socket.on_open(|conn| {
+        let server = conn.server();
+        let Some(room) = room_of(conn.info().path()) else {
+            let _ = conn.close_with(1008, "invalid room name");
+            return;
+        };
+        let name = conn.id().to_string();
+        conn.set_data(Member {
+            name: name.clone(),
+            room: room.clone(),
+        });
+        let (text, json) = topics(&room);
+        let _ = conn.subscribe(if wants_json(conn) { &json } else { &text });
+        let members = count(&server, &room);
+        let welcome = "You have just joined the conversation.";
+        tell(
+            conn,
+            welcome,
+            json!({"type": "welcome", "id": name, "name": name, "room": room,
+                   "count": members, "text": welcome, "ts": now_ms()}),
+        );
+        let line = format!("{name} joined the conversation.");
+        let event = json!({"type": "join", "from": name, "count": members,
+                           "text": line, "ts": now_ms()});
+        announce(&server, &room, line, event, Some(conn));
+    });
+    socket.on_message(|conn, text| {
+        let Some(member) = conn.data::<Member>() else {
+            return;
+        };
+        let server = conn.server();
+        if let Some(nick) = text.strip_prefix("/nick") {
+            return rename(conn, &server, member, nick.trim());
+        }
+        let line = format!("{} says: {}", member.name, text);
+        let event = json!({"type": "message", "from": member.name, "id": conn.id().to_string(),
+                           "text": text.as_str(), "ts": now_ms()});
+        announce(&server, &member.room, line, event, None);
+    });
+    socket.on_close(|conn, _| {
+        let Some(member) = conn.data::<Member>() else {
+            return;
+        };
+        let server = conn.server();
+        let line = format!("{} left the chat room.", member.name);
+        let event = json!({"type": "leave", "from": member.name, "count": count(&server, &member.room),
+                           "text": line, "ts": now_ms()});
+        announce(&server, &member.room, line, event, None);
+    });
+}
+
+/// `/nick NAME`: a new display name, announced to the room.
+fn rename(conn: &Connection, server: &ServerHandle, member: Member, nick: &str) {
+    let valid =
+        !nick.is_empty() && nick.chars().count() <= MAX_NICK && !nick.chars().any(char::is_control);
+    if !valid {
+        let error = format!("A nickname is 1 to {MAX_NICK} characters: /nick NAME");
+        tell(
+            conn,
+            &error,
+            json!({"type": "error", "text": error, "ts": now_ms()}),
+        );
+        return;
+    }
+    let old = member.name;
+    conn.set_data(Member {
+        name: nick.to_owned(),
+        room: member.room.clone(),
+    });
+    let line = format!("{old} is now known as {nick}.");
+    let event = json!({"type": "nick", "from": old, "to": nick, "text": line, "ts": now_ms()});
+    announce(server, &member.room, line, event, None);
+}
+
+/// Plain HTTP on the chat's port: the page for `/` and `/<room>`.
+pub(crate) fn http(request: &Request) -> HttpResponse {
+    if room_of(request.path()).is_none() {
+        return HttpResponse::new(404)
+            .header("Content-Type", "text/plain; charset=utf-8")
+            .body("not found\n");
+    }
+    HttpResponse::new(200)
+        .header("Content-Type", "text/html; charset=utf-8")
+        .header("Cache-Control", "no-cache")
+        .header("X-Content-Type-Options", "nosniff")
+        .header("Referrer-Policy", "no-referrer")
+        .header(
+            "Content-Security-Policy",
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+             connect-src 'self' ws: wss:; img-src 'none'; base-uri 'none'; form-action 'none'",
+        )
+        .body(PAGE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::room_of;
+
+    #[test]
+    fn rooms_come_from_the_path() {
+        assert_eq!(room_of("/").as_deref(), Some("lobby"));
+        assert_eq!(room_of("/rust-users").as_deref(), Some("rust-users"));
+        assert_eq!(room_of("/a_b/").as_deref(), Some("a_b"));
+        assert_eq!(room_of("/a/b"), None);
+        assert_eq!(room_of("/%3Cx%3E"), None);
+        assert_eq!(room_of(&format!("/{}", "x".repeat(33))), None);
+    }
+}

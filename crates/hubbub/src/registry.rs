@@ -1,0 +1,115 @@
+//! The client registry and topics: who receives a broadcast or a publish.
+//!
+//! Both are maps behind a std `RwLock`: never held across an `.await`, read
+//! by every broadcast and publish (which run in parallel), written only when
+//! a connection opens, closes, subscribes or unsubscribes. A message is
+//! encoded once; each receiver's queue gets a reference-counted copy of the
+//! same bytes.
+
+use std::collections::HashMap;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use uuid::Uuid;
+
+use crate::connection::Connection;
+use crate::message::Frame;
+
+/// Open connections by id.
+#[derive(Default)]
+pub(crate) struct Clients {
+    map: RwLock<HashMap<Uuid, Connection>>,
+}
+
+impl Clients {
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, HashMap<Uuid, Connection>> {
+        self.map.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, HashMap<Uuid, Connection>> {
+        self.map.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn insert(&self, conn: &Connection) {
+        self.write().insert(conn.id(), conn.clone());
+    }
+
+    pub(crate) fn remove(&self, id: Uuid) {
+        self.write().remove(&id);
+    }
+
+    /// Queues `frame` to every client but `except`; returns how many
+    /// queues took it.
+    pub(crate) fn broadcast(&self, frame: &Frame, except: Option<Uuid>) -> usize {
+        deliver(self.read().values(), frame, except)
+    }
+}
+
+/// Subscribers by topic.
+#[derive(Default)]
+pub(crate) struct Topics {
+    map: RwLock<HashMap<Box<str>, HashMap<Uuid, Connection>>>,
+}
+
+impl Topics {
+    fn read(&self) -> RwLockReadGuard<'_, HashMap<Box<str>, HashMap<Uuid, Connection>>> {
+        self.map.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, HashMap<Box<str>, HashMap<Uuid, Connection>>> {
+        self.map.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn subscribe(&self, topic: &str, conn: &Connection) {
+        self.write()
+            .entry(topic.into())
+            .or_default()
+            .insert(conn.id(), conn.clone());
+    }
+
+    pub(crate) fn unsubscribe(&self, topic: &str, id: Uuid) {
+        let mut map = self.write();
+        if let Some(members) = map.get_mut(topic) {
+            members.remove(&id);
+            if members.is_empty() {
+                map.remove(topic);
+            }
+        }
+    }
+
+    /// Queues `frame` to every subscriber of `topic` but `except`.
+    pub(crate) fn publish(&self, topic: &str, frame: &Frame, except: Option<Uuid>) -> usize {
+        match self.read().get(topic) {
+            Some(members) => deliver(members.values(), frame, except),
+            None => 0,
+        }
+    }
+
+    pub(crate) fn subscriber_count(&self, topic: &str) -> usize {
+        self.read().get(topic).map_or(0, HashMap::len)
+    }
+
+    pub(crate) fn subscribers(&self, topic: &str) -> Vec<Connection> {
+        self.read()
+            .get(topic)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn names(&self) -> Vec<String> {
+        self.read().keys().map(|k| k.to_string()).collect()
+    }
+}
+
+/// Queues one shared frame on each connection. A full queue is that
+/// connection's problem (its backpressure policy applies); the others
+/// are not delayed.
+fn deliver<'a>(
+    conns: impl Iterator<Item = &'a Connection>,
+    frame: &Frame,
+    except: Option<Uuid>,
+) -> usize {
+    conns
+        .filter(|conn| Some(conn.id()) != except)
+        .filter(|conn| conn.enqueue(frame).is_ok())
+        .count()
+}

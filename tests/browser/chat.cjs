@@ -1,0 +1,102 @@
+// The chat page in headless Chromium (Debian's, driven by playwright-core):
+// two pages in one room chat, an HTML payload shows as text, a page that
+// leaves is announced, and the page reconnects when the server restarts.
+//
+// usage: node chat.cjs HUBBUB_BINARY SCREENSHOT.png
+const { chromium } = require('playwright-core');
+const { spawn } = require('child_process');
+const net = require('net');
+const assert = require('assert');
+
+const [binary, screenshot] = process.argv.slice(2);
+const XSS = '<img src=x onerror=alert(1)>';
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.listen(0, '127.0.0.1', () => { const { port } = srv.address(); srv.close(() => resolve(port)); });
+    srv.on('error', reject);
+  });
+}
+
+function startServer(port) {
+  const child = spawn(binary, ['serve', '--port', String(port)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  return new Promise((resolve, reject) => {
+    child.stdout.on('data', (d) => { if (String(d).includes('chat server on')) resolve(child); });
+    child.on('exit', (code) => reject(new Error(`hubbub exited with ${code}`)));
+  });
+}
+
+function stopServer(child) {
+  return new Promise((resolve) => { child.once('exit', resolve); child.kill('SIGTERM'); });
+}
+
+const texts = (page, selector) => page.$$eval(selector, (nodes) => nodes.map((n) => n.textContent));
+
+async function send(page, text) {
+  await page.fill('#input', text);
+  await page.press('#input', 'Enter');
+}
+
+async function main() {
+  const port = await freePort();
+  let server = await startServer(port);
+  const base = `http://127.0.0.1:${port}`;
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  try {
+    const context = await browser.newContext({ viewport: { width: 900, height: 620 } });
+    const a = await context.newPage();
+    const b = await context.newPage();
+    let dialogs = 0;
+    for (const page of [a, b]) page.on('dialog', (d) => { dialogs += 1; d.dismiss(); });
+
+    await a.goto(`${base}/rust`);
+    await a.waitForSelector('#state.online');
+    await b.goto(`${base}/rust`);
+    await b.waitForSelector('#state.online');
+    await a.waitForFunction(() => document.getElementById('who').textContent === '2 here');
+
+    await send(a, '/nick Ada');
+    await b.waitForFunction(() => [...document.querySelectorAll('.sys')].some((n) => n.textContent.endsWith('is now known as Ada.')));
+    await send(b, '/nick Bob');
+    await a.waitForFunction(() => [...document.querySelectorAll('.sys')].some((n) => n.textContent.endsWith('is now known as Bob.')));
+    await send(a, 'Hello from Ada');
+    await send(b, 'Hi Ada, Bob here');
+    await send(b, XSS);
+    for (const page of [a, b]) {
+      await page.waitForFunction((x) => {
+        const all = [...document.querySelectorAll('.msg .text')].map((n) => n.textContent);
+        return all.includes('Hello from Ada') && all.includes('Hi Ada, Bob here') && all.includes(x);
+      }, XSS);
+      assert.strictEqual(await page.locator('#log img').count(), 0, 'a message was rendered as HTML');
+    }
+    assert.ok((await texts(b, '.msg .from')).includes('Ada'), 'sender name shown');
+    assert.ok((await texts(a, '.msg .from')).includes('Bob'), 'sender name shown');
+    assert.strictEqual((await texts(a, '.msg.mine .text')).includes('Hello from Ada'), true, 'own messages marked');
+    assert.ok((await texts(a, '.msg .time')).every((t) => /\d/.test(t)), 'times shown');
+    assert.strictEqual(dialogs, 0, 'script from a message ran');
+    await a.screenshot({ path: screenshot });
+
+    await b.close();
+    await a.waitForFunction(() => [...document.querySelectorAll('.sys')].some((n) => n.textContent.endsWith('left the chat room.')));
+    await a.waitForFunction(() => document.getElementById('who').textContent === '1 here');
+
+    // The server restarts: the page shows it is offline, then reconnects.
+    await stopServer(server);
+    await a.waitForSelector('#state.offline');
+    server = await startServer(port);
+    await a.waitForSelector('#state.online', { timeout: 20000 });
+    await send(a, 'back again');
+    await a.waitForFunction(() => [...document.querySelectorAll('.msg .text')].some((n) => n.textContent === 'back again'));
+    console.log('browser chat: ok');
+  } finally {
+    await browser.close();
+    server.kill('SIGKILL');
+  }
+}
+
+main().then(() => process.exit(0), (e) => { console.error(e); process.exit(1); });
