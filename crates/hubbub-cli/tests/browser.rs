@@ -1,0 +1,31 @@
+//! The chat page in headless Chromium: see `tests/browser/chat.cjs`.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+#[test]
+#[ignore = "needs chromium and node playwright-core: run scripts/test"]
+fn chat_page_in_headless_chromium() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let artifacts = root.join("artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let screenshot = artifacts.join("chat.png");
+    let output = Command::new("node")
+        .env("NODE_PATH", root.join(".cache/node/node_modules"))
+        .arg(root.join("tests/browser/chat.cjs"))
+        .arg(env!("CARGO_BIN_EXE_hubbub"))
+        .arg(&screenshot)
+        .output()
+        .expect("node runs (installed by scripts/test)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "browser test failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("browser chat: ok"), "{stdout}");
+    assert!(
+        std::fs::metadata(&screenshot).unwrap().len() > 10_000,
+        "screenshot written"
+    );
+}

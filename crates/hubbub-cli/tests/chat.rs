@@ -1,0 +1,213 @@
+//! `hubbub serve` as a user meets it: the real binary on a free port, real
+//! WebSocket clients, and the page over plain HTTP.
+
+use std::future::Future;
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+/// The chat binary on a free port; killed when dropped.
+struct Chat {
+    _child: Child,
+    addr: String,
+}
+
+async fn chat() -> Chat {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hubbub"))
+        .args(["serve", "--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("hubbub binary");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next_line().await.unwrap().expect("startup line");
+    let addr = first
+        .strip_prefix("chat server on ws://")
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("address in startup line")
+        .to_owned();
+    Chat {
+        _child: child,
+        addr,
+    }
+}
+
+async fn join(chat: &Chat, path: &str) -> Ws {
+    tokio_tungstenite::connect_async(format!("ws://{}{path}", chat.addr))
+        .await
+        .unwrap()
+        .0
+}
+
+async fn next_text(ws: &mut Ws) -> String {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => return text.to_string(),
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
+            other => panic!("expected a text message, got {other:?}"),
+        }
+    }
+}
+
+fn watchdog<F: Future>(f: F) -> impl Future<Output = F::Output> {
+    async move {
+        tokio::time::timeout(Duration::from_secs(30), f)
+            .await
+            .expect("watchdog")
+    }
+}
+
+#[tokio::test]
+async fn seed_chat_greets_broadcasts_and_says_goodbye() {
+    watchdog(async {
+        let chat = chat().await;
+        let mut a = join(&chat, "/").await;
+        assert_eq!(
+            next_text(&mut a).await,
+            "You have just joined the conversation."
+        );
+        let mut b = join(&chat, "/lobby").await;
+        assert_eq!(
+            next_text(&mut b).await,
+            "You have just joined the conversation."
+        );
+        let joined = next_text(&mut a).await;
+        let b_id = joined
+            .strip_suffix(" joined the conversation.")
+            .expect(&joined)
+            .to_owned();
+        assert_eq!(b_id.len(), 36, "{b_id}");
+
+        b.send(Message::text("hello, all")).await.unwrap();
+        assert_eq!(next_text(&mut a).await, format!("{b_id} says: hello, all"));
+        assert_eq!(next_text(&mut b).await, format!("{b_id} says: hello, all"));
+
+        b.close(None).await.unwrap();
+        assert_eq!(
+            next_text(&mut a).await,
+            format!("{b_id} left the chat room.")
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn rooms_are_separate_and_nick_renames() {
+    watchdog(async {
+        let chat = chat().await;
+        let mut lobby = join(&chat, "/").await;
+        next_text(&mut lobby).await;
+        let mut other = join(&chat, "/other").await;
+        next_text(&mut other).await;
+
+        lobby.send(Message::text("/nick Zed")).await.unwrap();
+        let renamed = next_text(&mut lobby).await;
+        assert!(renamed.ends_with(" is now known as Zed."), "{renamed}");
+        lobby
+            .send(Message::text("only the lobby hears this"))
+            .await
+            .unwrap();
+        assert_eq!(
+            next_text(&mut lobby).await,
+            "Zed says: only the lobby hears this"
+        );
+
+        other
+            .send(Message::text("and this is the other room"))
+            .await
+            .unwrap();
+        let first = next_text(&mut other).await;
+        assert!(
+            first.ends_with(" says: and this is the other room"),
+            "{first}"
+        );
+
+        lobby.send(Message::text("/nick ")).await.unwrap();
+        assert!(
+            next_text(&mut lobby)
+                .await
+                .starts_with("A nickname is 1 to 32 characters")
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn json_mode_for_machines() {
+    watchdog(async {
+        let chat = chat().await;
+        let mut plain = join(&chat, "/json-room").await;
+        next_text(&mut plain).await;
+        let mut machine = join(&chat, "/json-room?format=json").await;
+        let welcome: serde_json::Value =
+            serde_json::from_str(&next_text(&mut machine).await).unwrap();
+        assert_eq!(welcome["type"], "welcome");
+        assert_eq!(welcome["room"], "json-room");
+        assert_eq!(welcome["count"], 2);
+        let id = welcome["id"].as_str().unwrap().to_owned();
+        // The plain client hears about the join in plain text.
+        assert_eq!(
+            next_text(&mut plain).await,
+            format!("{id} joined the conversation.")
+        );
+
+        plain
+            .send(Message::text("hi \"machines\" <b>"))
+            .await
+            .unwrap();
+        let event: serde_json::Value =
+            serde_json::from_str(&next_text(&mut machine).await).unwrap();
+        assert_eq!(event["type"], "message");
+        assert_eq!(event["text"], "hi \"machines\" <b>");
+        assert_eq!(event["from"].as_str().unwrap().len(), 36);
+        assert!(event["ts"].as_u64().unwrap() > 1_600_000_000_000);
+        assert!(
+            next_text(&mut plain)
+                .await
+                .ends_with(" says: hi \"machines\" <b>")
+        );
+
+        plain.close(None).await.unwrap();
+        let left: serde_json::Value = serde_json::from_str(&next_text(&mut machine).await).unwrap();
+        assert_eq!(left["type"], "leave");
+        assert_eq!(left["count"], 1);
+    })
+    .await;
+}
+
+/// One plain HTTP request; returns the whole response.
+async fn http_get(addr: &str, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/html\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+}
+
+#[tokio::test]
+async fn same_port_serves_the_page_for_rooms_and_404_otherwise() {
+    watchdog(async {
+        let chat = chat().await;
+        for path in ["/", "/lobby", "/some-room"] {
+            let response = http_get(&chat.addr, path).await;
+            assert!(
+                response.starts_with("HTTP/1.1 200 OK\r\n"),
+                "{path}: {response:.80}"
+            );
+            assert!(response.contains("Content-Type: text/html; charset=utf-8"));
+            assert!(response.contains("<title>hubbub chat</title>"));
+        }
+        let missing = http_get(&chat.addr, "/a/b").await;
+        assert!(missing.starts_with("HTTP/1.1 404 "), "{missing:.80}");
+    })
+    .await;
+}
