@@ -1,0 +1,258 @@
+//! Broadcast under load: every client receives every message exactly once,
+//! each sender's messages in order, and a client that stops reading is
+//! handled by the backpressure policy without delaying the others.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use common::{start, watchdog};
+use hubbub::{Backpressure, CloseCode, Connection, ServerConfig};
+use hubbub_proto::handshake::ClientRequest;
+use hubbub_proto::{Config, Connection as Proto, Event, Role};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A small client on `hubbub-proto`'s client role.
+struct Client {
+    stream: TcpStream,
+    proto: Proto,
+    input: BytesMut,
+    out: BytesMut,
+}
+
+impl Client {
+    async fn connect(addr: SocketAddr) -> Self {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let mut request = ClientRequest::new(addr.to_string(), "/");
+        let mut out = BytesMut::new();
+        request.write(&mut out);
+        stream.write_all(&out).await.unwrap();
+        let mut input = BytesMut::new();
+        loop {
+            assert!(
+                stream.read_buf(&mut input).await.unwrap() > 0,
+                "closed during handshake"
+            );
+            if request
+                .parse_response(&mut input, &Config::default())
+                .unwrap()
+                .is_some()
+            {
+                break;
+            }
+        }
+        Self {
+            stream,
+            proto: Proto::new(Role::Client, Config::default()),
+            input,
+            out: BytesMut::new(),
+        }
+    }
+
+    async fn send(&mut self, text: &str) {
+        self.proto.send_text(text, &mut self.out).unwrap();
+        self.stream.write_all(&self.out).await.unwrap();
+        self.out.clear();
+    }
+
+    /// The next event, or `None` when the server closed the connection.
+    async fn next(&mut self) -> Option<Event> {
+        loop {
+            if let Some(event) = self.proto.read(&mut self.input, &mut self.out).unwrap() {
+                if !self.out.is_empty() {
+                    let _ = self.stream.write_all(&self.out).await;
+                    self.out.clear();
+                }
+                return Some(event);
+            }
+            if self.stream.read_buf(&mut self.input).await.unwrap_or(0) == 0 {
+                return None;
+            }
+        }
+    }
+}
+
+/// A relay: every text message goes to every client, sender included.
+fn relay(socket: &mut hubbub::Socket) {
+    socket.on_message(|conn, text| {
+        conn.server().broadcast(text);
+    });
+}
+
+#[tokio::test]
+async fn five_senders_to_500_clients_exactly_once_in_order() {
+    const CLIENTS: usize = 500;
+    const SENDERS: usize = 5;
+    const PER_SENDER: usize = 200;
+    watchdog(async {
+        let server = start(ServerConfig::default(), relay).await;
+        let mut clients = Vec::new();
+        for _ in 0..CLIENTS {
+            clients.push(Client::connect(server.addr).await);
+        }
+        while server.handle.client_count() < CLIENTS {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let mut senders: Vec<Client> = clients.drain(..SENDERS).collect();
+        let mut readers = Vec::new();
+        for mut client in clients {
+            readers.push(tokio::spawn(async move {
+                let mut next_seq = [0usize; SENDERS];
+                for _ in 0..SENDERS * PER_SENDER {
+                    let Some(Event::Text(text)) = client.next().await else {
+                        panic!("expected a text message");
+                    };
+                    let (sender, seq) = text.split_once(':').unwrap();
+                    let (sender, seq): (usize, usize) =
+                        (sender.parse().unwrap(), seq.parse().unwrap());
+                    assert_eq!(
+                        seq, next_seq[sender],
+                        "sender {sender} out of order or duplicated"
+                    );
+                    next_seq[sender] += 1;
+                }
+                next_seq
+            }));
+        }
+        // Each sender writes its messages and also reads everything.
+        let mut sending = Vec::new();
+        for (id, mut sender) in senders.drain(..).enumerate() {
+            sending.push(tokio::spawn(async move {
+                for seq in 0..PER_SENDER {
+                    sender.send(&format!("{id}:{seq}")).await;
+                }
+                let mut count = 0;
+                while count < SENDERS * PER_SENDER {
+                    if let Some(Event::Text(_)) = sender.next().await {
+                        count += 1;
+                    }
+                }
+                count
+            }));
+        }
+        for task in sending {
+            assert_eq!(task.await.unwrap(), SENDERS * PER_SENDER);
+        }
+        for reader in readers {
+            assert_eq!(reader.await.unwrap(), [PER_SENDER; SENDERS]);
+        }
+        server.stop().await;
+    })
+    .await;
+}
+
+/// Ten readers and one client that never reads; 2,000 broadcasts of 4 KiB
+/// (8 MB, more than the kernel's socket buffers can hide).
+async fn slow_reader_among_fast(
+    policy: Backpressure,
+) -> (Vec<usize>, Connection, Client, common::TestServer) {
+    const READERS: usize = 10;
+    const MESSAGES: usize = 2000;
+    let config = ServerConfig::default()
+        .with_max_queue_bytes(128 * 1024)
+        .with_backpressure(policy)
+        .with_close_timeout(Duration::from_millis(300))
+        .with_shutdown_grace(Duration::from_millis(300));
+    let registry: Arc<Mutex<Vec<Connection>>> = Arc::default();
+    let seen = registry.clone();
+    let server = start(config, move |socket| {
+        seen.lock().unwrap().push(socket.connection().clone())
+    })
+    .await;
+    let stalled = Client::connect(server.addr).await;
+    while server.handle.client_count() < 1 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let stalled_conn = registry.lock().unwrap()[0].clone();
+    let mut readers = Vec::new();
+    for _ in 0..READERS {
+        let mut client = Client::connect(server.addr).await;
+        readers.push(tokio::spawn(async move {
+            let mut got = 0;
+            while got < MESSAGES {
+                match client.next().await {
+                    Some(Event::Text(text)) => {
+                        let seq: usize = text[..text.find(' ').unwrap()].parse().unwrap();
+                        assert_eq!(seq, got, "lost or reordered");
+                        got += 1;
+                    }
+                    Some(_) => {}
+                    None => break,
+                }
+            }
+            got
+        }));
+    }
+    while server.handle.client_count() < READERS + 1 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The publisher keeps pace with the readers that do read (as a real
+    // one would, watching `buffered_amount`), never with the stalled one.
+    let fast: Vec<Connection> = server
+        .handle
+        .clients()
+        .into_iter()
+        .filter(|c| c != &stalled_conn)
+        .collect();
+    let padding = "x".repeat(4096);
+    let mut delivered = 0;
+    for seq in 0..MESSAGES {
+        while fast.iter().any(|c| c.buffered_amount() > 64 * 1024) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        delivered += server.handle.broadcast(format!("{seq} {padding}"));
+    }
+    let mut counts = Vec::new();
+    for reader in readers {
+        counts.push(reader.await.unwrap());
+    }
+    // The stalled client missed some: its queue hit the limit.
+    assert!(delivered < (READERS + 1) * MESSAGES, "nothing was refused");
+    (counts, stalled_conn, stalled, server)
+}
+
+#[tokio::test]
+async fn slow_reader_is_closed_with_1008_while_others_get_everything() {
+    watchdog(async {
+        let (counts, stalled, _client, server) = slow_reader_among_fast(Backpressure::Close).await;
+        assert!(counts.iter().all(|&c| c == 2000), "{counts:?}");
+        assert!(!stalled.is_open());
+        // It never answers the close: it ends at the close timeout.
+        let closes = server.wait_closes(1).await;
+        let by_code: HashMap<u16, usize> = closes.iter().fold(HashMap::new(), |mut m, c| {
+            *m.entry(c.code.0).or_default() += 1;
+            m
+        });
+        assert_eq!(
+            by_code.get(&CloseCode::POLICY_VIOLATION.0),
+            Some(&1),
+            "{closes:?}"
+        );
+        server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn slow_reader_has_sends_refused_while_others_get_everything() {
+    watchdog(async {
+        let (counts, stalled, _client, server) = slow_reader_among_fast(Backpressure::Refuse).await;
+        assert!(counts.iter().all(|&c| c == 2000), "{counts:?}");
+        assert!(server.closes.lock().unwrap().is_empty());
+        assert!(stalled.is_open());
+        assert!(stalled.buffered_amount() <= 128 * 1024);
+        assert!(
+            stalled
+                .send("x".repeat(200_000))
+                .unwrap_err()
+                .is_queue_full()
+        );
+        server.stop().await;
+    })
+    .await;
+}
