@@ -90,7 +90,7 @@ async fn five_senders_to_500_clients_exactly_once_in_order() {
     const SENDERS: usize = 5;
     const PER_SENDER: usize = 200;
     watchdog(async {
-        let server = start(ServerConfig::default(), relay).await;
+        let server = start(common::quick(), relay).await;
         let mut clients = Vec::new();
         for _ in 0..CLIENTS {
             clients.push(Client::connect(server.addr).await);
@@ -243,7 +243,12 @@ async fn slow_reader_has_sends_refused_while_others_get_everything() {
     watchdog(async {
         let (counts, stalled, _client, server) = slow_reader_among_fast(Backpressure::Refuse).await;
         assert!(counts.iter().all(|&c| c == 2000), "{counts:?}");
-        assert!(server.closes.lock().unwrap().is_empty());
+        // Readers that finished may have gone; nobody was closed for policy.
+        let closes = server.closes.lock().unwrap().clone();
+        assert!(
+            closes.iter().all(|c| c.code != CloseCode::POLICY_VIOLATION),
+            "{closes:?}"
+        );
         assert!(stalled.is_open());
         assert!(stalled.buffered_amount() <= 128 * 1024);
         assert!(

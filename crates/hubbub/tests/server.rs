@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use common::{echo, start, watchdog};
 use futures_util::{SinkExt, StreamExt};
-use hubbub::{Backpressure, CloseCode, Connection, Server, ServerConfig};
+use hubbub::{Backpressure, CloseCode, Connection, Server};
 use hubbub_proto::handshake::ClientRequest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -18,13 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as TCode;
 
-/// Test defaults: short close timeout and shutdown grace, so that clients
-/// that stop reading do not slow the suite down.
-fn cfg() -> ServerConfig {
-    ServerConfig::default()
-        .with_close_timeout(Duration::from_millis(500))
-        .with_shutdown_grace(Duration::from_millis(500))
-}
+use common::quick as cfg;
 
 /// Opens a raw TCP connection and completes the upgrade by hand.
 async fn raw_client(addr: std::net::SocketAddr) -> (TcpStream, BytesMut) {

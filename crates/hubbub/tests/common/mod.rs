@@ -86,3 +86,11 @@ pub fn echo(socket: &mut Socket) {
         let _ = conn.send_binary(data);
     });
 }
+
+/// Defaults with a short close timeout and shutdown grace, so that clients
+/// that stop reading do not slow the suite down.
+pub fn quick() -> ServerConfig {
+    ServerConfig::default()
+        .with_close_timeout(Duration::from_millis(500))
+        .with_shutdown_grace(Duration::from_millis(500))
+}
