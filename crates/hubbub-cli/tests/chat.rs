@@ -57,12 +57,10 @@ async fn next_text(ws: &mut Ws) -> String {
     }
 }
 
-fn watchdog<F: Future>(f: F) -> impl Future<Output = F::Output> {
-    async move {
-        tokio::time::timeout(Duration::from_secs(30), f)
-            .await
-            .expect("watchdog")
-    }
+async fn watchdog<F: Future>(f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(30), f)
+        .await
+        .expect("watchdog")
 }
 
 #[tokio::test]
