@@ -37,6 +37,7 @@
 mod close;
 mod config;
 mod connection;
+pub mod deflate;
 mod error;
 mod frame;
 pub mod handshake;
@@ -46,6 +47,7 @@ mod utf8;
 pub use close::{CloseCode, CloseFrame, MAX_CLOSE_REASON};
 pub use config::Config;
 pub use connection::{Connection, Event, MessageKind, Role};
+pub use deflate::{DeflateConfig, DeflateParams};
 pub use error::{ProtocolError, SendError};
 pub use frame::{EncodedHeader, FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode};
 pub use mask::{apply_mask, apply_mask_bytewise};
