@@ -31,6 +31,9 @@ pub struct Config {
     /// Most header fields in the opening handshake. More are answered with 431.
     /// Default: 64.
     pub max_headers: usize,
+    /// permessage-deflate (RFC 7692) settings for the server's
+    /// negotiation. Default: enabled, see [`crate::DeflateConfig`].
+    pub deflate: crate::DeflateConfig,
 }
 
 impl Default for Config {
@@ -41,6 +44,7 @@ impl Default for Config {
             auto_pong: true,
             max_handshake_size: 16 << 10,
             max_headers: 64,
+            deflate: crate::DeflateConfig::default(),
         }
     }
 }
@@ -71,6 +75,13 @@ impl Config {
     #[must_use]
     pub fn with_max_handshake_size(mut self, bytes: usize) -> Self {
         self.max_handshake_size = bytes;
+        self
+    }
+
+    /// Sets [`Config::deflate`].
+    #[must_use]
+    pub fn with_deflate(mut self, deflate: crate::DeflateConfig) -> Self {
+        self.deflate = deflate;
         self
     }
 

@@ -20,7 +20,8 @@ pub enum ProtocolError {
     ReservedOpcode(u8),
     /// A 64-bit payload length had its most significant bit set (1002).
     LengthOverflow,
-    /// An RSV bit was set without an extension that defines it (1002).
+    /// An RSV bit was set without an extension that defines it, or RSV1 on
+    /// a control or continuation frame (1002).
     ReservedBits,
     /// A client sent an unmasked frame to a server (1002).
     UnmaskedFrame,
@@ -43,6 +44,8 @@ pub enum ProtocolError {
     InvalidCloseReason,
     /// A text message was not UTF-8 (1007).
     InvalidUtf8,
+    /// A compressed message was not a valid deflate stream (1007).
+    InvalidCompressedData,
     /// A frame's payload passed [`crate::Config::max_frame_size`] (1009).
     FrameTooLarge {
         /// The announced payload length.
@@ -63,7 +66,9 @@ impl ProtocolError {
     /// The close code sent to the peer for this error.
     pub fn close_code(&self) -> CloseCode {
         match self {
-            Self::InvalidUtf8 | Self::InvalidCloseReason => CloseCode::INVALID_PAYLOAD,
+            Self::InvalidUtf8 | Self::InvalidCloseReason | Self::InvalidCompressedData => {
+                CloseCode::INVALID_PAYLOAD
+            }
             Self::FrameTooLarge { .. } | Self::MessageTooLarge { .. } => CloseCode::MESSAGE_TOO_BIG,
             _ => CloseCode::PROTOCOL_ERROR,
         }
@@ -88,6 +93,9 @@ impl fmt::Display for ProtocolError {
             Self::InvalidCloseCode(code) => write!(f, "invalid close code {code}"),
             Self::InvalidCloseReason => f.write_str("close reason is not UTF-8"),
             Self::InvalidUtf8 => f.write_str("text message is not UTF-8"),
+            Self::InvalidCompressedData => {
+                f.write_str("compressed message is not valid deflate data")
+            }
             Self::FrameTooLarge { size, max } => {
                 write!(f, "frame of {size} bytes exceeds the limit of {max}")
             }

@@ -134,6 +134,33 @@ proptest! {
     }
 
     #[test]
+    fn compressed_both_ways_any_split_yields_same_events(
+        ops in proptest::collection::vec(op(), 0..12),
+        cuts in proptest::collection::vec(any::<usize>(), 0..40),
+        takeover in any::<bool>(),
+    ) {
+        let params = hubbub_proto::DeflateParams {
+            local_no_context_takeover: !takeover,
+            remote_no_context_takeover: !takeover,
+            local_max_window_bits: 15,
+            threshold: 0,
+            level: 1,
+        };
+        let mut client = Connection::new(Role::Client, Config::default());
+        client.set_deflate(params);
+        let (wire, expected) = encode(&mut client, &ops);
+        let mut server = Connection::new(Role::Server, Config::default());
+        server.set_deflate(params);
+        prop_assert_eq!(&decode(&mut server, &wire, &cuts), &expected);
+        let mut server = Connection::new(Role::Server, Config::default());
+        server.set_deflate(params);
+        let (wire, expected) = encode(&mut server, &ops);
+        let mut client = Connection::new(Role::Client, Config::default());
+        client.set_deflate(params);
+        prop_assert_eq!(&decode(&mut client, &wire, &cuts), &expected);
+    }
+
+    #[test]
     fn byte_at_a_time_matches_whole(ops in proptest::collection::vec(op(), 0..6)) {
         let mut client = Connection::new(Role::Client, Config::default());
         let (wire, expected) = encode(&mut client, &ops);

@@ -6,12 +6,13 @@ mod send;
 #[cfg(test)]
 mod tests;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use crate::close::CloseFrame;
 use crate::config::Config;
+use crate::deflate::{Compressor, Decompressor, DeflateParams};
 use crate::frame::OpCode;
 use crate::utf8::{Utf8Bytes, Utf8Validator};
 
@@ -74,7 +75,10 @@ struct FrameInProgress {
 #[derive(Debug)]
 struct MessageInProgress {
     kind: MessageKind,
-    buf: BytesMut,
+    /// Whether the message is compressed (RSV1 on its first frame); `buf`
+    /// then holds the inflated bytes.
+    compressed: bool,
+    buf: Vec<u8>,
     utf8: Utf8Validator,
     frame: Option<FrameInProgress>,
 }
@@ -114,6 +118,17 @@ pub struct Connection {
     sending: Option<MessageKind>,
     /// Mask keys for the client role.
     rng: Option<Box<StdRng>>,
+    /// permessage-deflate, when negotiated.
+    deflate: Option<Box<Deflate>>,
+}
+
+/// The compression state of a connection that negotiated permessage-deflate.
+/// Compressor and decompressor are made on first use.
+#[derive(Debug)]
+struct Deflate {
+    params: DeflateParams,
+    compressor: Option<Compressor>,
+    decompressor: Option<Decompressor>,
 }
 
 impl Connection {
@@ -132,7 +147,25 @@ impl Connection {
             failed: false,
             sending: None,
             rng,
+            deflate: None,
         }
+    }
+
+    /// Turns on permessage-deflate with the negotiated `params` (from
+    /// [`crate::deflate::negotiate`] on a server, or
+    /// [`crate::deflate::client_params`] on a client). Call it before the
+    /// first frame is read or sent.
+    pub fn set_deflate(&mut self, params: DeflateParams) {
+        self.deflate = Some(Box::new(Deflate {
+            params,
+            compressor: None,
+            decompressor: None,
+        }));
+    }
+
+    /// The permessage-deflate parameters in force, if negotiated.
+    pub fn deflate(&self) -> Option<&DeflateParams> {
+        self.deflate.as_ref().map(|d| &d.params)
     }
 
     /// This connection's role.

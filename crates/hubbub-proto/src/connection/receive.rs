@@ -2,8 +2,9 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::{Connection, Event, FrameInProgress, MessageInProgress, MessageKind, Role};
+use super::{Connection, Deflate, Event, FrameInProgress, MessageInProgress, MessageKind, Role};
 use crate::close::{CloseCode, CloseFrame};
+use crate::deflate::{Decompressor, InflateError};
 use crate::error::ProtocolError;
 use crate::frame::{FrameHeader, MAX_CONTROL_PAYLOAD, OpCode};
 use crate::mask::apply_mask;
@@ -69,10 +70,20 @@ impl Connection {
                     if let Some(key) = frame.mask {
                         apply_mask(piece, key, frame.offset);
                     }
-                    if message.kind == MessageKind::Text && !message.utf8.feed(piece) {
+                    let start = message.buf.len();
+                    if message.compressed {
+                        let limit = self.config.max_message_size;
+                        inflater(&mut self.deflate)
+                            .inflate(piece, &mut message.buf, limit)
+                            .map_err(|e| inflate_error(e, limit))?;
+                    } else {
+                        message.buf.extend_from_slice(piece);
+                    }
+                    if message.kind == MessageKind::Text
+                        && !message.utf8.feed(&message.buf[start..])
+                    {
                         return Err(ProtocolError::InvalidUtf8);
                     }
-                    message.buf.extend_from_slice(piece);
                     input.advance(take);
                     frame.remaining -= take as u64;
                     frame.offset += take;
@@ -82,7 +93,18 @@ impl Connection {
                     let fin = frame.fin;
                     message.frame = None;
                     if fin {
-                        let done = self.message.take().expect("checked above");
+                        let mut done = self.message.take().expect("checked above");
+                        if done.compressed {
+                            let start = done.buf.len();
+                            let limit = self.config.max_message_size;
+                            inflater(&mut self.deflate)
+                                .finish(&mut done.buf, limit)
+                                .map_err(|e| inflate_error(e, limit))?;
+                            if done.kind == MessageKind::Text && !done.utf8.feed(&done.buf[start..])
+                            {
+                                return Err(ProtocolError::InvalidUtf8);
+                            }
+                        }
                         return finish_message(done).map(Some);
                     }
                     continue;
@@ -117,8 +139,13 @@ impl Connection {
                 (OpCode::Text, None) => MessageKind::Text,
                 (_, None) => MessageKind::Binary,
             };
+            let compressed = match (&self.message, header.rsv1) {
+                (Some(message), _) => message.compressed,
+                (None, rsv1) => rsv1,
+            };
             let so_far = self.buffered_message_len() as u64;
-            if so_far + header.payload_len > self.config.max_message_size as u64 {
+            // A compressed message is measured after inflating, as it grows.
+            if !compressed && so_far + header.payload_len > self.config.max_message_size as u64 {
                 return Err(ProtocolError::MessageTooLarge {
                     size: so_far + header.payload_len,
                     max: self.config.max_message_size,
@@ -132,13 +159,28 @@ impl Connection {
                 if let Some(key) = header.mask {
                     apply_mask(&mut payload, key, 0);
                 }
+                if compressed {
+                    let limit = self.config.max_message_size;
+                    let inflater = inflater(&mut self.deflate);
+                    let mut plain = Vec::with_capacity(
+                        (len * 4)
+                            .clamp(64, INITIAL_MESSAGE_CAPACITY * 16)
+                            .min(limit + 1),
+                    );
+                    inflater
+                        .inflate(&payload, &mut plain, limit)
+                        .and_then(|()| inflater.finish(&mut plain, limit))
+                        .map_err(|e| inflate_error(e, limit))?;
+                    return whole_message(kind, Bytes::from(plain)).map(Some);
+                }
                 return whole_message(kind, payload.freeze()).map(Some);
             }
 
             input.advance(header_len);
             let message = self.message.get_or_insert_with(|| MessageInProgress {
                 kind,
-                buf: BytesMut::with_capacity(len.min(INITIAL_MESSAGE_CAPACITY)),
+                compressed,
+                buf: Vec::with_capacity(len.min(INITIAL_MESSAGE_CAPACITY)),
                 utf8: Utf8Validator::default(),
                 frame: None,
             });
@@ -153,7 +195,10 @@ impl Connection {
 
     /// The checks that need the role, the extensions and the limits.
     fn check_header(&self, header: &FrameHeader) -> Result<(), ProtocolError> {
-        if header.rsv1 || header.rsv2 || header.rsv3 {
+        // RSV1 marks a compressed message, on its first frame only.
+        let rsv1_allowed =
+            self.deflate.is_some() && matches!(header.opcode, OpCode::Text | OpCode::Binary);
+        if (header.rsv1 && !rsv1_allowed) || header.rsv2 || header.rsv3 {
             return Err(ProtocolError::ReservedBits);
         }
         match (self.role, header.mask.is_some()) {
@@ -218,6 +263,32 @@ impl Connection {
         }
         self.failed = true;
         self.message = None;
+        if let Some(decompressor) = self.deflate.as_mut().and_then(|d| d.decompressor.as_mut()) {
+            decompressor.reset();
+        }
+    }
+}
+
+/// The connection's decompressor, made on first use. Only called for
+/// compressed messages, which `check_header` lets through only when
+/// permessage-deflate was negotiated.
+fn inflater(deflate: &mut Option<Box<Deflate>>) -> &mut Decompressor {
+    let deflate = deflate
+        .as_mut()
+        .expect("RSV1 is refused unless deflate is negotiated");
+    let params = deflate.params;
+    deflate
+        .decompressor
+        .get_or_insert_with(|| Decompressor::new(&params))
+}
+
+fn inflate_error(error: InflateError, limit: usize) -> ProtocolError {
+    match error {
+        InflateError::TooLarge => ProtocolError::MessageTooLarge {
+            size: limit as u64 + 1,
+            max: limit,
+        },
+        InflateError::Corrupt => ProtocolError::InvalidCompressedData,
     }
 }
 
@@ -232,7 +303,7 @@ fn whole_message(kind: MessageKind, payload: Bytes) -> Result<Event, ProtocolErr
 }
 
 fn finish_message(message: MessageInProgress) -> Result<Event, ProtocolError> {
-    let payload = message.buf.freeze();
+    let payload = Bytes::from(message.buf);
     match message.kind {
         MessageKind::Binary => Ok(Event::Binary(payload)),
         MessageKind::Text if message.utf8.is_complete() => {

@@ -5,6 +5,7 @@ use rand::RngCore;
 
 use super::{Connection, MessageKind, Role};
 use crate::close::{CloseCode, MAX_CLOSE_REASON, truncate_reason};
+use crate::deflate::Compressor;
 use crate::error::SendError;
 use crate::frame::{EncodedHeader, FrameHeader, MAX_CONTROL_PAYLOAD, OpCode};
 use crate::mask::apply_mask;
@@ -29,7 +30,9 @@ impl Connection {
     }
 
     /// Appends a whole message of `kind` to `out` as one frame. For text,
-    /// `payload` must be UTF-8 (a `&str` passed through `as_bytes`).
+    /// `payload` must be UTF-8 (a `&str` passed through `as_bytes`). With
+    /// permessage-deflate negotiated, a message of at least the threshold is
+    /// compressed.
     ///
     /// # Errors
     /// As [`Connection::send_text`].
@@ -43,6 +46,22 @@ impl Connection {
         if self.sending.is_some() {
             return Err(SendError::FragmentInProgress);
         }
+        if let Some(deflate) = self.deflate.as_mut() {
+            if payload.len() >= deflate.params.threshold {
+                let params = deflate.params;
+                let compressor = deflate
+                    .compressor
+                    .get_or_insert_with(|| Compressor::new(&params));
+                let mut compressed = Vec::with_capacity(payload.len() / 2 + 16);
+                compressor.compress(payload, &mut compressed);
+                let header = FrameHeader {
+                    rsv1: true,
+                    ..FrameHeader::new(kind.opcode(), compressed.len() as u64)
+                };
+                self.write_frame(header, &compressed, out);
+                return Ok(());
+            }
+        }
         self.write_frame(
             FrameHeader::new(kind.opcode(), payload.len() as u64),
             payload,
@@ -55,7 +74,8 @@ impl Connection {
     /// starts a message of `kind`, later calls continue it (with the same
     /// `kind`), and the call with `fin` set ends it. Control frames may be
     /// sent between fragments. For text, the concatenated payloads must be
-    /// UTF-8; a fragment may end inside a code point.
+    /// UTF-8; a fragment may end inside a code point. Streamed messages are
+    /// sent uncompressed even with permessage-deflate (RFC 7692 allows it).
     ///
     /// # Errors
     /// [`SendError::Closed`] after close, and

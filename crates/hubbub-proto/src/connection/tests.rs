@@ -4,6 +4,7 @@ use bytes::BytesMut;
 
 use super::*;
 use crate::close::CloseCode;
+use crate::deflate::Compressor;
 use crate::error::{ProtocolError, SendError};
 use crate::frame::FrameHeader;
 use crate::mask::apply_mask;
@@ -492,5 +493,131 @@ fn protocol_error_stops_reading_and_sending() {
     assert_eq!(
         conn.send_text("x", &mut BytesMut::new()),
         Err(SendError::Closed)
+    );
+}
+
+fn deflate_params() -> DeflateParams {
+    DeflateParams {
+        local_no_context_takeover: false,
+        remote_no_context_takeover: false,
+        local_max_window_bits: 15,
+        threshold: 0,
+        level: 6,
+    }
+}
+
+fn deflate_server() -> Connection {
+    let mut conn = server();
+    conn.set_deflate(deflate_params());
+    conn
+}
+
+/// A client frame with RSV1 set and `payload` as its (already compressed)
+/// payload.
+fn compressed_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut frame = client_frame(fin, opcode, payload);
+    frame[0] |= 0x40;
+    frame
+}
+
+fn deflated(text: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    Compressor::new(&deflate_params()).compress(text, &mut out);
+    out
+}
+
+#[test]
+fn rsv1_on_continuation_frame_is_1002_even_with_deflate() {
+    let mut bytes = compressed_frame(false, 1, &deflated(b"abc"));
+    bytes.extend(compressed_frame(true, 0, b""));
+    let (_, err, _) = feed(&mut deflate_server(), &bytes);
+    assert_eq!(err, Some(ProtocolError::ReservedBits));
+}
+
+#[test]
+fn rsv1_on_control_frame_is_1002_even_with_deflate() {
+    let (_, err, out) = feed(&mut deflate_server(), &compressed_frame(true, 9, b""));
+    assert_eq!(err, Some(ProtocolError::ReservedBits));
+    assert_eq!(close_code_in(&out), 1002);
+}
+
+#[test]
+fn compressed_messages_whole_and_fragmented_are_inflated() {
+    let mut conn = deflate_server();
+    let whole = deflated("héllo, compressed world".as_bytes());
+    let mut bytes = compressed_frame(true, 1, &whole);
+    // A fragmented compressed message: RSV1 only on the first frame.
+    let second = deflated(&[7u8; 5000]);
+    let (a, b) = second.split_at(second.len() / 2);
+    bytes.extend(compressed_frame(false, 2, a));
+    bytes.extend(client_frame(true, 9, b"ping"));
+    bytes.extend(client_frame(true, 0, b));
+    // And an uncompressed message on the same connection.
+    bytes.extend(client_frame(true, 1, b"plain"));
+    for split in [bytes.len(), 7, 1] {
+        let mut conn = deflate_server();
+        let mut input = BytesMut::new();
+        let mut events = Vec::new();
+        for piece in bytes.chunks(split) {
+            input.extend_from_slice(piece);
+            while let Some(event) = conn.read(&mut input, &mut BytesMut::new()).unwrap() {
+                events.push(event);
+            }
+        }
+        assert_eq!(
+            events,
+            vec![
+                Event::Text("héllo, compressed world".into()),
+                Event::Ping("ping".into()),
+                Event::Binary(vec![7u8; 5000].into()),
+                Event::Text("plain".into()),
+            ],
+            "split {split}"
+        );
+    }
+    let _ = &mut conn;
+}
+
+#[test]
+fn compressed_invalid_utf8_is_1007() {
+    let bytes = compressed_frame(true, 1, &deflated(b"ok \xff not ok"));
+    let (_, err, out) = feed(&mut deflate_server(), &bytes);
+    assert_eq!(err, Some(ProtocolError::InvalidUtf8));
+    assert_eq!(close_code_in(&out), 1007);
+}
+
+#[test]
+fn corrupt_compressed_data_is_1007() {
+    let bytes = compressed_frame(true, 2, &[0xff, 0xff, 0xff, 0xff, 0x01]);
+    let (_, err, out) = feed(&mut deflate_server(), &bytes);
+    assert_eq!(err, Some(ProtocolError::InvalidCompressedData));
+    assert_eq!(close_code_in(&out), 1007);
+}
+
+#[test]
+fn send_compresses_at_threshold_and_client_reads_it() {
+    let mut server = Connection::new(Role::Server, Config::default());
+    server.set_deflate(DeflateParams {
+        threshold: 10,
+        ..deflate_params()
+    });
+    let mut client = Connection::new(Role::Client, Config::default());
+    client.set_deflate(deflate_params());
+    let mut wire = BytesMut::new();
+    server.send_text("short", &mut wire).unwrap();
+    assert_eq!(wire[0], 0x81, "below the threshold: no RSV1");
+    let long = "long message ".repeat(20);
+    let before = wire.len();
+    server.send_text(&long, &mut wire).unwrap();
+    assert_eq!(wire[before], 0xC1, "RSV1 set");
+    assert!(wire.len() - before < long.len() / 2, "compressed");
+    let (events, err, _) = feed(&mut client, &wire);
+    assert_eq!(err, None);
+    assert_eq!(
+        events,
+        vec![
+            Event::Text("short".into()),
+            Event::Text(long.as_str().into())
+        ]
     );
 }

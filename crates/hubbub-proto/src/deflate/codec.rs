@@ -116,13 +116,20 @@ impl Decompressor {
     /// # Errors
     /// [`InflateError::TooLarge`] as soon as the output would pass `limit`;
     /// [`InflateError::Corrupt`] for invalid data.
-    pub fn inflate(&mut self, mut input: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<(), InflateError> {
+    pub fn inflate(
+        &mut self,
+        mut input: &[u8],
+        out: &mut Vec<u8>,
+        limit: usize,
+    ) -> Result<(), InflateError> {
         while !self.ended {
             let room = limit.saturating_sub(out.len());
             let step = (room + 1).min(INFLATE_STEP);
             if out.capacity() - out.len() < step {
                 // Grow by doubling, but never past the limit plus one step.
-                let target = (out.capacity() * 2).max(out.len() + step).min(limit + INFLATE_STEP);
+                let target = (out.capacity() * 2)
+                    .max(out.len() + step)
+                    .min(limit + INFLATE_STEP);
                 out.reserve_exact(target.max(out.len() + step) - out.len());
             }
             let (before_in, before_out) = (self.inner.total_in(), self.inner.total_out());

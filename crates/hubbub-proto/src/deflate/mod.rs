@@ -162,7 +162,10 @@ impl Offer {
 /// assert_eq!(answer, "permessage-deflate; server_no_context_takeover");
 /// assert!(params.local_no_context_takeover);
 /// ```
-pub fn negotiate(offers: &[ExtensionOffer], config: &DeflateConfig) -> Option<(DeflateParams, String)> {
+pub fn negotiate(
+    offers: &[ExtensionOffer],
+    config: &DeflateConfig,
+) -> Option<(DeflateParams, String)> {
     if !config.enabled {
         return None;
     }

@@ -49,7 +49,11 @@ fn deflate_answers_parameters_in_force_and_echoes_requests() {
 fn deflate_never_answers_client_window_unless_offered() {
     let text = answer(&[offer(&[])], &DeflateConfig::default()).unwrap();
     assert!(!text.contains("client_max_window_bits"));
-    let text = answer(&[offer(&[("client_max_window_bits", None)])], &DeflateConfig::default()).unwrap();
+    let text = answer(
+        &[offer(&[("client_max_window_bits", None)])],
+        &DeflateConfig::default(),
+    )
+    .unwrap();
     assert!(!text.contains("client_max_window_bits"), "{text}");
 }
 
@@ -63,7 +67,10 @@ fn deflate_declines_unknown_malformed_or_repeated_params_and_tries_next_offer() 
         offer(&[("server_max_window_bits", Some("09"))]),
         offer(&[("client_max_window_bits", Some("7"))]),
         offer(&[("server_no_context_takeover", Some("1"))]),
-        offer(&[("server_no_context_takeover", None), ("server_no_context_takeover", None)]),
+        offer(&[
+            ("server_no_context_takeover", None),
+            ("server_no_context_takeover", None),
+        ]),
     ] {
         assert_eq!(answer(std::slice::from_ref(&bad), &config), None, "{bad:?}");
         let good = offer(&[("client_no_context_takeover", None)]);
@@ -75,9 +82,15 @@ fn deflate_declines_unknown_malformed_or_repeated_params_and_tries_next_offer() 
 #[test]
 fn deflate_declines_window_8_the_backend_cannot_honour() {
     let config = DeflateConfig::default();
-    assert_eq!(answer(&[offer(&[("server_max_window_bits", Some("8"))])], &config), None);
+    assert_eq!(
+        answer(&[offer(&[("server_max_window_bits", Some("8"))])], &config),
+        None
+    );
     let text = answer(
-        &[offer(&[("server_max_window_bits", Some("8"))]), offer(&[("server_max_window_bits", Some("9"))])],
+        &[
+            offer(&[("server_max_window_bits", Some("8"))]),
+            offer(&[("server_max_window_bits", Some("9"))]),
+        ],
         &config,
     )
     .unwrap();
@@ -112,7 +125,14 @@ fn deflate_roundtrip_with_and_without_context_takeover() {
         let mut c = Compressor::new(&params(no_context));
         let mut d = Decompressor::new(&params(no_context));
         let long = "z".repeat(100_000);
-        for message in ["hello hello hello", "", "", "hello again, hello hello", &long, ""] {
+        for message in [
+            "hello hello hello",
+            "",
+            "",
+            "hello again, hello hello",
+            &long,
+            "",
+        ] {
             let mut wire = Vec::new();
             c.compress(message.as_bytes(), &mut wire);
             assert!(!wire.ends_with(&[0, 0, 0xff, 0xff]));
@@ -132,8 +152,15 @@ fn deflate_inflate_is_bounded_while_inflating() {
     assert!(wire.len() < 20 << 10, "{}", wire.len());
     let mut d = Decompressor::new(&params(true));
     let mut plain = Vec::new();
-    assert_eq!(d.inflate(&wire, &mut plain, 100_000), Err(InflateError::TooLarge));
-    assert!(plain.capacity() <= 100_000 + codec::INFLATE_STEP, "{}", plain.capacity());
+    assert_eq!(
+        d.inflate(&wire, &mut plain, 100_000),
+        Err(InflateError::TooLarge)
+    );
+    assert!(
+        plain.capacity() <= 100_000 + INFLATE_STEP,
+        "{}",
+        plain.capacity()
+    );
 }
 
 #[test]
@@ -143,4 +170,3 @@ fn deflate_corrupt_data_is_an_error() {
     let result = d.inflate(&[0xff, 0xff, 0xff, 0x00, 0x12], &mut plain, 1000);
     assert_eq!(result, Err(InflateError::Corrupt));
 }
-
