@@ -59,18 +59,24 @@ async function main() {
     await b.goto(`${base}/rust`);
     await b.waitForSelector('#state.online');
     await a.waitForFunction(() => document.getElementById('who').textContent === '2 here');
+    // Chromium offers permessage-deflate by default; the server accepts it.
+    const extensions = await a.evaluate(() => document.documentElement.dataset.extensions);
+    assert.ok(extensions.includes('permessage-deflate'), `extensions: ${extensions}`);
 
     await send(a, '/nick Ada');
     await b.waitForFunction(() => [...document.querySelectorAll('.sys')].some((n) => n.textContent.endsWith('is now known as Ada.')));
     await send(b, '/nick Bob');
     await a.waitForFunction(() => [...document.querySelectorAll('.sys')].some((n) => n.textContent.endsWith('is now known as Bob.')));
     await send(a, 'Hello from Ada');
+    const long = 'A long message that compresses well. '.repeat(40);
+    await send(a, long);
     await send(b, 'Hi Ada, Bob here');
     await send(b, XSS);
     for (const page of [a, b]) {
       await page.waitForFunction((x) => {
         const all = [...document.querySelectorAll('.msg .text')].map((n) => n.textContent);
-        return all.includes('Hello from Ada') && all.includes('Hi Ada, Bob here') && all.includes(x);
+        return all.includes('Hello from Ada') && all.includes('Hi Ada, Bob here') && all.includes(x)
+          && all.some((t) => t.startsWith('A long message') && t.length > 1000);
       }, XSS);
       assert.strictEqual(await page.locator('#log img').count(), 0, 'a message was rendered as HTML');
     }

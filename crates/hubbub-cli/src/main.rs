@@ -47,6 +47,10 @@ struct EchoArgs {
     /// Largest message accepted, in bytes.
     #[arg(long, default_value_t = 64 << 20)]
     max_message_size: usize,
+    /// Refuse permessage-deflate (compression is on by default, and every
+    /// echoed message is compressed, whatever its size).
+    #[arg(long)]
+    no_deflate: bool,
 }
 
 fn url(bind: &str, port: u16) -> String {
@@ -88,7 +92,7 @@ async fn serve(args: ServeArgs) -> Result<(), hubbub::Error> {
 }
 
 async fn echo(args: EchoArgs) -> Result<(), hubbub::Error> {
-    let protocol = hubbub_proto_config(args.max_message_size);
+    let protocol = hubbub_proto_config(args.max_message_size, !args.no_deflate);
     let config = ServerConfig::default()
         .with_protocol_config(protocol)
         .with_max_queue_bytes(args.max_message_size.saturating_mul(4))
@@ -112,10 +116,16 @@ async fn echo(args: EchoArgs) -> Result<(), hubbub::Error> {
         .await
 }
 
-fn hubbub_proto_config(max_message_size: usize) -> hubbub::ProtocolConfig {
+fn hubbub_proto_config(max_message_size: usize, deflate: bool) -> hubbub::ProtocolConfig {
+    // The echo server exists for conformance runs and benchmarks: compress
+    // every message (threshold 0), as the Autobahn runner expects.
+    let mut compression = hubbub::DeflateConfig::default();
+    compression.threshold = 0;
+    compression.enabled = deflate;
     hubbub::ProtocolConfig::default()
         .with_max_message_size(max_message_size)
         .with_max_frame_size(max_message_size)
+        .with_deflate(compression)
 }
 
 fn main() -> ExitCode {

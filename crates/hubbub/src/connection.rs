@@ -15,8 +15,10 @@ use uuid::Uuid;
 use crate::config::Backpressure;
 use crate::error::{Error, Kind};
 use crate::info::ConnectionInfo;
-use crate::message::{Frame, Message};
+use crate::message::{Frame, Message, Outgoing};
 use crate::server::ServerShared;
+use hubbub_proto::DeflateParams;
+use hubbub_proto::deflate::Compressor;
 
 /// A handle to one WebSocket connection: cheap to clone, usable from any
 /// task or thread, equal and hashed by connection id.
@@ -48,6 +50,12 @@ pub(crate) struct Shared {
     pub(crate) topics: Mutex<HashSet<Box<str>>>,
     /// Typed user data, one value per type.
     data: Mutex<Vec<Box<dyn Any + Send + Sync>>>,
+    /// permessage-deflate, when negotiated.
+    pub(crate) deflate: Option<DeflateParams>,
+    /// The compressor when this side keeps its context between messages;
+    /// locked inside the outbox lock so that compression order is queue
+    /// order.
+    compressor: Mutex<Option<Compressor>>,
 }
 
 /// What handles have asked the connection's task to do.
@@ -69,6 +77,7 @@ impl Connection {
         max_queue_bytes: usize,
         backpressure: Backpressure,
         server: Arc<ServerShared>,
+        deflate: Option<DeflateParams>,
     ) -> Self {
         Self {
             shared: Arc::new(Shared {
@@ -84,6 +93,8 @@ impl Connection {
                 server,
                 topics: Mutex::new(HashSet::new()),
                 data: Mutex::new(Vec::new()),
+                deflate,
+                compressor: Mutex::new(None),
             }),
         }
     }
@@ -117,7 +128,10 @@ impl Connection {
     /// [`crate::Backpressure::Close`] the connection is also being closed
     /// with 1008).
     pub fn send(&self, text: impl Into<Utf8Bytes>) -> Result<(), Error> {
-        self.enqueue(&Frame::new(OpCode::Text, text.into().into_bytes()))
+        self.enqueue_outgoing(&Outgoing::from_parts(
+            OpCode::Text,
+            text.into().into_bytes(),
+        ))
     }
 
     /// Queues a text or binary [`Message`].
@@ -125,7 +139,7 @@ impl Connection {
     /// # Errors
     /// As [`Connection::send`].
     pub fn send_message(&self, message: impl Into<Message>) -> Result<(), Error> {
-        self.enqueue(&Frame::message(message.into()))
+        self.enqueue_outgoing(&Outgoing::new(message.into()))
     }
 
     /// Queues a binary message.
@@ -133,7 +147,7 @@ impl Connection {
     /// # Errors
     /// As [`Connection::send`].
     pub fn send_binary(&self, data: impl Into<Bytes>) -> Result<(), Error> {
-        self.enqueue(&Frame::new(OpCode::Binary, data.into()))
+        self.enqueue_outgoing(&Outgoing::from_parts(OpCode::Binary, data.into()))
     }
 
     /// Queues a ping (payload at most 125 bytes).
@@ -194,9 +208,49 @@ impl Connection {
         self.enqueue(&Frame::new(opcode, payload))
     }
 
+    /// The permessage-deflate parameters in force, if negotiated.
+    pub fn deflate(&self) -> Option<&DeflateParams> {
+        self.shared.deflate.as_ref()
+    }
+
+    /// Queues a message in the form this connection needs: plain, shared
+    /// compressed, or compressed with this connection's own context.
+    pub(crate) fn enqueue_outgoing(&self, message: &Outgoing) -> Result<(), Error> {
+        match &self.shared.deflate {
+            Some(params) if message.payload.len() >= params.threshold => {
+                if params.local_no_context_takeover {
+                    self.enqueue(&message.compressed(params))
+                } else {
+                    let params = *params;
+                    // The limit is checked against the uncompressed size,
+                    // so that a refused send never advances the context.
+                    let estimate = message.payload.len() + 14;
+                    self.enqueue_with(estimate, || {
+                        let mut compressor = self
+                            .shared
+                            .compressor
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner());
+                        let compressor = compressor.get_or_insert_with(|| Compressor::new(&params));
+                        let mut out = Vec::with_capacity(message.payload.len() / 2 + 16);
+                        compressor.compress(&message.payload, &mut out);
+                        Frame::with_rsv1(message.opcode, out.into(), true)
+                    })
+                }
+            }
+            _ => self.enqueue(message.plain()),
+        }
+    }
+
     /// Queues an encoded frame, applying the queue limit and policy.
     pub(crate) fn enqueue(&self, frame: &Frame) -> Result<(), Error> {
-        let len = frame.len();
+        self.enqueue_with(frame.len(), || frame.clone())
+    }
+
+    /// Queues the frame `make` builds, under the outbox lock, if `estimate`
+    /// bytes fit the queue limit.
+    fn enqueue_with(&self, estimate: usize, make: impl FnOnce() -> Frame) -> Result<(), Error> {
+        let len = estimate;
         let mut outbox = self.shared.lock();
         if !outbox.open {
             return Err(Error::new(Kind::Closed));
@@ -215,9 +269,11 @@ impl Connection {
             }
             return Err(Error::new(Kind::QueueFull { buffered, max }));
         }
-        outbox.frames.push_back(frame.head.clone());
-        if let Some(body) = &frame.body {
-            outbox.frames.push_back(body.clone());
+        let frame = make();
+        let len = frame.len();
+        outbox.frames.push_back(frame.head);
+        if let Some(body) = frame.body {
+            outbox.frames.push_back(body);
         }
         self.shared.buffered.fetch_add(len, Ordering::Relaxed);
         drop(outbox);

@@ -56,7 +56,9 @@ pub use config::{Backpressure, ServerConfig};
 pub use connection::Connection;
 pub use error::Error;
 pub use hubbub_proto::handshake::{HttpResponse, Request};
-pub use hubbub_proto::{CloseCode, Config as ProtocolConfig, Utf8Bytes};
+pub use hubbub_proto::{
+    CloseCode, Config as ProtocolConfig, DeflateConfig, DeflateParams, Utf8Bytes,
+};
 pub use info::{CloseInfo, ConnectionInfo};
 pub use message::Message;
 pub use server::{Server, ServerHandle};

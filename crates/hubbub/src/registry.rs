@@ -12,7 +12,7 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use uuid::Uuid;
 
 use crate::connection::Connection;
-use crate::message::Frame;
+use crate::message::Outgoing;
 
 /// Open connections by id.
 #[derive(Default)]
@@ -39,8 +39,8 @@ impl Clients {
 
     /// Queues `frame` to every client but `except`; returns how many
     /// queues took it.
-    pub(crate) fn broadcast(&self, frame: &Frame, except: Option<Uuid>) -> usize {
-        deliver(self.read().values(), frame, except)
+    pub(crate) fn broadcast(&self, message: &Outgoing, except: Option<Uuid>) -> usize {
+        deliver(self.read().values(), message, except)
     }
 }
 
@@ -77,9 +77,9 @@ impl Topics {
     }
 
     /// Queues `frame` to every subscriber of `topic` but `except`.
-    pub(crate) fn publish(&self, topic: &str, frame: &Frame, except: Option<Uuid>) -> usize {
+    pub(crate) fn publish(&self, topic: &str, message: &Outgoing, except: Option<Uuid>) -> usize {
         match self.read().get(topic) {
-            Some(members) => deliver(members.values(), frame, except),
+            Some(members) => deliver(members.values(), message, except),
             None => 0,
         }
     }
@@ -100,16 +100,16 @@ impl Topics {
     }
 }
 
-/// Queues one shared frame on each connection. A full queue is that
+/// Queues one shared message on each connection. A full queue is that
 /// connection's problem (its backpressure policy applies); the others
 /// are not delayed.
 fn deliver<'a>(
     conns: impl Iterator<Item = &'a Connection>,
-    frame: &Frame,
+    message: &Outgoing,
     except: Option<Uuid>,
 ) -> usize {
     conns
         .filter(|conn| Some(conn.id()) != except)
-        .filter(|conn| conn.enqueue(frame).is_ok())
+        .filter(|conn| conn.enqueue_outgoing(message).is_ok())
         .count()
 }

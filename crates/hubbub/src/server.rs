@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::config::ServerConfig;
 use crate::connection::Connection;
 use crate::error::{Error, Kind};
-use crate::message::{Frame, Message};
+use crate::message::{Message, Outgoing};
 use crate::registry::{Clients, Topics};
 use crate::socket::Socket;
 use crate::upgrade::serve_socket;
@@ -94,13 +94,13 @@ impl ServerHandle {
     pub fn broadcast(&self, message: impl Into<Message>) -> usize {
         self.shared
             .clients
-            .broadcast(&Frame::message(message.into()), None)
+            .broadcast(&Outgoing::new(message.into()), None)
     }
 
     /// As [`ServerHandle::broadcast`], to every connection but `except`.
     pub fn broadcast_except(&self, message: impl Into<Message>, except: &Connection) -> usize {
-        let frame = Frame::message(message.into());
-        self.shared.clients.broadcast(&frame, Some(except.id()))
+        let message = Outgoing::new(message.into());
+        self.shared.clients.broadcast(&message, Some(except.id()))
     }
 
     /// Sends `message` to every subscriber of `topic`, encoded once.
@@ -108,7 +108,7 @@ impl ServerHandle {
     pub fn publish(&self, topic: &str, message: impl Into<Message>) -> usize {
         self.shared
             .topics
-            .publish(topic, &Frame::message(message.into()), None)
+            .publish(topic, &Outgoing::new(message.into()), None)
     }
 
     /// As [`ServerHandle::publish`], to every subscriber but `except`.
@@ -118,8 +118,10 @@ impl ServerHandle {
         message: impl Into<Message>,
         except: &Connection,
     ) -> usize {
-        let frame = Frame::message(message.into());
-        self.shared.topics.publish(topic, &frame, Some(except.id()))
+        let message = Outgoing::new(message.into());
+        self.shared
+            .topics
+            .publish(topic, &message, Some(except.id()))
     }
 
     /// How many connections are subscribed to `topic`.

@@ -119,11 +119,14 @@ pub(crate) async fn serve_socket(
     let local = stream.local_addr().unwrap_or(peer);
     let protocol = choose_protocol(&request, &config.protocols);
     let info = ConnectionInfo::new(peer, local, request, protocol.clone());
+    let deflate =
+        hubbub_proto::deflate::negotiate(&info.request().extensions(), &config.protocol.deflate);
     let conn = Connection::new(
         info,
         config.max_queue_bytes,
         config.backpressure,
         shared.clone(),
+        deflate.as_ref().map(|(params, _)| *params),
     );
     let mut socket = Socket {
         conn: conn.clone(),
@@ -139,6 +142,11 @@ pub(crate) async fn serve_socket(
     if let Some(protocol) = protocol {
         response = response.protocol(protocol);
     }
+    let mut proto = Proto::new(Role::Server, config.protocol.clone());
+    if let Some((params, answer)) = deflate {
+        response = response.extensions(answer);
+        proto.set_deflate(params);
+    }
     let mut head = BytesMut::new();
     response.write(&mut head);
 
@@ -147,7 +155,7 @@ pub(crate) async fn serve_socket(
     shared.register(&conn);
     let driver = Driver::new(
         stream,
-        Proto::new(Role::Server, config.protocol.clone()),
+        proto,
         conn.clone(),
         socket.handlers,
         buf,

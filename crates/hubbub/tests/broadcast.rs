@@ -261,3 +261,89 @@ async fn slow_reader_has_sends_refused_while_others_get_everything() {
     })
     .await;
 }
+
+/// Reads the next whole frame's RSV1 bit and the event it carries.
+async fn next_with_rsv1(client: &mut Client) -> (Event, bool) {
+    loop {
+        if let Ok(Some((header, len))) = hubbub_proto::FrameHeader::parse(&client.input) {
+            if client.input.len() >= len + header.payload_len as usize {
+                let event = client.next().await.expect("an event");
+                return (event, header.rsv1);
+            }
+        }
+        assert!(client.stream.read_buf(&mut client.input).await.unwrap() > 0);
+    }
+}
+
+#[tokio::test]
+async fn compressed_broadcast_reaches_deflate_and_plain_clients() {
+    watchdog(async {
+        let server = start(common::quick(), relay).await;
+        let mut clients = Vec::new();
+        for deflate in [true, true, false] {
+            let mut stream = TcpStream::connect(server.addr).await.unwrap();
+            let mut request = ClientRequest::new(server.addr.to_string(), "/");
+            if deflate {
+                request = request.extension("permessage-deflate; client_max_window_bits");
+            }
+            let mut out = BytesMut::new();
+            request.write(&mut out);
+            stream.write_all(&out).await.unwrap();
+            let mut input = BytesMut::new();
+            let response = loop {
+                stream.read_buf(&mut input).await.unwrap();
+                if let Some(r) = request
+                    .parse_response(&mut input, &Config::default())
+                    .unwrap()
+                {
+                    break r;
+                }
+            };
+            let mut proto = Proto::new(Role::Client, Config::default());
+            match response.extensions.first() {
+                Some(answer) => {
+                    assert!(deflate);
+                    proto.set_deflate(hubbub_proto::deflate::client_params(answer, 64).unwrap());
+                }
+                None => assert!(!deflate, "deflate was not negotiated"),
+            }
+            clients.push((
+                Client {
+                    stream,
+                    proto,
+                    input,
+                    out: BytesMut::new(),
+                },
+                deflate,
+            ));
+        }
+        while server.handle.client_count() < 3 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let text = "compress me, compress me, compress me! ".repeat(50);
+        assert_eq!(server.handle.broadcast(text.clone()), 3);
+        for (client, deflate) in &mut clients {
+            let (event, rsv1) = next_with_rsv1(client).await;
+            assert_eq!(event, Event::Text(text.as_str().into()));
+            assert_eq!(rsv1, *deflate, "compressed exactly for the deflate clients");
+        }
+        // Short messages stay uncompressed (the default threshold is 64).
+        server.handle.broadcast("short");
+        for (client, _) in &mut clients {
+            let (event, rsv1) = next_with_rsv1(client).await;
+            assert_eq!(event, Event::Text("short".into()));
+            assert!(!rsv1);
+        }
+        // A deflate client's compressed message is inflated and relayed.
+        let (sender, _) = &mut clients[0];
+        sender.proto.send_text(&text, &mut sender.out).unwrap();
+        sender.stream.write_all(&sender.out).await.unwrap();
+        sender.out.clear();
+        for (client, _) in &mut clients {
+            let (event, _) = next_with_rsv1(client).await;
+            assert_eq!(event, Event::Text(text.as_str().into()));
+        }
+        server.stop().await;
+    })
+    .await;
+}

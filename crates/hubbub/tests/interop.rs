@@ -1,5 +1,6 @@
 //! Real peers over loopback: Python `websockets` and Node `ws` clients
-//! against the server. They need the tools `scripts/test` installs.
+//! against the server, with and without permessage-deflate. They need the
+//! tools `scripts/test` installs.
 
 mod common;
 
@@ -8,6 +9,7 @@ use std::process::Stdio;
 
 use common::{echo, start, watchdog};
 use hubbub::{CloseCode, ServerConfig};
+use tokio::process::Command;
 
 fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -19,13 +21,12 @@ fn peer_script(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Runs a client program against an echo server and checks how the server
-/// saw the connection end.
-async fn run_peer(mut command: tokio::process::Command) {
+/// Runs a client program (given the server's URL) against an echo server
+/// and checks how the server saw the connection end.
+async fn run_peer(program: impl FnOnce(&str) -> Command) {
     watchdog(async {
         let server = start(ServerConfig::default(), echo).await;
-        let output = command
-            .arg(server.url("/interop"))
+        let output = program(&server.url("/interop"))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .output()
@@ -44,23 +45,52 @@ async fn run_peer(mut command: tokio::process::Command) {
     .await;
 }
 
+fn python(mode: &'static str) -> impl FnOnce(&str) -> Command {
+    move |url| {
+        let python = std::env::var_os("HUBBUB_PYTHON")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace().join(".cache/venv/bin/python"));
+        let mut command = Command::new(python);
+        command
+            .arg(peer_script("python_client.py"))
+            .arg(url)
+            .arg(mode);
+        command
+    }
+}
+
+fn node(mode: &'static str) -> impl FnOnce(&str) -> Command {
+    move |url| {
+        let mut command = Command::new("node");
+        command
+            .env("NODE_PATH", workspace().join(".cache/node/node_modules"))
+            .arg(peer_script("node_client.cjs"))
+            .arg(url)
+            .arg(mode);
+        command
+    }
+}
+
 #[tokio::test]
 #[ignore = "needs python websockets: run scripts/test"]
 async fn python_websockets_client_exchanges_all_message_kinds() {
-    let python = std::env::var_os("HUBBUB_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace().join(".cache/venv/bin/python"));
-    let mut command = tokio::process::Command::new(python);
-    command.arg(peer_script("python_client.py"));
-    run_peer(command).await;
+    run_peer(python("plain")).await;
+}
+
+#[tokio::test]
+#[ignore = "needs python websockets: run scripts/test"]
+async fn python_websockets_client_with_permessage_deflate() {
+    run_peer(python("deflate")).await;
 }
 
 #[tokio::test]
 #[ignore = "needs node ws: run scripts/test"]
 async fn node_ws_client_exchanges_all_message_kinds() {
-    let mut command = tokio::process::Command::new("node");
-    command
-        .env("NODE_PATH", workspace().join(".cache/node/node_modules"))
-        .arg(peer_script("node_client.cjs"));
-    run_peer(command).await;
+    run_peer(node("plain")).await;
+}
+
+#[tokio::test]
+#[ignore = "needs node ws: run scripts/test"]
+async fn node_ws_client_with_permessage_deflate() {
+    run_peer(node("deflate")).await;
 }

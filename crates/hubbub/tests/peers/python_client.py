@@ -1,5 +1,7 @@
 """A Python `websockets` client exchanging text, binary, fragmented and
-1 MiB messages with an echo server, then closing with 4001 "bye"."""
+1 MiB messages with an echo server, then closing with 4001 "bye".
+
+usage: python_client.py URL [deflate|plain]"""
 
 import asyncio
 import sys
@@ -7,8 +9,18 @@ import sys
 from websockets.asyncio.client import connect
 
 
-async def main(url: str) -> None:
-    async with connect(url, max_size=None, compression=None) as ws:
+async def main(url: str, mode: str) -> None:
+    compression = "deflate" if mode == "deflate" else None
+    async with connect(url, max_size=None, compression=compression) as ws:
+        names = [type(e).__name__ for e in ws.protocol.extensions]
+        if mode == "deflate":
+            assert names == ["PerMessageDeflate"], names
+        else:
+            assert names == [], names
+        # Compressible text, so that compression shows on the wire.
+        text = "all work and no play " * 200
+        await ws.send(text)
+        assert await ws.recv() == text
         await ws.send("hello, κόσμε")
         assert await ws.recv() == "hello, κόσμε"
         await ws.send(b"\x00\x01\xff")
@@ -21,7 +33,7 @@ async def main(url: str) -> None:
         assert await ws.recv() == big
         await ws.close(code=4001, reason="bye")
     assert ws.close_code == 4001, ws.close_code
-    print("python websockets client: ok")
+    print(f"python websockets client ({mode}): ok")
 
 
-asyncio.run(main(sys.argv[1]))
+asyncio.run(main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "plain"))
