@@ -2,6 +2,7 @@
 //! and benchmarks.
 
 mod chat;
+mod load;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -24,6 +25,9 @@ enum Command {
     /// Echoes every text and binary message back (for Autobahn and
     /// benchmarks).
     Echo(EchoArgs),
+    /// Generates load against a server and reports what it measured.
+    #[command(subcommand)]
+    Load(load::LoadCommand),
 }
 
 #[derive(clap::Args)]
@@ -51,6 +55,10 @@ struct EchoArgs {
     /// echoed message is compressed, whatever its size).
     #[arg(long)]
     no_deflate: bool,
+    /// Ask clients to compress each message on its own, so that no
+    /// decompressor is kept per connection between messages.
+    #[arg(long)]
+    client_no_context_takeover: bool,
 }
 
 fn url(bind: &str, port: u16) -> String {
@@ -92,7 +100,7 @@ async fn serve(args: ServeArgs) -> Result<(), hubbub::Error> {
 }
 
 async fn echo(args: EchoArgs) -> Result<(), hubbub::Error> {
-    let protocol = hubbub_proto_config(args.max_message_size, !args.no_deflate);
+    let protocol = hubbub_proto_config(&args);
     let config = ServerConfig::default()
         .with_protocol_config(protocol)
         .with_max_queue_bytes(args.max_message_size.saturating_mul(4))
@@ -116,12 +124,14 @@ async fn echo(args: EchoArgs) -> Result<(), hubbub::Error> {
         .await
 }
 
-fn hubbub_proto_config(max_message_size: usize, deflate: bool) -> hubbub::ProtocolConfig {
+fn hubbub_proto_config(args: &EchoArgs) -> hubbub::ProtocolConfig {
+    let max_message_size = args.max_message_size;
     // The echo server exists for conformance runs and benchmarks: compress
     // every message (threshold 0), as the Autobahn runner expects.
     let mut compression = hubbub::DeflateConfig::default();
     compression.threshold = 0;
-    compression.enabled = deflate;
+    compression.enabled = !args.no_deflate;
+    compression.client_no_context_takeover = args.client_no_context_takeover;
     hubbub::ProtocolConfig::default()
         .with_max_message_size(max_message_size)
         .with_max_frame_size(max_message_size)
@@ -150,6 +160,10 @@ fn main() -> ExitCode {
         })) {
             Command::Serve(args) => serve(args).await,
             Command::Echo(args) => echo(args).await,
+            Command::Load(command) => load::run(command).await.map_err(|e| {
+                eprintln!("hubbub load: {e}");
+                hubbub::Error::from(std::io::Error::other(e))
+            }),
         }
     });
     match result {

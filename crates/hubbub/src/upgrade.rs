@@ -153,6 +153,8 @@ pub(crate) async fn serve_socket(
     let span = tracing::info_span!("conn", id = %conn.id(), %peer);
     tracing::debug!(parent: &span, path = conn.info().path(), "open");
     shared.register(&conn);
+    // Idle connections keep no buffer: only bytes that came after the head.
+    let buf = if buf.is_empty() { BytesMut::new() } else { buf };
     let driver = Driver::new(
         stream,
         proto,

@@ -100,6 +100,7 @@ impl Connection {
                             inflater(&mut self.deflate)
                                 .finish(&mut done.buf, limit)
                                 .map_err(|e| inflate_error(e, limit))?;
+                            self.release_inflater();
                             if done.kind == MessageKind::Text && !done.utf8.feed(&done.buf[start..])
                             {
                                 return Err(ProtocolError::InvalidUtf8);
@@ -171,6 +172,7 @@ impl Connection {
                         .inflate(&payload, &mut plain, limit)
                         .and_then(|()| inflater.finish(&mut plain, limit))
                         .map_err(|e| inflate_error(e, limit))?;
+                    self.release_inflater();
                     return whole_message(kind, Bytes::from(plain)).map(Some);
                 }
                 return whole_message(kind, payload.freeze()).map(Some);
@@ -265,6 +267,19 @@ impl Connection {
         self.message = None;
         if let Some(decompressor) = self.deflate.as_mut().and_then(|d| d.decompressor.as_mut()) {
             decompressor.reset();
+        }
+    }
+}
+
+impl Connection {
+    /// Between messages, a peer that keeps no context needs no
+    /// decompressor: free it (tens of KiB) rather than keep it per idle
+    /// connection.
+    fn release_inflater(&mut self) {
+        if let Some(deflate) = self.deflate.as_mut() {
+            if deflate.params.remote_no_context_takeover {
+                deflate.decompressor = None;
+            }
         }
     }
 }

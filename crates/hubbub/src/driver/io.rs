@@ -32,7 +32,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             let mut input = std::mem::take(&mut self.leftover);
             input.reserve(4096);
             let result = self.poll_read_with(cx, &mut input);
-            self.leftover = input;
+            // Keep the allocation only while a partial frame needs it.
+            self.leftover = if input.is_empty() {
+                BytesMut::new()
+            } else {
+                input
+            };
             return result;
         }
         READ_BUF.with(|cell| match cell.try_borrow_mut() {

@@ -1,0 +1,110 @@
+//! A minimal WebSocket client on `hubbub-proto`'s client role, for load.
+
+use std::io;
+
+use bytes::BytesMut;
+use hubbub_proto::handshake::ClientRequest;
+use hubbub_proto::{Config, Connection, Event, MessageKind, Role, deflate};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// One client connection.
+pub(crate) struct Client {
+    stream: TcpStream,
+    proto: Connection,
+    input: BytesMut,
+    out: BytesMut,
+}
+
+fn other(error: impl std::fmt::Display) -> io::Error {
+    io::Error::other(error.to_string())
+}
+
+impl Client {
+    /// Connects to `host:port` and upgrades `path`, offering
+    /// permessage-deflate when `compress` is set.
+    pub(crate) async fn connect(addr: &str, path: &str, compress: bool) -> io::Result<Self> {
+        let mut stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let mut request = ClientRequest::new(addr, path);
+        if compress {
+            request = request.extension("permessage-deflate; client_max_window_bits");
+        }
+        let mut out = BytesMut::new();
+        request.write(&mut out);
+        stream.write_all(&out).await?;
+        let config = Config::default()
+            .with_max_message_size(256 << 20)
+            .with_max_frame_size(256 << 20);
+        let mut input = BytesMut::with_capacity(16 * 1024);
+        let response = loop {
+            if stream.read_buf(&mut input).await? == 0 {
+                return Err(other("server closed during the handshake"));
+            }
+            if let Some(response) = request.parse_response(&mut input, &config).map_err(other)? {
+                break response;
+            }
+        };
+        let mut proto = Connection::new(Role::Client, config);
+        if let Some(answer) = response.extensions.first() {
+            let params = deflate::client_params(answer, 0)
+                .ok_or_else(|| other("unacceptable permessage-deflate answer"))?;
+            proto.set_deflate(params);
+        }
+        Ok(Self {
+            stream,
+            proto,
+            input,
+            out: BytesMut::new(),
+        })
+    }
+
+    /// Whether permessage-deflate was negotiated.
+    pub(crate) fn compressed(&self) -> bool {
+        self.proto.deflate().is_some()
+    }
+
+    /// Queues a message (written by [`Client::flush`]).
+    pub(crate) fn queue(&mut self, kind: MessageKind, payload: &[u8]) -> io::Result<()> {
+        self.proto.send(kind, payload, &mut self.out).map_err(other)
+    }
+
+    /// Writes everything queued.
+    pub(crate) async fn flush(&mut self) -> io::Result<()> {
+        if !self.out.is_empty() {
+            self.stream.write_all(&self.out).await?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    /// The next event; `None` when the server closed the connection.
+    pub(crate) async fn next(&mut self) -> io::Result<Option<Event>> {
+        loop {
+            if let Some(event) = self
+                .proto
+                .read(&mut self.input, &mut self.out)
+                .map_err(other)?
+            {
+                self.flush().await?;
+                return Ok(Some(event));
+            }
+            self.input.reserve(16 * 1024);
+            if self.stream.read_buf(&mut self.input).await? == 0 {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Starts a normal close and waits for the server's answer.
+    pub(crate) async fn close(mut self) {
+        if self
+            .proto
+            .close(Some(hubbub_proto::CloseCode::NORMAL), "", &mut self.out)
+            .is_ok()
+        {
+            let _ = self.flush().await;
+            while let Ok(Some(_)) = self.next().await {}
+        }
+    }
+}

@@ -1,0 +1,379 @@
+//! `hubbub load`: a load generator built on `hubbub-proto`'s client role.
+//!
+//! `echo` keeps K messages in flight on each of N connections for a
+//! duration, verifies every echoed byte, and reports throughput, round-trip
+//! percentiles and CPU per message; `connections` opens N connections and
+//! reports the server's memory per connection.
+
+mod client;
+mod stats;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+use hubbub_proto::{Event, MessageKind};
+
+use client::Client;
+
+/// The load scenarios.
+#[derive(Subcommand)]
+pub(crate) enum LoadCommand {
+    /// N connections, K messages in flight each, every echo verified.
+    Echo(EchoLoad),
+    /// Opens N connections and reports the server's memory per connection.
+    Connections(ConnectionsLoad),
+}
+
+/// Options of `hubbub load echo`.
+#[derive(Args)]
+pub(crate) struct EchoLoad {
+    /// The echo server.
+    #[arg(long, default_value = "ws://127.0.0.1:9001/")]
+    url: String,
+    /// Connections.
+    #[arg(short = 'n', long, default_value_t = 100)]
+    connections: usize,
+    /// Messages in flight per connection.
+    #[arg(short = 'k', long, default_value_t = 1)]
+    in_flight: usize,
+    /// Payload size in bytes.
+    #[arg(short, long, default_value_t = 20)]
+    size: usize,
+    /// Send binary messages (default: text).
+    #[arg(long)]
+    binary: bool,
+    /// Seconds to run.
+    #[arg(short, long, default_value_t = 5.0)]
+    duration: f64,
+    /// Offer permessage-deflate.
+    #[arg(long)]
+    deflate: bool,
+    /// The server's pid, to report its CPU time per message.
+    #[arg(long)]
+    server_pid: Option<u32>,
+}
+
+/// Options of `hubbub load connections`.
+#[derive(Args)]
+pub(crate) struct ConnectionsLoad {
+    /// The server.
+    #[arg(long, default_value = "ws://127.0.0.1:9001/")]
+    url: String,
+    /// Connections to open.
+    #[arg(short = 'n', long, default_value_t = 1000)]
+    count: usize,
+    /// Send one message of this many bytes on each and wait for its echo
+    /// (0: stay idle).
+    #[arg(long, default_value_t = 0)]
+    message: usize,
+    /// Offer permessage-deflate.
+    #[arg(long)]
+    deflate: bool,
+    /// The server's pid, to read its memory.
+    #[arg(long)]
+    server_pid: Option<u32>,
+}
+
+/// Splits `ws://host:port/path` into address and path.
+fn split_url(url: &str) -> Result<(String, String), String> {
+    let rest = url
+        .strip_prefix("ws://")
+        .ok_or_else(|| format!("{url}: expected ws://host:port/path"))?;
+    let (addr, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    Ok((addr.to_owned(), path.to_owned()))
+}
+
+/// Fills `buf` with the deterministic ASCII payload of message `seq` on
+/// connection `conn`, so that the echo can be checked byte by byte.
+fn payload(buf: &mut Vec<u8>, conn: u64, seq: u64, size: usize) {
+    buf.clear();
+    let seed = conn.wrapping_mul(31).wrapping_add(seq.wrapping_mul(7));
+    buf.extend((0..size as u64).map(|i| b'a' + ((seed + i) % 26) as u8));
+}
+
+/// Counters shared by every connection task and the progress line.
+#[derive(Default)]
+struct Progress {
+    messages: AtomicU64,
+    failed: AtomicBool,
+}
+
+struct EchoResult {
+    messages: u64,
+    histogram: hdrhistogram::Histogram<u64>,
+    compressed: bool,
+}
+
+async fn echo_connection(
+    addr: Arc<(String, String)>,
+    id: u64,
+    options: Arc<EchoLoad>,
+    start: Arc<tokio::sync::Barrier>,
+    deadline: Arc<std::sync::OnceLock<Instant>>,
+    progress: Arc<Progress>,
+) -> Result<EchoResult, String> {
+    let mut client = Client::connect(&addr.0, &addr.1, options.deflate)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let kind = if options.binary {
+        MessageKind::Binary
+    } else {
+        MessageKind::Text
+    };
+    let mut histogram = stats::histogram();
+    let mut in_flight: VecDeque<(u64, Instant)> = VecDeque::with_capacity(options.in_flight);
+    let mut buf = Vec::with_capacity(options.size);
+    let mut seq = 0;
+    let mut messages = 0;
+    start.wait().await;
+    let deadline =
+        *deadline.get_or_init(|| Instant::now() + Duration::from_secs_f64(options.duration));
+    for _ in 0..options.in_flight {
+        payload(&mut buf, id, seq, options.size);
+        client.queue(kind, &buf).map_err(|e| e.to_string())?;
+        in_flight.push_back((seq, Instant::now()));
+        seq += 1;
+    }
+    client.flush().await.map_err(|e| e.to_string())?;
+    while let Some((sent_seq, sent_at)) = in_flight.front().copied() {
+        let data = match client.next().await.map_err(|e| e.to_string())? {
+            Some(Event::Text(text)) => text.into_bytes(),
+            Some(Event::Binary(data)) => data,
+            Some(Event::Ping(_) | Event::Pong(_)) => continue,
+            Some(Event::Close(frame)) => return Err(format!("server closed: {frame:?}")),
+            None => return Err("server dropped the connection".into()),
+        };
+        in_flight.pop_front();
+        payload(&mut buf, id, sent_seq, options.size);
+        if data[..] != buf[..] {
+            return Err(format!(
+                "connection {id}: echo of message {sent_seq} differs"
+            ));
+        }
+        let rtt = sent_at.elapsed().as_micros().max(1) as u64;
+        let _ = histogram.record(rtt.min(60_000_000));
+        messages += 1;
+        progress.messages.fetch_add(1, Ordering::Relaxed);
+        if Instant::now() < deadline {
+            payload(&mut buf, id, seq, options.size);
+            client.queue(kind, &buf).map_err(|e| e.to_string())?;
+            in_flight.push_back((seq, Instant::now()));
+            seq += 1;
+            client.flush().await.map_err(|e| e.to_string())?;
+        }
+    }
+    let compressed = client.compressed();
+    client.close().await;
+    Ok(EchoResult {
+        messages,
+        histogram,
+        compressed,
+    })
+}
+
+async fn echo(options: EchoLoad) -> Result<(), String> {
+    let addr = Arc::new(split_url(&options.url)?);
+    let options = Arc::new(options);
+    let progress = Arc::new(Progress::default());
+    let start = Arc::new(tokio::sync::Barrier::new(options.connections + 1));
+    let deadline = Arc::new(std::sync::OnceLock::new());
+    let mut tasks = Vec::new();
+    for id in 0..options.connections {
+        tasks.push(tokio::spawn(echo_connection(
+            addr.clone(),
+            id as u64,
+            options.clone(),
+            start.clone(),
+            deadline.clone(),
+            progress.clone(),
+        )));
+    }
+    start.wait().await;
+    let began = Instant::now();
+    let client_cpu = stats::cpu_time(std::process::id());
+    let server_cpu = options.server_pid.and_then(stats::cpu_time);
+    let ticker = {
+        let progress = progress.clone();
+        tokio::spawn(async move {
+            let mut last = 0;
+            let mut interval = tokio::time::interval(Duration::from_secs(1));
+            interval.tick().await;
+            loop {
+                interval.tick().await;
+                let now = progress.messages.load(Ordering::Relaxed);
+                eprint!(
+                    "\r{:>6.1}s {:>12} msg/s   ",
+                    began.elapsed().as_secs_f64(),
+                    now - last
+                );
+                last = now;
+                if progress.failed.load(Ordering::Relaxed) {
+                    break;
+                }
+            }
+        })
+    };
+    let mut histogram = stats::histogram();
+    let mut messages = 0;
+    let mut compressed = 0;
+    let mut errors = Vec::new();
+    for task in tasks {
+        match task.await {
+            Ok(Ok(result)) => {
+                messages += result.messages;
+                compressed += usize::from(result.compressed);
+                histogram
+                    .add(&result.histogram)
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(Err(e)) => errors.push(e),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    let elapsed = began.elapsed().as_secs_f64();
+    ticker.abort();
+    eprintln!();
+    let client_cpu = stats::cpu_time(std::process::id())
+        .zip(client_cpu)
+        .map(|(b, a)| (b - a).as_secs_f64());
+    let server_cpu = options
+        .server_pid
+        .and_then(stats::cpu_time)
+        .zip(server_cpu)
+        .map(|(b, a)| (b - a).as_secs_f64());
+    if let Some(first) = errors.first() {
+        return Err(format!(
+            "{} connections failed; first: {first}",
+            errors.len()
+        ));
+    }
+    let rate = messages as f64 / elapsed;
+    let per_message = |cpu: Option<f64>| cpu.map(|c| c * 1e6 / messages.max(1) as f64);
+    println!(
+        "scenario          echo {} conns x {} B {}, {} in flight{}",
+        options.connections,
+        options.size,
+        if options.binary { "binary" } else { "text" },
+        options.in_flight,
+        if compressed > 0 {
+            ", permessage-deflate"
+        } else {
+            ""
+        }
+    );
+    println!("messages          {messages} in {elapsed:.2} s");
+    println!("messages/s        {rate:.0}");
+    println!("MB/s (one way)    {:.1}", rate * options.size as f64 / 1e6);
+    for (name, q) in [
+        ("rtt p50 (µs)", 0.5),
+        ("rtt p99 (µs)", 0.99),
+        ("rtt p99.9 (µs)", 0.999),
+    ] {
+        println!("{name:<18}{}", histogram.value_at_quantile(q));
+    }
+    if let Some(us) = per_message(client_cpu) {
+        println!("client CPU µs/msg  {us:.2}");
+    }
+    if let Some(us) = per_message(server_cpu) {
+        println!("server CPU µs/msg  {us:.2}");
+    }
+    let json = serde_json::json!({
+        "scenario": "echo", "connections": options.connections, "size": options.size,
+        "in_flight": options.in_flight, "binary": options.binary, "deflate": compressed > 0,
+        "messages": messages, "seconds": elapsed, "messages_per_second": rate,
+        "mb_per_second": rate * options.size as f64 / 1e6,
+        "rtt_p50_us": histogram.value_at_quantile(0.5),
+        "rtt_p99_us": histogram.value_at_quantile(0.99),
+        "rtt_p999_us": histogram.value_at_quantile(0.999),
+        "client_cpu_us_per_message": per_message(client_cpu),
+        "server_cpu_us_per_message": per_message(server_cpu),
+    });
+    println!("{json}");
+    Ok(())
+}
+
+async fn connections(options: ConnectionsLoad) -> Result<(), String> {
+    let (addr, path) = split_url(&options.url)?;
+    let before = options.server_pid.and_then(stats::rss_bytes);
+    let mut clients = Vec::with_capacity(options.count);
+    let mut buf = Vec::new();
+    for id in 0..options.count {
+        let mut client = Client::connect(&addr, &path, options.deflate)
+            .await
+            .map_err(|e| format!("connection {id}: {e}"))?;
+        if options.message > 0 {
+            payload(&mut buf, id as u64, 0, options.message);
+            client
+                .queue(MessageKind::Text, &buf)
+                .map_err(|e| e.to_string())?;
+            client.flush().await.map_err(|e| e.to_string())?;
+            match client.next().await.map_err(|e| e.to_string())? {
+                Some(Event::Text(_)) => {}
+                other => return Err(format!("connection {id}: expected an echo, got {other:?}")),
+            }
+        }
+        clients.push(client);
+        if (id + 1) % 1000 == 0 {
+            eprint!("\r{} connections open   ", id + 1);
+        }
+    }
+    eprintln!();
+    // Let the server settle before reading its memory.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = options.server_pid.and_then(stats::rss_bytes);
+    let per_connection = before
+        .zip(after)
+        .map(|(b, a)| a.saturating_sub(b) as f64 / options.count as f64);
+    println!("connections       {}", options.count);
+    if let Some(bytes) = per_connection {
+        println!("server RSS growth {bytes:.0} B per connection");
+    }
+    let json = serde_json::json!({
+        "scenario": "connections", "connections": options.count, "deflate": options.deflate,
+        "message": options.message, "server_rss_before": before, "server_rss_after": after,
+        "server_rss_bytes_per_connection": per_connection,
+    });
+    println!("{json}");
+    for client in clients {
+        client.close().await;
+    }
+    Ok(())
+}
+
+/// Runs a load scenario on the current runtime.
+pub(crate) async fn run(command: LoadCommand) -> Result<(), String> {
+    match command {
+        LoadCommand::Echo(options) => echo(options).await,
+        LoadCommand::Connections(options) => connections(options).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_split_into_address_and_path() {
+        assert_eq!(
+            split_url("ws://127.0.0.1:9001/x?y").unwrap(),
+            ("127.0.0.1:9001".to_owned(), "/x?y".to_owned())
+        );
+        assert_eq!(split_url("ws://h:1").unwrap().1, "/");
+        assert!(split_url("http://h:1/").is_err());
+    }
+
+    #[test]
+    fn payloads_are_ascii_and_differ_by_connection_and_sequence() {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        payload(&mut a, 1, 2, 100);
+        payload(&mut b, 1, 3, 100);
+        assert!(a.is_ascii() && a.len() == 100);
+        assert_ne!(a, b);
+    }
+}
