@@ -55,10 +55,11 @@ struct EchoArgs {
     /// echoed message is compressed, whatever its size).
     #[arg(long)]
     no_deflate: bool,
-    /// Ask clients to compress each message on its own, so that no
-    /// decompressor is kept per connection between messages.
+    /// Let clients keep their compression context between messages (by
+    /// default each message is compressed on its own, so that no
+    /// decompressor is kept per connection).
     #[arg(long)]
-    client_no_context_takeover: bool,
+    client_context_takeover: bool,
 }
 
 fn url(bind: &str, port: u16) -> String {
@@ -131,7 +132,7 @@ fn hubbub_proto_config(args: &EchoArgs) -> hubbub::ProtocolConfig {
     let mut compression = hubbub::DeflateConfig::default();
     compression.threshold = 0;
     compression.enabled = !args.no_deflate;
-    compression.client_no_context_takeover = args.client_no_context_takeover;
+    compression.client_no_context_takeover = !args.client_context_takeover;
     hubbub::ProtocolConfig::default()
         .with_max_message_size(max_message_size)
         .with_max_frame_size(max_message_size)

@@ -15,9 +15,17 @@ fn answer(offers: &[ExtensionOffer], config: &DeflateConfig) -> Option<String> {
 }
 
 #[test]
-fn deflate_default_offer_is_accepted_with_server_no_context_takeover() {
+fn deflate_default_offer_is_accepted_without_context_on_either_side() {
     assert_eq!(
         answer(&[offer(&[])], &DeflateConfig::default()).as_deref(),
+        Some("permessage-deflate; server_no_context_takeover; client_no_context_takeover")
+    );
+    let keep = DeflateConfig {
+        client_no_context_takeover: false,
+        ..DeflateConfig::default()
+    };
+    assert_eq!(
+        answer(&[offer(&[])], &keep).as_deref(),
         Some("permessage-deflate; server_no_context_takeover")
     );
 }
@@ -26,6 +34,7 @@ fn deflate_default_offer_is_accepted_with_server_no_context_takeover() {
 fn deflate_answers_parameters_in_force_and_echoes_requests() {
     let config = DeflateConfig {
         server_no_context_takeover: false,
+        client_no_context_takeover: false,
         ..DeflateConfig::default()
     };
     let (params, text) = negotiate(
@@ -73,9 +82,9 @@ fn deflate_declines_unknown_malformed_or_repeated_params_and_tries_next_offer() 
         ]),
     ] {
         assert_eq!(answer(std::slice::from_ref(&bad), &config), None, "{bad:?}");
-        let good = offer(&[("client_no_context_takeover", None)]);
+        let good = offer(&[("server_max_window_bits", Some("12"))]);
         let text = answer(&[bad, good], &config).unwrap();
-        assert!(text.contains("client_no_context_takeover"), "{text}");
+        assert!(text.contains("server_max_window_bits=12"), "{text}");
     }
 }
 
