@@ -277,8 +277,25 @@ async fn next_with_rsv1(client: &mut Client) -> (Event, bool) {
 
 #[tokio::test]
 async fn compressed_broadcast_reaches_deflate_and_plain_clients() {
+    compressed_broadcast(hubbub::DeflateConfig::default()).await;
+}
+
+#[tokio::test]
+async fn compressed_broadcast_with_context_takeover_on_both_sides() {
+    // Each receiver then gets its own compressor, and the client keeps its
+    // decompression context across messages.
+    let mut deflate = hubbub::DeflateConfig::default();
+    deflate.server_no_context_takeover = false;
+    deflate.client_no_context_takeover = false;
+    compressed_broadcast(deflate).await;
+}
+
+async fn compressed_broadcast(deflate: hubbub::DeflateConfig) {
+    let keeps_context = !deflate.server_no_context_takeover;
     watchdog(async {
-        let server = start(common::quick(), relay).await;
+        let config = common::quick()
+            .with_protocol_config(hubbub::ProtocolConfig::default().with_deflate(deflate));
+        let server = start(config, relay).await;
         let mut clients = Vec::new();
         for deflate in [true, true, false] {
             let mut stream = TcpStream::connect(server.addr).await.unwrap();
@@ -303,7 +320,12 @@ async fn compressed_broadcast_reaches_deflate_and_plain_clients() {
             match response.extensions.first() {
                 Some(answer) => {
                     assert!(deflate);
-                    proto.set_deflate(hubbub_proto::deflate::client_params(answer, 64).unwrap());
+                    let params = hubbub_proto::deflate::client_params(answer, 64).unwrap();
+                    assert_eq!(
+                        params.remote_no_context_takeover, !keeps_context,
+                        "{answer:?}"
+                    );
+                    proto.set_deflate(params);
                 }
                 None => assert!(!deflate, "deflate was not negotiated"),
             }
@@ -321,11 +343,14 @@ async fn compressed_broadcast_reaches_deflate_and_plain_clients() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let text = "compress me, compress me, compress me! ".repeat(50);
-        assert_eq!(server.handle.broadcast(text.clone()), 3);
-        for (client, deflate) in &mut clients {
-            let (event, rsv1) = next_with_rsv1(client).await;
-            assert_eq!(event, Event::Text(text.as_str().into()));
-            assert_eq!(rsv1, *deflate, "compressed exactly for the deflate clients");
+        for round in 0..3 {
+            let text = format!("{round} {text}");
+            assert_eq!(server.handle.broadcast(text.clone()), 3);
+            for (client, deflate) in &mut clients {
+                let (event, rsv1) = next_with_rsv1(client).await;
+                assert_eq!(event, Event::Text(text.as_str().into()));
+                assert_eq!(rsv1, *deflate, "compressed exactly for the deflate clients");
+            }
         }
         // Short messages stay uncompressed (the default threshold is 64).
         server.handle.broadcast("short");
