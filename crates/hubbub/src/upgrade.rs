@@ -52,11 +52,28 @@ fn choose_protocol(request: &Request, supported: &[String]) -> Option<String> {
         .find(|offered| supported.iter().any(|s| s == offered))
 }
 
-pub(crate) async fn serve_socket(
+/// Serves one accepted socket: the opening handshake, then the driver.
+///
+/// Both phases are boxed futures, so that the task itself stays a few
+/// dozen bytes: the handshake's state (timers, parser, buffers) is freed as
+/// soon as it is done, and an open connection keeps only its driver.
+pub(crate) async fn serve_socket(stream: TcpStream, peer: SocketAddr, ctx: ConnectionContext) {
+    let shared = ctx.2.clone();
+    let Some((driver, conn, span)) = Box::pin(handshake(stream, peer, ctx)).await else {
+        return;
+    };
+    Box::pin(driver.run().instrument(span)).await;
+    shared.unregister(&conn);
+    shared.open.fetch_sub(1, Ordering::SeqCst);
+}
+
+/// The opening handshake: a driver for the upgraded connection, or `None`
+/// when the request was answered or dropped.
+async fn handshake(
     mut stream: TcpStream,
     peer: SocketAddr,
     (setup, config, shared): ConnectionContext,
-) {
+) -> Option<(Driver<TcpStream>, Connection, tracing::Span)> {
     let mut parser = RequestParser::new(&config.protocol);
     let mut buf = BytesMut::with_capacity(1024);
     let request = match tokio::time::timeout(
@@ -67,13 +84,13 @@ pub(crate) async fn serve_socket(
     {
         Err(_) => {
             tracing::debug!(%peer, "handshake timeout: dropping connection");
-            return;
+            return None;
         }
-        Ok(Ok(None)) => return,
+        Ok(Ok(None)) => return None,
         Ok(Err(e)) => {
             tracing::info!(%peer, status = e.status(), "handshake refused: {}", e.reason());
             refuse(&mut stream, e.response()).await;
-            return;
+            return None;
         }
         Ok(Ok(Some(request))) => request,
     };
@@ -88,7 +105,7 @@ pub(crate) async fn serve_socket(
             };
             tracing::debug!(%peer, path = request.path(), status = response.status, "http");
             refuse(&mut stream, response).await;
-            return;
+            return None;
         }
         let response = HttpResponse::new(426)
             .header("Upgrade", "websocket")
@@ -96,14 +113,14 @@ pub(crate) async fn serve_socket(
             .header("Content-Type", "text/plain; charset=utf-8")
             .body("this is a WebSocket endpoint\n");
         refuse(&mut stream, response).await;
-        return;
+        return None;
     }
     let accept = match request.validate_upgrade() {
         Ok(accept) => accept,
         Err(e) => {
             tracing::info!(%peer, status = e.status(), "handshake refused: {}", e.reason());
             refuse(&mut stream, e.response()).await;
-            return;
+            return None;
         }
     };
     // Reserve a slot, or answer 503.
@@ -114,7 +131,7 @@ pub(crate) async fn serve_socket(
             .header("Retry-After", "1")
             .body("too many connections\n");
         refuse(&mut stream, response).await;
-        return;
+        return None;
     }
     let local = stream.local_addr().unwrap_or(peer);
     let protocol = choose_protocol(&request, &config.protocols);
@@ -136,7 +153,7 @@ pub(crate) async fn serve_socket(
         shared.open.fetch_sub(1, Ordering::SeqCst);
         tracing::error!(%peer, "connection setup panicked: {}", panic_message(&*panic));
         refuse(&mut stream, HttpResponse::new(500).body("internal error\n")).await;
-        return;
+        return None;
     }
     let mut response = AcceptResponse::new(accept);
     if let Some(protocol) = protocol {
@@ -164,7 +181,5 @@ pub(crate) async fn serve_socket(
         head.freeze(),
         config.close_timeout,
     );
-    driver.run().instrument(span).await;
-    shared.unregister(&conn);
-    shared.open.fetch_sub(1, Ordering::SeqCst);
+    Some((driver, conn, span))
 }
