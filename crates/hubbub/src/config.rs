@@ -47,6 +47,17 @@ pub struct ServerConfig {
     /// On shutdown, how long connections get to finish their close
     /// handshake before they are dropped. Default: 5 s.
     pub shutdown_grace: Duration,
+    /// Ping a connection that has been silent this long (its pong is
+    /// traffic, so a live peer is never idle). `None`: never. Default: 30 s.
+    pub ping_interval: Option<Duration>,
+    /// Close (1001, "idle timeout") a connection that has shown no traffic
+    /// at all for this long: a dead peer, or one that does not answer
+    /// pings. Keep it above `ping_interval`. `None`: never. Default: 75 s.
+    ///
+    /// One sweep per server checks every connection every quarter of the
+    /// shorter of the two (at most every 5 s), so the timers cost each
+    /// connection 16 bytes, not a timer of its own.
+    pub idle_timeout: Option<Duration>,
     /// Subprotocols the server speaks. The first one the client offers (in
     /// the client's order, as Fleck does) is chosen. Default: none.
     pub protocols: Vec<String>,
@@ -62,6 +73,8 @@ impl Default for ServerConfig {
             backpressure: Backpressure::Close,
             close_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(5),
+            ping_interval: Some(Duration::from_secs(30)),
+            idle_timeout: Some(Duration::from_secs(75)),
             protocols: Vec::new(),
         }
     }
@@ -114,6 +127,20 @@ impl ServerConfig {
     #[must_use]
     pub fn with_shutdown_grace(mut self, grace: Duration) -> Self {
         self.shutdown_grace = grace;
+        self
+    }
+
+    /// Sets [`ServerConfig::ping_interval`].
+    #[must_use]
+    pub fn with_ping_interval(mut self, interval: Option<Duration>) -> Self {
+        self.ping_interval = interval;
+        self
+    }
+
+    /// Sets [`ServerConfig::idle_timeout`].
+    #[must_use]
+    pub fn with_idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.idle_timeout = timeout;
         self
     }
 

@@ -4,7 +4,7 @@ use std::any::Any;
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use atomic_waker::AtomicWaker;
@@ -44,6 +44,10 @@ pub(crate) struct Shared {
     pub(crate) buffered: AtomicUsize,
     pub(crate) max_queue_bytes: usize,
     pub(crate) backpressure: Backpressure,
+    /// When bytes last arrived, in the server's milliseconds.
+    pub(crate) last_seen: AtomicU64,
+    /// When the keepalive last pinged, in the server's milliseconds.
+    pub(crate) last_ping: AtomicU64,
     /// The server, for topics and broadcast.
     pub(crate) server: Arc<ServerShared>,
     /// Topics this connection is subscribed to (usually none or a few).
@@ -90,6 +94,8 @@ impl Connection {
                 buffered: AtomicUsize::new(0),
                 max_queue_bytes,
                 backpressure,
+                last_seen: AtomicU64::new(server.now_ms()),
+                last_ping: AtomicU64::new(server.now_ms()),
                 server,
                 topics: Mutex::new(HashSet::new()),
                 data: Mutex::new(Vec::new()),

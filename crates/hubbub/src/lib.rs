@@ -46,6 +46,7 @@ mod connection;
 mod driver;
 mod error;
 mod info;
+mod keepalive;
 mod message;
 mod registry;
 mod server;

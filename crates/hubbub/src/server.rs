@@ -45,6 +45,9 @@ pub struct Server {
 /// State shared by the accept loop, the connections and [`ServerHandle`]s.
 pub(crate) struct ServerShared {
     pub(crate) local_addr: SocketAddr,
+    /// The server's start: connections' activity times are milliseconds
+    /// since then.
+    epoch: std::time::Instant,
     /// Open connections by id.
     pub(crate) clients: Clients,
     /// Subscribers by topic.
@@ -61,6 +64,12 @@ pub(crate) struct ServerShared {
 pub(crate) type HttpHandler = Arc<dyn Fn(&Request) -> HttpResponse + Send + Sync>;
 
 impl ServerShared {
+    /// Milliseconds since the server started (a coarse, cheap clock for
+    /// keepalive).
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
     pub(crate) fn register(&self, conn: &Connection) {
         self.clients.insert(conn);
     }
@@ -214,6 +223,7 @@ impl Server {
             config: ServerConfig::default(),
             shared: Arc::new(ServerShared {
                 local_addr,
+                epoch: std::time::Instant::now(),
                 clients: Clients::default(),
                 topics: Topics::default(),
                 http: None,
@@ -335,6 +345,7 @@ impl Server {
         let mut tasks = JoinSet::new();
         let mut backoff = Duration::from_millis(10);
         tracing::info!(addr = %self.local_addr, "listening");
+        let keepalive = crate::keepalive::spawn(self.shared.clone(), &config);
         tokio::pin!(stopped);
         loop {
             tokio::select! {
@@ -356,6 +367,9 @@ impl Server {
             }
         }
         drop(self.listener);
+        if let Some(keepalive) = keepalive {
+            keepalive.abort();
+        }
         let clients: Vec<Connection> = self.shared.clients.read().values().cloned().collect();
         tracing::info!(connections = clients.len(), "shutting down");
         for conn in &clients {

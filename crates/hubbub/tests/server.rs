@@ -555,3 +555,61 @@ async fn bad_handshakes_get_their_status() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn keepalive_pings_silent_clients_and_keeps_answering_ones() {
+    watchdog(async {
+        let config = cfg()
+            .with_ping_interval(Some(Duration::from_millis(100)))
+            .with_idle_timeout(Some(Duration::from_millis(400)));
+        let server = start(config, echo).await;
+        let (mut ws, _) = tokio_tungstenite::connect_async(server.url("/"))
+            .await
+            .unwrap();
+        // Silent, but reading: tungstenite answers each ping with a pong.
+        let mut pings = 0;
+        let until = tokio::time::Instant::now() + Duration::from_millis(1200);
+        while let Ok(next) = tokio::time::timeout_at(until, ws.next()).await {
+            match next {
+                Some(Ok(Message::Ping(_))) => pings += 1,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(pings >= 3, "only {pings} pings");
+        assert!(
+            server.closes.lock().unwrap().is_empty(),
+            "a live client was closed"
+        );
+        ws.send(Message::text("still open")).await.unwrap();
+        loop {
+            match ws.next().await.unwrap().unwrap() {
+                Message::Ping(_) => continue,
+                other => {
+                    assert_eq!(other, Message::text("still open"));
+                    break;
+                }
+            }
+        }
+        server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn dead_client_is_closed_after_idle_timeout() {
+    watchdog(async {
+        let config = cfg()
+            .with_ping_interval(Some(Duration::from_millis(100)))
+            .with_idle_timeout(Some(Duration::from_millis(300)));
+        let server = start(config, echo).await;
+        let (_silent, _) = raw_client(server.addr).await; // never reads, never answers
+        let started = std::time::Instant::now();
+        let closes = server.wait_closes(1).await;
+        assert_eq!(closes[0].code, CloseCode::GOING_AWAY);
+        assert_eq!(closes[0].reason, "idle timeout");
+        assert!(!closes[0].clean);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        server.stop().await;
+    })
+    .await;
+}

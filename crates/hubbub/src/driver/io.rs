@@ -77,6 +77,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         if n == 0 {
             return Poll::Ready(Ok(false));
         }
+        let shared = &self.conn.shared;
+        shared
+            .last_seen
+            .store(shared.server.now_ms(), Ordering::Relaxed);
         if self.phase == Phase::Lingering || self.proto.close_received() {
             buf.clear();
             return Poll::Ready(Ok(true));
