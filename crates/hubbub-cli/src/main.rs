@@ -38,6 +38,11 @@ struct ServeArgs {
     /// Port to listen on.
     #[arg(long, default_value_t = 8181)]
     port: u16,
+    /// Also let pages from ORIGIN connect (repeatable; `https://*.example.com`
+    /// for subdomains). The chat's own page, and clients that send no
+    /// Origin, are always allowed; other sites get 403.
+    #[arg(long = "allowed-origin", value_name = "ORIGIN")]
+    allowed_origins: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -89,8 +94,13 @@ async fn shutdown_signal() {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), hubbub::Error> {
+    let origins = args.allowed_origins.iter().fold(
+        hubbub::OriginPolicy::new().allow_same_origin(true),
+        |policy, origin| policy.allow(origin.as_str()),
+    );
     let config = ServerConfig::default()
-        .with_protocol_config(hubbub::ProtocolConfig::default().with_max_message_size(64 * 1024));
+        .with_protocol_config(hubbub::ProtocolConfig::default().with_max_message_size(64 * 1024))
+        .with_origins(origins);
     let server = Server::bind(&url(&args.bind, args.port))
         .await?
         .with_config(config)
@@ -158,6 +168,7 @@ fn main() -> ExitCode {
         match cli.command.unwrap_or(Command::Serve(ServeArgs {
             bind: "127.0.0.1".into(),
             port: 8181,
+            allowed_origins: Vec::new(),
         })) {
             Command::Serve(args) => serve(args).await,
             Command::Echo(args) => echo(args).await,

@@ -20,8 +20,13 @@ struct Chat {
 }
 
 async fn chat() -> Chat {
+    chat_with(&[]).await
+}
+
+async fn chat_with(extra: &[&str]) -> Chat {
     let mut child = Command::new(env!("CARGO_BIN_EXE_hubbub"))
         .args(["serve", "--port", "0"])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -206,6 +211,43 @@ async fn same_port_serves_the_page_for_rooms_and_404_otherwise() {
         }
         let missing = http_get(&chat.addr, "/a/b").await;
         assert!(missing.starts_with("HTTP/1.1 404 "), "{missing:.80}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn other_sites_pages_are_refused_unless_allowed() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    watchdog(async {
+        let chat = chat_with(&["--allowed-origin", "https://*.example.com"]).await;
+        let connect = |origin: &'static str| {
+            let mut request = format!("ws://{}/", chat.addr)
+                .into_client_request()
+                .unwrap();
+            request
+                .headers_mut()
+                .insert("Origin", origin.parse().unwrap());
+            tokio_tungstenite::connect_async(request)
+        };
+        match connect("https://evil.example.net").await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status(), 403)
+            }
+            other => panic!("expected 403, got {:?}", other.map(|_| ())),
+        }
+        assert!(connect("https://chat.example.com").await.is_ok());
+        // The chat's own page (same origin) and Origin-less clients work.
+        let own = format!("http://{}", chat.addr);
+        let mut request = format!("ws://{}/", chat.addr)
+            .into_client_request()
+            .unwrap();
+        request.headers_mut().insert("Origin", own.parse().unwrap());
+        assert!(tokio_tungstenite::connect_async(request).await.is_ok());
+        assert!(
+            tokio_tungstenite::connect_async(format!("ws://{}/", chat.addr))
+                .await
+                .is_ok()
+        );
     })
     .await;
 }

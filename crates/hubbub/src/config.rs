@@ -58,6 +58,10 @@ pub struct ServerConfig {
     /// shorter of the two (at most every 5 s), so the timers cost each
     /// connection 16 bytes, not a timer of its own.
     pub idle_timeout: Option<Duration>,
+    /// Which `Origin`s may upgrade; others get 403. `None`: any (the
+    /// default; set one for browser-facing servers, see
+    /// [`crate::OriginPolicy`]).
+    pub origins: Option<crate::OriginPolicy>,
     /// Subprotocols the server speaks. The first one the client offers (in
     /// the client's order, as Fleck does) is chosen. Default: none.
     pub protocols: Vec<String>,
@@ -75,6 +79,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(5),
             ping_interval: Some(Duration::from_secs(30)),
             idle_timeout: Some(Duration::from_secs(75)),
+            origins: None,
             protocols: Vec::new(),
         }
     }
@@ -141,6 +146,13 @@ impl ServerConfig {
     #[must_use]
     pub fn with_idle_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.idle_timeout = timeout;
+        self
+    }
+
+    /// Sets [`ServerConfig::origins`].
+    #[must_use]
+    pub fn with_origins(mut self, policy: crate::OriginPolicy) -> Self {
+        self.origins = Some(policy);
         self
     }
 

@@ -342,6 +342,16 @@ impl Connection {
         }
     }
 
+    /// Attaches an already boxed value, replacing one of the same type.
+    pub(crate) fn set_boxed_data(&self, value: Box<dyn Any + Send + Sync>) {
+        let mut data = self.shared.data.lock().unwrap_or_else(|p| p.into_inner());
+        let type_id = (*value).type_id();
+        match data.iter_mut().find(|v| (***v).type_id() == type_id) {
+            Some(slot) => *slot = value,
+            None => data.push(value),
+        }
+    }
+
     /// A copy of the value of type `T`, if one was attached.
     pub fn data<T: Any + Send + Sync + Clone>(&self) -> Option<T> {
         self.with_data(|value: Option<&mut T>| value.cloned())

@@ -45,6 +45,7 @@ mod config;
 mod connection;
 mod driver;
 mod error;
+mod hook;
 mod info;
 mod keepalive;
 mod message;
@@ -56,6 +57,7 @@ mod upgrade;
 pub use config::{Backpressure, ServerConfig};
 pub use connection::Connection;
 pub use error::Error;
+pub use hook::{Accept, Decision, HandshakeRequest, OriginPolicy};
 pub use hubbub_proto::handshake::{HttpResponse, Request};
 pub use hubbub_proto::{
     CloseCode, Config as ProtocolConfig, DeflateConfig, DeflateParams, Utf8Bytes,

@@ -54,6 +54,8 @@ pub(crate) struct ServerShared {
     pub(crate) topics: Topics,
     /// Answers plain HTTP requests (not upgrades).
     pub(crate) http: Option<HttpHandler>,
+    /// Decides on upgrades before the `101`.
+    pub(crate) hook: Option<crate::hook::Hook>,
     /// Upgraded connections not yet ended (the limit counts these).
     pub(crate) open: AtomicUsize,
     stopping: AtomicBool,
@@ -227,6 +229,7 @@ impl Server {
                 clients: Clients::default(),
                 topics: Topics::default(),
                 http: None,
+                hook: None,
                 open: AtomicUsize::new(0),
                 stopping: AtomicBool::new(false),
                 stop: Notify::new(),
@@ -277,6 +280,39 @@ impl Server {
         Arc::get_mut(&mut self.shared)
             .expect("with_http must be called before handle()")
             .http = Some(Arc::new(handler));
+        self
+    }
+
+    /// Runs `hook` on every valid upgrade request before the `101`: it may
+    /// accept (adding response headers, choosing the subprotocol, attaching
+    /// user data) or reject with any HTTP response. It runs within the
+    /// handshake timeout.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), hubbub::Error> {
+    /// use hubbub::{Accept, Decision};
+    /// #[derive(Clone)]
+    /// struct User(String);
+    /// let server = hubbub::Server::bind("ws://127.0.0.1:8181").await?.with_handshake(|hs| async move {
+    ///     match hs.request.cookies().into_iter().find(|(name, _)| name == "session") {
+    ///         Some((_, token)) => Decision::Accept(Accept::new().data(User(token))),
+    ///         None => Decision::reject(401, "log in first"),
+    ///     }
+    /// });
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Panics
+    /// If called after [`Server::handle`] was taken (set hooks first).
+    #[must_use]
+    pub fn with_handshake<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(crate::HandshakeRequest) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = crate::Decision> + Send + 'static,
+    {
+        Arc::get_mut(&mut self.shared)
+            .expect("with_handshake must be called before handle()")
+            .hook = Some(Arc::new(move |request| Box::pin(hook(request))));
         self
     }
 

@@ -15,6 +15,7 @@ use tracing::Instrument;
 
 use crate::connection::Connection;
 use crate::driver::Driver;
+use crate::hook::{Accept, Decision, HandshakeRequest};
 use crate::info::ConnectionInfo;
 use crate::server::ConnectionContext;
 use crate::socket::{Handlers, Socket, panic_message};
@@ -123,6 +124,50 @@ async fn handshake(
             return None;
         }
     };
+    if let Some(policy) = &config.origins {
+        if !policy.allows(request.origin(), request.host()) {
+            tracing::info!(%peer, origin = request.origin(), "origin not allowed: 403");
+            let response = HttpResponse::new(403)
+                .header("Content-Type", "text/plain; charset=utf-8")
+                .body("origin not allowed\n");
+            refuse(&mut stream, response).await;
+            return None;
+        }
+    }
+    let mut accepted = Accept::default();
+    if let Some(hook) = &shared.hook {
+        let asked = HandshakeRequest {
+            request: request.clone(),
+            peer,
+            secure: false,
+        };
+        let decision = match catch_unwind(AssertUnwindSafe(|| hook(asked))) {
+            Ok(future) => tokio::time::timeout(config.handshake_timeout, guarded(future)).await,
+            Err(panic) => Ok(Err(panic_message(&*panic))),
+        };
+        match decision {
+            Ok(Ok(Decision::Accept(accept))) => accepted = accept,
+            Ok(Ok(Decision::Reject(response))) => {
+                tracing::info!(%peer, status = response.status, "handshake hook refused the upgrade");
+                refuse(&mut stream, response).await;
+                return None;
+            }
+            Ok(Err(panic)) => {
+                tracing::error!(%peer, "handshake hook panicked: {panic}");
+                refuse(&mut stream, HttpResponse::new(500).body("internal error\n")).await;
+                return None;
+            }
+            Err(_) => {
+                tracing::warn!(%peer, "handshake hook timed out: 503");
+                refuse(
+                    &mut stream,
+                    HttpResponse::new(503).body("try again later\n"),
+                )
+                .await;
+                return None;
+            }
+        }
+    }
     // Reserve a slot, or answer 503.
     if shared.open.fetch_add(1, Ordering::SeqCst) >= config.max_connections {
         shared.open.fetch_sub(1, Ordering::SeqCst);
@@ -134,7 +179,14 @@ async fn handshake(
         return None;
     }
     let local = stream.local_addr().unwrap_or(peer);
-    let protocol = choose_protocol(&request, &config.protocols);
+    let mut protocol = choose_protocol(&request, &config.protocols);
+    if let Some(chosen) = accepted.protocol.take() {
+        if request.protocols().contains(&chosen) {
+            protocol = Some(chosen);
+        } else {
+            tracing::error!(%peer, protocol = chosen, "hook chose a subprotocol the client did not offer");
+        }
+    }
     let info = ConnectionInfo::new(peer, local, request, protocol.clone());
     let deflate =
         hubbub_proto::deflate::negotiate(&info.request().extensions(), &config.protocol.deflate);
@@ -145,6 +197,9 @@ async fn handshake(
         shared.clone(),
         deflate.as_ref().map(|(params, _)| *params),
     );
+    for value in accepted.data.drain(..) {
+        conn.set_boxed_data(value);
+    }
     let mut socket = Socket {
         conn: conn.clone(),
         handlers: Handlers::default(),
@@ -158,6 +213,9 @@ async fn handshake(
     let mut response = AcceptResponse::new(accept);
     if let Some(protocol) = protocol {
         response = response.protocol(protocol);
+    }
+    for (name, value) in accepted.headers.drain(..) {
+        response = response.header(name, value);
     }
     let mut proto = Proto::new(Role::Server, config.protocol.clone());
     if let Some((params, answer)) = deflate {
@@ -182,4 +240,16 @@ async fn handshake(
         config.close_timeout,
     );
     Some((driver, conn, span))
+}
+
+/// Runs the hook's future, turning a panic into its message.
+async fn guarded(mut future: crate::hook::HookFuture) -> Result<Decision, String> {
+    std::future::poll_fn(
+        |cx| match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
+            Ok(std::task::Poll::Ready(decision)) => std::task::Poll::Ready(Ok(decision)),
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Err(panic) => std::task::Poll::Ready(Err(panic_message(&*panic))),
+        },
+    )
+    .await
 }

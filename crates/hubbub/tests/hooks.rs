@@ -1,0 +1,134 @@
+//! The handshake hook and the Origin allow-list, over real sockets.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::{start, watchdog};
+use futures_util::StreamExt;
+use hubbub::{Accept, Decision, OriginPolicy, Server};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+/// Sends an upgrade request with extra header lines; returns the response
+/// head.
+async fn upgrade(addr: std::net::SocketAddr, extra: &str) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET /chat HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let mut got = Vec::new();
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test]
+async fn origin_allow_list_answers_403_to_other_sites() {
+    watchdog(async {
+        let policy = OriginPolicy::new()
+            .allow("https://*.example.com")
+            .allow_same_origin(true)
+            .allow_missing(false);
+        let server = start(common::quick().with_origins(policy), common::echo).await;
+        let addr = server.addr;
+        let ok = |r: &str| r.starts_with("HTTP/1.1 101 ");
+        assert!(ok(
+            &upgrade(addr, "Origin: https://chat.example.com\r\n").await
+        ));
+        assert!(ok(
+            &upgrade(addr, &format!("Origin: http://{addr}\r\n")).await
+        ));
+        let evil = upgrade(addr, "Origin: https://evil.example.net\r\n").await;
+        assert!(evil.starts_with("HTTP/1.1 403 "), "{evil}");
+        let missing = upgrade(addr, "").await;
+        assert!(missing.starts_with("HTTP/1.1 403 "), "{missing}");
+        server.stop().await;
+    })
+    .await;
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct User(String);
+
+#[tokio::test]
+async fn hook_rejects_with_status_and_headers_or_accepts_with_extras() {
+    watchdog(async {
+        let server = Server::bind("ws://127.0.0.1:0")
+            .await
+            .unwrap()
+            .with_config(common::quick().with_protocols(["v1"]))
+            .with_handshake(|hs| async move {
+                assert!(!hs.secure);
+                assert!(hs.peer.ip().is_loopback());
+                match hs
+                    .request
+                    .cookies()
+                    .into_iter()
+                    .find(|(n, _)| n == "session")
+                {
+                    None => Decision::Reject(
+                        hubbub::HttpResponse::new(401)
+                            .header("WWW-Authenticate", "Cookie")
+                            .body("log in first\n"),
+                    ),
+                    Some((_, token)) if token == "boom" => panic!("hook bug"),
+                    Some((_, token)) => Decision::Accept(
+                        Accept::new()
+                            .header("Set-Cookie", "seen=1")
+                            .protocol("v2")
+                            .data(User(token)),
+                    ),
+                }
+            });
+        let addr = server.local_addr();
+        let handle = server.handle();
+        let users = Arc::new(Mutex::new(Vec::new()));
+        let seen = users.clone();
+        let task = tokio::spawn(server.start(move |socket| {
+            let seen = seen.clone();
+            socket.on_open(move |conn| {
+                seen.lock().unwrap().push((
+                    conn.data::<User>(),
+                    conn.info().protocol().map(str::to_owned),
+                ));
+                let _ = conn.send("welcome");
+            });
+        }));
+
+        let refused = upgrade(addr, "").await;
+        assert!(refused.starts_with("HTTP/1.1 401 "), "{refused}");
+        assert!(refused.contains("WWW-Authenticate: Cookie"), "{refused}");
+        let crashed = upgrade(addr, "Cookie: session=boom\r\n").await;
+        assert!(crashed.starts_with("HTTP/1.1 500 "), "{crashed}");
+
+        let mut request = format!("ws://{addr}/chat").into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("Cookie", "session=ada".parse().unwrap());
+        request
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", "v1, v2".parse().unwrap());
+        let (mut ws, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+        assert_eq!(response.headers()["set-cookie"], "seen=1");
+        assert_eq!(response.headers()["sec-websocket-protocol"], "v2");
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("welcome"));
+        assert_eq!(
+            users.lock().unwrap().clone(),
+            vec![(Some(User("ada".into())), Some("v2".into()))]
+        );
+        handle.shutdown();
+        task.await.unwrap().unwrap();
+    })
+    .await;
+}
