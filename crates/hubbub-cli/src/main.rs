@@ -43,6 +43,13 @@ struct ServeArgs {
     /// Origin, are always allowed; other sites get 403.
     #[arg(long = "allowed-origin", value_name = "ORIGIN")]
     allowed_origins: Vec<String>,
+    /// Serve `wss://` and `https://` with this PEM certificate chain (needs
+    /// `--tls-key`).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key for `--tls-cert`.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -101,12 +108,19 @@ async fn serve(args: ServeArgs) -> Result<(), hubbub::Error> {
     let config = ServerConfig::default()
         .with_protocol_config(hubbub::ProtocolConfig::default().with_max_message_size(64 * 1024))
         .with_origins(origins);
-    let server = Server::bind(&url(&args.bind, args.port))
-        .await?
-        .with_config(config)
-        .with_http(chat::http);
+    let (server, scheme) = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let tls = hubbub::TlsConfig::from_pem_files(cert, key)?;
+            (
+                Server::bind_tls(&url(&args.bind, args.port), tls).await?,
+                "s",
+            )
+        }
+        _ => (Server::bind(&url(&args.bind, args.port)).await?, ""),
+    };
+    let server = server.with_config(config).with_http(chat::http);
     let addr = server.local_addr();
-    println!("chat server on ws://{addr} (page: http://{addr}/)");
+    println!("chat server on ws{scheme}://{addr} (page: http{scheme}://{addr}/)");
     server.start_until(chat::setup, shutdown_signal()).await
 }
 
@@ -169,6 +183,8 @@ fn main() -> ExitCode {
             bind: "127.0.0.1".into(),
             port: 8181,
             allowed_origins: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
         })) {
             Command::Serve(args) => serve(args).await,
             Command::Echo(args) => echo(args).await,

@@ -52,7 +52,10 @@ async fn join(chat: &Chat, path: &str) -> Ws {
         .0
 }
 
-async fn next_text(ws: &mut Ws) -> String {
+async fn next_text<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     loop {
         match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
             Ok(Some(Ok(Message::Text(text)))) => return text.to_string(),
@@ -248,6 +251,64 @@ async fn other_sites_pages_are_refused_unless_allowed() {
                 .await
                 .is_ok()
         );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn serve_over_tls_with_cert_files() {
+    use std::sync::Arc;
+    use tokio_rustls::rustls;
+    watchdog(async {
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let dir = std::env::temp_dir().join(format!("hubbub-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert, certified.cert.pem()).unwrap();
+        std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hubbub"))
+            .args(["serve", "--port", "0", "--tls-cert"])
+            .arg(&cert)
+            .arg("--tls-key")
+            .arg(&key)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next_line().await.unwrap().unwrap();
+        let addr = first
+            .strip_prefix("chat server on wss://")
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("{first}"))
+            .to_owned();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(certified.cert.der().clone()).unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let tcp = TcpStream::connect(&addr).await.unwrap();
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(
+                rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+                tcp,
+            )
+            .await
+            .unwrap();
+        let (mut ws, _) = tokio_tungstenite::client_async("wss://localhost/", tls)
+            .await
+            .unwrap();
+        assert_eq!(
+            next_text(&mut ws).await,
+            "You have just joined the conversation."
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+        drop(child);
     })
     .await;
 }

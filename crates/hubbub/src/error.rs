@@ -29,6 +29,8 @@ pub(crate) enum Kind {
     Protocol(ProtocolError),
     /// A handler panicked.
     HandlerPanic(String),
+    /// A TLS certificate or key problem.
+    Tls(String),
 }
 
 impl Error {
@@ -67,6 +69,11 @@ impl Error {
         matches!(self.kind, Kind::Protocol(_))
     }
 
+    /// A TLS certificate or key could not be used.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.kind, Kind::Tls(_))
+    }
+
     /// A handler panicked.
     pub fn is_handler_panic(&self) -> bool {
         matches!(self.kind, Kind::HandlerPanic(_))
@@ -101,6 +108,7 @@ impl fmt::Display for Error {
             Kind::Io(e) => write!(f, "I/O error: {e}"),
             Kind::Protocol(e) => write!(f, "protocol error: {e}"),
             Kind::HandlerPanic(what) => write!(f, "handler panicked: {what}"),
+            Kind::Tls(what) => write!(f, "TLS: {what}"),
         }
     }
 }

@@ -52,6 +52,7 @@ mod message;
 mod registry;
 mod server;
 mod socket;
+mod tls;
 mod upgrade;
 
 pub use config::{Backpressure, ServerConfig};
@@ -66,6 +67,7 @@ pub use info::{CloseInfo, ConnectionInfo};
 pub use message::Message;
 pub use server::{Server, ServerHandle};
 pub use socket::Socket;
+pub use tls::TlsConfig;
 
 /// Re-exported so that handlers can name payload types without a direct
 /// dependency.

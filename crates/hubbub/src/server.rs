@@ -12,6 +12,7 @@ use crate::error::{Error, Kind};
 use crate::message::{Message, Outgoing};
 use crate::registry::{Clients, Topics};
 use crate::socket::Socket;
+use crate::tls::TlsConfig;
 use crate::upgrade::serve_socket;
 use hubbub_proto::handshake::{HttpResponse, Request};
 use tokio::net::{TcpListener, TcpStream};
@@ -37,6 +38,7 @@ use tokio::task::JoinSet;
 /// ```
 pub struct Server {
     listener: TcpListener,
+    tls: Option<TlsConfig>,
     local_addr: SocketAddr,
     config: ServerConfig,
     shared: Arc<ServerShared>,
@@ -176,11 +178,15 @@ impl ServerHandle {
 }
 
 /// Parses `ws://host:port` (path ignored) into host and port.
-fn parse_url(url: &str) -> Result<(String, u16), Error> {
+/// Parses `ws://host:port` or `wss://host:port` (path ignored) into host,
+/// port and whether it is TLS.
+fn parse_url(url: &str) -> Result<(String, u16, bool), Error> {
     let invalid = |why: &str| Error::new(Kind::InvalidUrl(format!("{url}: {why}")));
-    let rest = url
-        .strip_prefix("ws://")
-        .ok_or_else(|| invalid("expected ws://host:port"))?;
+    let (rest, secure) = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
+        (Some(rest), _) => (rest, false),
+        (_, Some(rest)) => (rest, true),
+        _ => return Err(invalid("expected ws://host:port or wss://host:port")),
+    };
     let authority = rest.split('/').next().unwrap_or_default();
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
         let (host, port) = v6.split_once(']').ok_or_else(|| invalid("unclosed ["))?;
@@ -191,12 +197,12 @@ fn parse_url(url: &str) -> Result<(String, u16), Error> {
     if host.is_empty() {
         return Err(invalid("missing host"));
     }
-    let port = if port.is_empty() {
-        80
-    } else {
-        port.parse().map_err(|_| invalid("bad port"))?
+    let port = match (port.is_empty(), secure) {
+        (true, false) => 80,
+        (true, true) => 443,
+        _ => port.parse().map_err(|_| invalid("bad port"))?,
     };
-    Ok((host.to_owned(), port))
+    Ok((host.to_owned(), port, secure))
 }
 
 impl Server {
@@ -208,9 +214,31 @@ impl Server {
     /// An invalid URL ([`Error::is_invalid_argument`]), or a resolution or
     /// bind failure ([`Error::is_io`]), such as a port in use.
     pub async fn bind(url: &str) -> Result<Self, Error> {
-        let (host, port) = parse_url(url)?;
+        let (host, port, secure) = parse_url(url)?;
+        if secure {
+            return Err(Error::new(Kind::InvalidUrl(format!(
+                "{url}: wss:// needs a certificate: use Server::bind_tls"
+            ))));
+        }
         let listener = TcpListener::bind((host.as_str(), port)).await?;
         Self::from_listener(listener)
+    }
+
+    /// Binds to a `wss://host:port` URL, serving TLS with `tls`.
+    ///
+    /// # Errors
+    /// As [`Server::bind`].
+    pub async fn bind_tls(url: &str, tls: TlsConfig) -> Result<Self, Error> {
+        let (host, port, _) = parse_url(url)?;
+        let listener = TcpListener::bind((host.as_str(), port)).await?;
+        Ok(Self::from_listener(listener)?.with_tls(tls))
+    }
+
+    /// Serves TLS on this server's listener (every connection is `wss://`).
+    #[must_use]
+    pub fn with_tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// Serves on an already bound tokio listener.
@@ -221,6 +249,7 @@ impl Server {
         let local_addr = listener.local_addr()?;
         Ok(Self {
             listener,
+            tls: None,
             local_addr,
             config: ServerConfig::default(),
             shared: Arc::new(ServerShared {
@@ -390,7 +419,7 @@ impl Server {
                     Ok((stream, peer)) => {
                         backoff = Duration::from_millis(10);
                         let ctx = (setup.clone(), config.clone(), self.shared.clone());
-                        tasks.spawn(handle_connection(stream, peer, ctx));
+                        tasks.spawn(handle_connection(stream, peer, ctx, self.tls.clone()));
                     }
                     Err(e) => {
                         // EMFILE and friends: wait instead of spinning.
@@ -451,11 +480,24 @@ async fn handle_connection<F>(
     stream: TcpStream,
     peer: SocketAddr,
     (setup, config, shared): (Arc<F>, Arc<ServerConfig>, Arc<ServerShared>),
+    tls: Option<TlsConfig>,
 ) where
     F: Fn(&mut Socket) + Send + Sync + 'static,
 {
     let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().unwrap_or(peer);
     let setup: Arc<dyn Fn(&mut Socket) + Send + Sync> = setup;
+    let timeout = config.handshake_timeout;
     let ctx: ConnectionContext = (setup, config, shared);
-    serve_socket(stream, peer, ctx).await;
+    match tls {
+        None => serve_socket(stream, peer, local, false, ctx).await,
+        Some(tls) => {
+            // The TLS handshake counts against the handshake timeout too.
+            match tokio::time::timeout(timeout, tls.acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => serve_socket(stream, peer, local, true, ctx).await,
+                Ok(Err(e)) => tracing::info!(%peer, "TLS handshake failed: {e}"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timeout: dropping connection"),
+            }
+        }
+    }
 }

@@ -9,8 +9,7 @@ use hubbub_proto::handshake::{
     AcceptResponse, HandshakeError, HttpResponse, Request, RequestParser,
 };
 use hubbub_proto::{Connection as Proto, Role};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::Instrument;
 
 use crate::connection::Connection;
@@ -21,8 +20,8 @@ use crate::server::ConnectionContext;
 use crate::socket::{Handlers, Socket, panic_message};
 
 /// Reads the request head within the handshake timeout.
-async fn read_request(
-    stream: &mut TcpStream,
+async fn read_request<S: AsyncRead + Unpin>(
+    stream: &mut S,
     parser: &mut RequestParser,
     buf: &mut BytesMut,
 ) -> Result<Option<Request>, HandshakeError> {
@@ -38,7 +37,7 @@ async fn read_request(
     }
 }
 
-async fn refuse(stream: &mut TcpStream, response: HttpResponse) {
+async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, response: HttpResponse) {
     let mut out = BytesMut::new();
     response.write(&mut out);
     let _ = stream.write_all(&out).await;
@@ -58,9 +57,18 @@ fn choose_protocol(request: &Request, supported: &[String]) -> Option<String> {
 /// Both phases are boxed futures, so that the task itself stays a few
 /// dozen bytes: the handshake's state (timers, parser, buffers) is freed as
 /// soon as it is done, and an open connection keeps only its driver.
-pub(crate) async fn serve_socket(stream: TcpStream, peer: SocketAddr, ctx: ConnectionContext) {
+pub(crate) async fn serve_socket<S>(
+    stream: S,
+    peer: SocketAddr,
+    local: SocketAddr,
+    secure: bool,
+    ctx: ConnectionContext,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let shared = ctx.2.clone();
-    let Some((driver, conn, span)) = Box::pin(handshake(stream, peer, ctx)).await else {
+    let Some((driver, conn, span)) = Box::pin(handshake(stream, peer, local, secure, ctx)).await
+    else {
         return;
     };
     Box::pin(driver.run().instrument(span)).await;
@@ -70,11 +78,16 @@ pub(crate) async fn serve_socket(stream: TcpStream, peer: SocketAddr, ctx: Conne
 
 /// The opening handshake: a driver for the upgraded connection, or `None`
 /// when the request was answered or dropped.
-async fn handshake(
-    mut stream: TcpStream,
+async fn handshake<S>(
+    mut stream: S,
     peer: SocketAddr,
+    local: SocketAddr,
+    secure: bool,
     (setup, config, shared): ConnectionContext,
-) -> Option<(Driver<TcpStream>, Connection, tracing::Span)> {
+) -> Option<(Driver<S>, Connection, tracing::Span)>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let mut parser = RequestParser::new(&config.protocol);
     let mut buf = BytesMut::with_capacity(1024);
     let request = match tokio::time::timeout(
@@ -139,7 +152,7 @@ async fn handshake(
         let asked = HandshakeRequest {
             request: request.clone(),
             peer,
-            secure: false,
+            secure,
         };
         let decision = match catch_unwind(AssertUnwindSafe(|| hook(asked))) {
             Ok(future) => tokio::time::timeout(config.handshake_timeout, guarded(future)).await,
@@ -178,7 +191,6 @@ async fn handshake(
         refuse(&mut stream, response).await;
         return None;
     }
-    let local = stream.local_addr().unwrap_or(peer);
     let mut protocol = choose_protocol(&request, &config.protocols);
     if let Some(chosen) = accepted.protocol.take() {
         if request.protocols().contains(&chosen) {

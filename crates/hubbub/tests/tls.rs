@@ -1,0 +1,139 @@
+//! `wss://` with rustls: a certificate made by rcgen, a rustls client that
+//! trusts it, and a WebSocket exchange over it.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::watchdog;
+use futures_util::{SinkExt, StreamExt};
+use hubbub::{Server, TlsConfig};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::{self, pki_types::ServerName};
+use tokio_tungstenite::tungstenite::Message;
+
+struct Cert {
+    cert_pem: String,
+    key_pem: String,
+    der: rustls::pki_types::CertificateDer<'static>,
+}
+
+fn self_signed() -> Cert {
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap();
+    Cert {
+        cert_pem: certified.cert.pem(),
+        key_pem: certified.key_pair.serialize_pem(),
+        der: certified.cert.der().clone(),
+    }
+}
+
+fn connector(
+    trusted: &Cert,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(trusted.der.clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    TlsConnector::from(Arc::new(config))
+}
+
+#[tokio::test]
+async fn wss_echo_over_tls_1_3_and_1_2() {
+    watchdog(async {
+        let cert = self_signed();
+        let tls = TlsConfig::from_pem(cert.cert_pem.as_bytes(), cert.key_pem.as_bytes()).unwrap();
+        let secure_seen = Arc::new(std::sync::Mutex::new(Vec::<bool>::new()));
+        let seen = secure_seen.clone();
+        let server = Server::bind_tls("wss://127.0.0.1:0", tls)
+            .await
+            .unwrap()
+            .with_handshake(move |hs| {
+                seen.lock().unwrap().push(hs.secure);
+                async { hubbub::Decision::accept() }
+            });
+        let addr = server.local_addr();
+        let handle = server.handle();
+        let task = tokio::spawn(server.start(|socket| {
+            socket.on_message(|conn, text| {
+                let _ = conn.send(text);
+            });
+        }));
+        for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let tls = connector(&cert, &[version])
+                .connect(ServerName::try_from("localhost").unwrap(), tcp)
+                .await
+                .unwrap();
+            assert_eq!(tls.get_ref().1.protocol_version(), Some(version.version));
+            let (mut ws, _) = tokio_tungstenite::client_async("wss://localhost/", tls)
+                .await
+                .unwrap();
+            ws.send(Message::text("over TLS")).await.unwrap();
+            assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("over TLS"));
+            ws.close(None).await.unwrap();
+        }
+        assert_eq!(*secure_seen.lock().unwrap(), [true, true], "hooks see TLS");
+        handle.shutdown();
+        task.await.unwrap().unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn plain_client_on_tls_port_is_dropped_and_server_survives() {
+    watchdog(async {
+        let cert = self_signed();
+        let tls = TlsConfig::from_pem(cert.cert_pem.as_bytes(), cert.key_pem.as_bytes()).unwrap();
+        let server = Server::bind_tls("wss://127.0.0.1:0", tls).await.unwrap();
+        let addr = server.local_addr();
+        let handle = server.handle();
+        let task = tokio::spawn(server.start(|_| {}));
+        assert!(
+            tokio_tungstenite::connect_async(format!("ws://{addr}/"))
+                .await
+                .is_err()
+        );
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let tls = connector(&cert, &[&rustls::version::TLS13])
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        assert!(
+            tokio_tungstenite::client_async("wss://localhost/", tls)
+                .await
+                .is_ok()
+        );
+        handle.shutdown();
+        task.await.unwrap().unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn tls_misconfiguration_is_a_clear_error() {
+    assert!(
+        TlsConfig::from_pem(b"not pem", b"not pem")
+            .unwrap_err()
+            .is_tls()
+    );
+    let err =
+        TlsConfig::from_pem_files("/nonexistent/cert.pem", "/nonexistent/key.pem").unwrap_err();
+    assert!(
+        err.is_tls() && err.to_string().contains("/nonexistent/cert.pem"),
+        "{err}"
+    );
+    let a = self_signed();
+    let b = self_signed();
+    let mismatched = TlsConfig::from_pem(a.cert_pem.as_bytes(), b.key_pem.as_bytes());
+    assert!(mismatched.unwrap_err().is_tls());
+    let err = Server::bind("wss://127.0.0.1:0").await.err().unwrap();
+    assert!(err.is_invalid_argument(), "{err}");
+}
