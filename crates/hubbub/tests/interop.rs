@@ -94,3 +94,48 @@ async fn node_ws_client_exchanges_all_message_kinds() {
 async fn node_ws_client_with_permessage_deflate() {
     run_peer(node("deflate")).await;
 }
+
+#[tokio::test]
+#[ignore = "needs python websockets: run scripts/test"]
+async fn python_websockets_client_over_tls() {
+    watchdog(async {
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let dir = std::env::temp_dir().join(format!("hubbub-interop-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = dir.join("cert.pem");
+        std::fs::write(&ca, certified.cert.pem()).unwrap();
+        let tls = hubbub::TlsConfig::from_pem(
+            certified.cert.pem().as_bytes(),
+            certified.key_pair.serialize_pem().as_bytes(),
+        )
+        .unwrap();
+        let server = hubbub::Server::bind_tls("wss://127.0.0.1:0", tls)
+            .await
+            .unwrap()
+            .with_config(common::quick());
+        let port = server.local_addr().port();
+        let handle = server.handle();
+        let closes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let recorded = closes.clone();
+        let task = tokio::spawn(server.start(move |socket| {
+            echo(socket);
+            let recorded = recorded.clone();
+            socket.on_close(move |_, info| recorded.lock().unwrap().push(info));
+        }));
+        let mut command = python("deflate")(&format!("wss://localhost:{port}/tls"));
+        let output = command.env("HUBBUB_CA", &ca).output().await.unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        handle.shutdown();
+        task.await.unwrap().unwrap();
+        let closes = closes.lock().unwrap();
+        assert_eq!(closes.len(), 1);
+        assert_eq!(closes[0].code, CloseCode(4001));
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}

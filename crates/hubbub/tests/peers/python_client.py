@@ -4,6 +4,8 @@
 usage: python_client.py URL [deflate|plain]"""
 
 import asyncio
+import os
+import ssl
 import sys
 
 from websockets.asyncio.client import connect
@@ -11,7 +13,11 @@ from websockets.asyncio.client import connect
 
 async def main(url: str, mode: str) -> None:
     compression = "deflate" if mode == "deflate" else None
-    async with connect(url, max_size=None, compression=compression) as ws:
+    # For wss:// URLs, HUBBUB_CA names the certificate to trust.
+    context = None
+    if url.startswith("wss://"):
+        context = ssl.create_default_context(cafile=os.environ["HUBBUB_CA"])
+    async with connect(url, max_size=None, compression=compression, ssl=context) as ws:
         names = [type(e).__name__ for e in ws.protocol.extensions]
         if mode == "deflate":
             assert names == ["PerMessageDeflate"], names
