@@ -16,6 +16,17 @@ pub enum Backpressure {
     Refuse,
 }
 
+/// Whose preference picks the subprotocol when several match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProtocolOrder {
+    /// The client's first offer that the server speaks (Fleck's rule). The
+    /// default.
+    #[default]
+    Client,
+    /// The server's first listed protocol that the client offered.
+    Server,
+}
+
 /// Limits and policies of a [`crate::Server`].
 ///
 /// ```
@@ -62,9 +73,14 @@ pub struct ServerConfig {
     /// default; set one for browser-facing servers, see
     /// [`crate::OriginPolicy`]).
     pub origins: Option<crate::OriginPolicy>,
-    /// Subprotocols the server speaks. The first one the client offers (in
-    /// the client's order, as Fleck does) is chosen. Default: none.
+    /// Subprotocols the server speaks, chosen by [`ServerConfig::protocol_order`].
+    /// Default: none.
     pub protocols: Vec<String>,
+    /// Whose order picks the subprotocol. Default: the client's.
+    pub protocol_order: ProtocolOrder,
+    /// Answer 400 when the server has protocols and the client offers none
+    /// of them (instead of proceeding without one). Default: proceed.
+    pub require_protocol: bool,
 }
 
 impl Default for ServerConfig {
@@ -81,6 +97,8 @@ impl Default for ServerConfig {
             idle_timeout: Some(Duration::from_secs(75)),
             origins: None,
             protocols: Vec::new(),
+            protocol_order: ProtocolOrder::Client,
+            require_protocol: false,
         }
     }
 }
@@ -153,6 +171,20 @@ impl ServerConfig {
     #[must_use]
     pub fn with_origins(mut self, policy: crate::OriginPolicy) -> Self {
         self.origins = Some(policy);
+        self
+    }
+
+    /// Sets [`ServerConfig::protocol_order`].
+    #[must_use]
+    pub fn with_protocol_order(mut self, order: ProtocolOrder) -> Self {
+        self.protocol_order = order;
+        self
+    }
+
+    /// Sets [`ServerConfig::require_protocol`].
+    #[must_use]
+    pub fn with_require_protocol(mut self, require: bool) -> Self {
+        self.require_protocol = require;
         self
     }
 

@@ -55,7 +55,7 @@ mod socket;
 mod tls;
 mod upgrade;
 
-pub use config::{Backpressure, ServerConfig};
+pub use config::{Backpressure, ProtocolOrder, ServerConfig};
 pub use connection::Connection;
 pub use error::Error;
 pub use hook::{Accept, Decision, HandshakeRequest, OriginPolicy};

@@ -12,6 +12,7 @@ use hubbub_proto::{Connection as Proto, Role};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::Instrument;
 
+use crate::config::{ProtocolOrder, ServerConfig};
 use crate::connection::Connection;
 use crate::driver::Driver;
 use crate::hook::{Accept, Decision, HandshakeRequest};
@@ -44,12 +45,19 @@ async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, response: HttpResponse) {
     let _ = stream.shutdown().await;
 }
 
-/// Chooses the subprotocol: the client's first offer the server speaks.
-fn choose_protocol(request: &Request, supported: &[String]) -> Option<String> {
-    request
-        .protocols()
-        .into_iter()
-        .find(|offered| supported.iter().any(|s| s == offered))
+/// Chooses the subprotocol by the configured order.
+fn choose_protocol(request: &Request, config: &ServerConfig) -> Option<String> {
+    let offered = request.protocols();
+    match config.protocol_order {
+        ProtocolOrder::Client => offered
+            .into_iter()
+            .find(|o| config.protocols.iter().any(|s| s == o)),
+        ProtocolOrder::Server => config
+            .protocols
+            .iter()
+            .find(|s| offered.iter().any(|o| o == *s))
+            .cloned(),
+    }
 }
 
 /// Serves one accepted socket: the opening handshake, then the driver.
@@ -191,13 +199,24 @@ where
         refuse(&mut stream, response).await;
         return None;
     }
-    let mut protocol = choose_protocol(&request, &config.protocols);
+    let mut protocol = choose_protocol(&request, &config);
     if let Some(chosen) = accepted.protocol.take() {
         if request.protocols().contains(&chosen) {
             protocol = Some(chosen);
         } else {
             tracing::error!(%peer, protocol = chosen, "hook chose a subprotocol the client did not offer");
         }
+    }
+    if protocol.is_none() && config.require_protocol && !config.protocols.is_empty() {
+        shared.open.fetch_sub(1, Ordering::SeqCst);
+        tracing::info!(%peer, offered = ?request.protocols(), "no supported subprotocol: 400");
+        let body = format!("supported subprotocols: {}\n", config.protocols.join(", "));
+        let response = HttpResponse::new(400)
+            .header("Content-Type", "text/plain; charset=utf-8")
+            .header("Sec-WebSocket-Protocol", config.protocols.join(", "))
+            .body(body);
+        refuse(&mut stream, response).await;
+        return None;
     }
     let info = ConnectionInfo::new(peer, local, request, protocol.clone());
     let deflate =

@@ -613,3 +613,57 @@ async fn dead_client_is_closed_after_idle_timeout() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn subprotocol_order_and_requirement_are_configurable() {
+    watchdog(async {
+        async fn negotiate(
+            config: hubbub::ServerConfig,
+            offer: &str,
+        ) -> Result<Option<String>, u16> {
+            let server = start(config, echo).await;
+            let mut stream = TcpStream::connect(server.addr).await.unwrap();
+            let mut request = ClientRequest::new(server.addr.to_string(), "/");
+            for protocol in offer.split(", ").filter(|p| !p.is_empty()) {
+                request = request.protocol(protocol);
+            }
+            let mut out = BytesMut::new();
+            request.write(&mut out);
+            stream.write_all(&out).await.unwrap();
+            let mut buf = BytesMut::new();
+            let result = loop {
+                assert!(stream.read_buf(&mut buf).await.unwrap() > 0);
+                match request.parse_response(&mut buf, &Default::default()) {
+                    Ok(None) => continue,
+                    Ok(Some(response)) => break Ok(response.protocol),
+                    Err(hubbub_proto::handshake::ClientHandshakeError::Status(status)) => {
+                        break Err(status);
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            };
+            server.stop().await;
+            result
+        }
+        let server_list = || cfg().with_protocols(["v3", "v2"]);
+        assert_eq!(
+            negotiate(server_list(), "v1, v2, v3").await,
+            Ok(Some("v2".into()))
+        );
+        let by_server = server_list().with_protocol_order(hubbub::ProtocolOrder::Server);
+        assert_eq!(
+            negotiate(by_server, "v1, v2, v3").await,
+            Ok(Some("v3".into()))
+        );
+        assert_eq!(negotiate(server_list(), "v9").await, Ok(None));
+        assert_eq!(
+            negotiate(server_list().with_require_protocol(true), "v9").await,
+            Err(400)
+        );
+        assert_eq!(
+            negotiate(server_list().with_require_protocol(true), "").await,
+            Err(400)
+        );
+    })
+    .await;
+}
