@@ -73,6 +73,16 @@ pub struct ServerConfig {
     /// default; set one for browser-facing servers, see
     /// [`crate::OriginPolicy`]).
     pub origins: Option<crate::OriginPolicy>,
+    /// Most open connections from one client IP address; more are answered
+    /// 429. `None`: no limit (the default: many users may share an address
+    /// behind a NAT or proxy).
+    pub max_connections_per_ip: Option<usize>,
+    /// Handshakes per second allowed from one client IP address (a token
+    /// bucket); more are answered 429. Default: none.
+    pub handshake_rate_per_ip: Option<crate::RateLimit>,
+    /// Messages per second allowed from one connection; past it the
+    /// connection is closed with 1008. Default: none.
+    pub message_rate: Option<crate::RateLimit>,
     /// Subprotocols the server speaks, chosen by [`ServerConfig::protocol_order`].
     /// Default: none.
     pub protocols: Vec<String>,
@@ -96,6 +106,9 @@ impl Default for ServerConfig {
             ping_interval: Some(Duration::from_secs(30)),
             idle_timeout: Some(Duration::from_secs(75)),
             origins: None,
+            max_connections_per_ip: None,
+            handshake_rate_per_ip: None,
+            message_rate: None,
             protocols: Vec::new(),
             protocol_order: ProtocolOrder::Client,
             require_protocol: false,
@@ -171,6 +184,27 @@ impl ServerConfig {
     #[must_use]
     pub fn with_origins(mut self, policy: crate::OriginPolicy) -> Self {
         self.origins = Some(policy);
+        self
+    }
+
+    /// Sets [`ServerConfig::max_connections_per_ip`].
+    #[must_use]
+    pub fn with_max_connections_per_ip(mut self, max: Option<usize>) -> Self {
+        self.max_connections_per_ip = max;
+        self
+    }
+
+    /// Sets [`ServerConfig::handshake_rate_per_ip`].
+    #[must_use]
+    pub fn with_handshake_rate_per_ip(mut self, limit: Option<crate::RateLimit>) -> Self {
+        self.handshake_rate_per_ip = limit;
+        self
+    }
+
+    /// Sets [`ServerConfig::message_rate`].
+    #[must_use]
+    pub fn with_message_rate(mut self, limit: Option<crate::RateLimit>) -> Self {
+        self.message_rate = limit;
         self
     }
 

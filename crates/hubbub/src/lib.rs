@@ -48,6 +48,7 @@ mod error;
 mod hook;
 mod info;
 mod keepalive;
+mod limits;
 mod message;
 mod registry;
 mod server;
@@ -64,6 +65,7 @@ pub use hubbub_proto::{
     CloseCode, Config as ProtocolConfig, DeflateConfig, DeflateParams, Utf8Bytes,
 };
 pub use info::{CloseInfo, ConnectionInfo};
+pub use limits::RateLimit;
 pub use message::Message;
 pub use server::{Server, ServerHandle};
 pub use socket::Socket;

@@ -58,6 +58,8 @@ pub(crate) struct ServerShared {
     pub(crate) http: Option<HttpHandler>,
     /// Decides on upgrades before the `101`.
     pub(crate) hook: Option<crate::hook::Hook>,
+    /// Per-address connection counts and handshake buckets.
+    pub(crate) per_address: crate::limits::PerAddress,
     /// Upgraded connections not yet ended (the limit counts these).
     pub(crate) open: AtomicUsize,
     stopping: AtomicBool,
@@ -259,6 +261,7 @@ impl Server {
                 topics: Topics::default(),
                 http: None,
                 hook: None,
+                per_address: crate::limits::PerAddress::default(),
                 open: AtomicUsize::new(0),
                 stopping: AtomicBool::new(false),
                 stop: Notify::new(),
@@ -411,6 +414,16 @@ impl Server {
         let mut backoff = Duration::from_millis(10);
         tracing::info!(addr = %self.local_addr, "listening");
         let keepalive = crate::keepalive::spawn(self.shared.clone(), &config);
+        let address_sweep = config.handshake_rate_per_ip.map(|rate| {
+            let shared = self.shared.clone();
+            tokio::spawn(async move {
+                let mut interval = tokio::time::interval(crate::limits::SWEEP_EVERY);
+                loop {
+                    interval.tick().await;
+                    shared.per_address.sweep(Some(&rate), shared.now_ms());
+                }
+            })
+        });
         tokio::pin!(stopped);
         loop {
             tokio::select! {
@@ -432,8 +445,8 @@ impl Server {
             }
         }
         drop(self.listener);
-        if let Some(keepalive) = keepalive {
-            keepalive.abort();
+        for task in [keepalive, address_sweep].into_iter().flatten() {
+            task.abort();
         }
         let clients: Vec<Connection> = self.shared.clients.read().values().cloned().collect();
         tracing::info!(connections = clients.len(), "shutting down");

@@ -17,6 +17,7 @@ use crate::connection::Connection;
 use crate::driver::Driver;
 use crate::hook::{Accept, Decision, HandshakeRequest};
 use crate::info::ConnectionInfo;
+use crate::limits::Refusal;
 use crate::server::ConnectionContext;
 use crate::socket::{Handlers, Socket, panic_message};
 
@@ -75,7 +76,8 @@ pub(crate) async fn serve_socket<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let shared = ctx.2.clone();
-    let Some((driver, conn, span)) = Box::pin(handshake(stream, peer, local, secure, ctx)).await
+    let Some((driver, conn, span, _slot)) =
+        Box::pin(handshake(stream, peer, local, secure, ctx)).await
     else {
         return;
     };
@@ -92,7 +94,7 @@ async fn handshake<S>(
     local: SocketAddr,
     secure: bool,
     (setup, config, shared): ConnectionContext,
-) -> Option<(Driver<S>, Connection, tracing::Span)>
+) -> Option<(Driver<S>, Connection, tracing::Span, AddressSlot)>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -142,6 +144,33 @@ where
         Err(e) => {
             tracing::info!(%peer, status = e.status(), "handshake refused: {}", e.reason());
             refuse(&mut stream, e.response()).await;
+            return None;
+        }
+    };
+    let slot = match shared.per_address.admit(
+        peer.ip(),
+        config.max_connections_per_ip,
+        config.handshake_rate_per_ip.as_ref(),
+        shared.now_ms(),
+    ) {
+        Ok(()) => AddressSlot {
+            shared: shared.clone(),
+            ip: peer.ip(),
+        },
+        Err((refusal, first)) => {
+            if first {
+                tracing::warn!(ip = %peer.ip(), ?refusal, "refusing upgrades from this address: 429");
+            }
+            let response = HttpResponse::new(429)
+                .header("Retry-After", "1")
+                .header("Content-Type", "text/plain; charset=utf-8")
+                .body(match refusal {
+                    Refusal::TooManyConnections => "too many connections from your address\n",
+                    Refusal::TooManyHandshakes => {
+                        "too many connection attempts from your address\n"
+                    }
+                });
+            refuse(&mut stream, response).await;
             return None;
         }
     };
@@ -268,9 +297,21 @@ where
         socket.handlers,
         buf,
         head.freeze(),
-        config.close_timeout,
+        &config,
     );
-    Some((driver, conn, span))
+    Some((driver, conn, span, slot))
+}
+
+/// A connection's place in its address's count, given back on drop.
+pub(crate) struct AddressSlot {
+    shared: std::sync::Arc<crate::server::ServerShared>,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        self.shared.per_address.release(self.ip);
+    }
 }
 
 /// Runs the hook's future, turning a panic into its message.

@@ -667,3 +667,76 @@ async fn subprotocol_order_and_requirement_are_configurable() {
     })
     .await;
 }
+
+async fn http_status_of_upgrade(url: &str) -> u16 {
+    match tokio_tungstenite::connect_async(url).await {
+        Ok(_) => 101,
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[tokio::test]
+async fn per_ip_connection_limit_answers_429() {
+    watchdog(async {
+        let server = start(cfg().with_max_connections_per_ip(Some(2)), echo).await;
+        let (a, _) = tokio_tungstenite::connect_async(server.url("/"))
+            .await
+            .unwrap();
+        let (_b, _) = tokio_tungstenite::connect_async(server.url("/"))
+            .await
+            .unwrap();
+        assert_eq!(http_status_of_upgrade(&server.url("/")).await, 429);
+        drop(a);
+        server.wait_closes(1).await;
+        assert_eq!(http_status_of_upgrade(&server.url("/")).await, 101);
+        server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn per_ip_handshake_rate_answers_429() {
+    watchdog(async {
+        let limit = hubbub::RateLimit::new(0.5, 3);
+        let server = start(cfg().with_handshake_rate_per_ip(Some(limit)), echo).await;
+        for _ in 0..3 {
+            assert_eq!(http_status_of_upgrade(&server.url("/")).await, 101);
+        }
+        assert_eq!(http_status_of_upgrade(&server.url("/")).await, 429);
+        server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn message_rate_limit_closes_with_1008() {
+    watchdog(async {
+        let server = start(
+            cfg().with_message_rate(Some(hubbub::RateLimit::new(1.0, 5))),
+            echo,
+        )
+        .await;
+        let (mut ws, _) = tokio_tungstenite::connect_async(server.url("/"))
+            .await
+            .unwrap();
+        for i in 0..20 {
+            let _ = ws.feed(Message::text(i.to_string())).await;
+        }
+        let _ = ws.flush().await;
+        let mut echoed = 0;
+        let code = loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(_))) => echoed += 1,
+                Some(Ok(Message::Close(Some(frame)))) => break u16::from(frame.code),
+                other => panic!("unexpected {other:?}"),
+            }
+        };
+        assert_eq!(code, 1008);
+        assert_eq!(echoed, 5, "the burst is served, then the connection closes");
+        let closes = server.wait_closes(1).await;
+        assert_eq!(closes[0].code, CloseCode::POLICY_VIOLATION);
+        server.stop().await;
+    })
+    .await;
+}

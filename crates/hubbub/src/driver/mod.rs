@@ -73,6 +73,8 @@ pub(crate) struct Driver<S> {
     close_timeout: Duration,
     phase: Phase,
     close_fired: bool,
+    /// The per-connection message rate limit and its bucket.
+    message_rate: Option<(crate::RateLimit, crate::limits::Bucket)>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
@@ -83,8 +85,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         handlers: Handlers,
         leftover: BytesMut,
         handshake_response: Bytes,
-        close_timeout: Duration,
+        config: &crate::ServerConfig,
     ) -> Self {
+        let now = conn.shared.server.now_ms();
+        let message_rate = config
+            .message_rate
+            .map(|limit| (limit, crate::limits::Bucket::full(&limit, now)));
+        let close_timeout = config.close_timeout;
         let mut pending = VecDeque::new();
         pending.push_back((handshake_response, false));
         Self {
@@ -105,6 +112,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             close_timeout,
             phase: Phase::Running,
             close_fired: false,
+            message_rate,
         }
     }
 
@@ -243,6 +251,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     }
 
     fn dispatch(&mut self, event: Event) {
+        if matches!(event, Event::Text(_) | Event::Binary(_)) && !self.within_message_rate() {
+            return;
+        }
         let result = match event {
             Event::Text(text) => self.handlers.message.call(&self.conn, text),
             Event::Binary(data) => self.handlers.binary.call(&self.conn, data),
@@ -262,6 +273,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             Ok(future) => self.running = future,
             Err(panic) => self.handler_panicked(panic),
         }
+    }
+
+    /// Counts a message against the rate limit; past it, closes with 1008
+    /// and delivers no more events.
+    fn within_message_rate(&mut self) -> bool {
+        let Some((limit, bucket)) = self.message_rate.as_mut() else {
+            return true;
+        };
+        if bucket.take(limit, self.conn.shared.server.now_ms()) {
+            return true;
+        }
+        tracing::info!(id = %self.conn.id(), "message rate limit: closing with 1008");
+        self.events_stopped = true;
+        self.mark_closed();
+        let reason = "message rate limit";
+        if self
+            .proto
+            .close(Some(CloseCode::POLICY_VIOLATION), reason, &mut self.replies)
+            .is_ok()
+        {
+            self.first_close
+                .get_or_insert((CloseCode::POLICY_VIOLATION, reason.to_owned()));
+            self.start_deadline(self.close_timeout);
+        }
+        self.take_replies();
+        false
     }
 
     fn take_replies(&mut self) {

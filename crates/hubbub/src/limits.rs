@@ -1,0 +1,218 @@
+//! Per-address limits: open connections and handshake rate per client IP,
+//! and the message rate of one connection.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// A token bucket: `rate` events per second on average, bursts of `burst`.
+///
+/// ```
+/// let limit = hubbub::RateLimit::new(10.0, 20);
+/// assert_eq!((limit.rate, limit.burst), (10.0, 20));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    /// Events per second, on average.
+    pub rate: f64,
+    /// Events allowed at once after a quiet spell.
+    pub burst: u32,
+}
+
+impl RateLimit {
+    /// `rate` per second with bursts of `burst`.
+    pub fn new(rate: f64, burst: u32) -> Self {
+        Self { rate, burst }
+    }
+}
+
+/// A bucket's state: tokens left and when they were last counted, in the
+/// server's milliseconds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bucket {
+    tokens: f64,
+    at_ms: u64,
+}
+
+impl Bucket {
+    pub(crate) fn full(limit: &RateLimit, now_ms: u64) -> Self {
+        Self {
+            tokens: f64::from(limit.burst),
+            at_ms: now_ms,
+        }
+    }
+
+    /// Takes one token if there is one.
+    pub(crate) fn take(&mut self, limit: &RateLimit, now_ms: u64) -> bool {
+        let elapsed = now_ms.saturating_sub(self.at_ms) as f64 / 1000.0;
+        self.tokens = (self.tokens + elapsed * limit.rate).min(f64::from(limit.burst));
+        self.at_ms = now_ms;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn is_full(&self, limit: &RateLimit, now_ms: u64) -> bool {
+        let elapsed = now_ms.saturating_sub(self.at_ms) as f64 / 1000.0;
+        self.tokens + elapsed * limit.rate >= f64::from(limit.burst)
+    }
+}
+
+/// What is known about one client address.
+#[derive(Debug)]
+struct Address {
+    open: usize,
+    handshakes: Option<Bucket>,
+    /// Currently refusing: log only the first refusal of a burst.
+    refusing: bool,
+}
+
+/// Why an address was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    TooManyConnections,
+    TooManyHandshakes,
+}
+
+/// Per-address counters; a std `Mutex`, never held across an `.await`.
+#[derive(Default)]
+pub(crate) struct PerAddress {
+    map: Mutex<HashMap<IpAddr, Address>>,
+}
+
+impl PerAddress {
+    /// Counts a handshake from `ip` and, if allowed, reserves a connection
+    /// slot (release it with [`PerAddress::release`]). The `bool` of a
+    /// refusal says whether to log it (the first of a burst).
+    pub(crate) fn admit(
+        &self,
+        ip: IpAddr,
+        max_connections: Option<usize>,
+        rate: Option<&RateLimit>,
+        now_ms: u64,
+    ) -> Result<(), (Refusal, bool)> {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = map.entry(ip).or_insert(Address {
+            open: 0,
+            handshakes: None,
+            refusing: false,
+        });
+        let refusal = if let Some(limit) = rate {
+            let bucket = entry
+                .handshakes
+                .get_or_insert_with(|| Bucket::full(limit, now_ms));
+            (!bucket.take(limit, now_ms)).then_some(Refusal::TooManyHandshakes)
+        } else {
+            None
+        };
+        let refusal = refusal.or_else(|| {
+            max_connections
+                .is_some_and(|max| entry.open >= max)
+                .then_some(Refusal::TooManyConnections)
+        });
+        match refusal {
+            Some(refusal) => {
+                let first = !entry.refusing;
+                entry.refusing = true;
+                Err((refusal, first))
+            }
+            None => {
+                entry.refusing = false;
+                entry.open += 1;
+                Ok(())
+            }
+        }
+    }
+
+    /// Releases a slot taken by [`PerAddress::admit`].
+    pub(crate) fn release(&self, ip: IpAddr) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = map.get_mut(&ip) {
+            entry.open = entry.open.saturating_sub(1);
+            if entry.open == 0 && entry.handshakes.is_none() {
+                map.remove(&ip);
+            }
+        }
+    }
+
+    /// Forgets addresses with nothing open and a full bucket, so that the
+    /// map holds only addresses that matter.
+    pub(crate) fn sweep(&self, rate: Option<&RateLimit>, now_ms: u64) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, entry| {
+            entry.open > 0
+                || match (&entry.handshakes, rate) {
+                    (Some(bucket), Some(limit)) => !bucket.is_full(limit, now_ms),
+                    _ => false,
+                }
+        });
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.map.lock().unwrap().len()
+    }
+}
+
+/// How often the per-address map is swept when a handshake rate is set.
+pub(crate) const SWEEP_EVERY: Duration = Duration::from_secs(10);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    #[test]
+    fn bucket_allows_burst_then_rate() {
+        let limit = RateLimit::new(2.0, 3);
+        let mut bucket = Bucket::full(&limit, 0);
+        assert!((0..3).all(|_| bucket.take(&limit, 0)));
+        assert!(!bucket.take(&limit, 0));
+        assert!(!bucket.take(&limit, 400));
+        assert!(bucket.take(&limit, 500));
+        assert!(!bucket.take(&limit, 500));
+    }
+
+    #[test]
+    fn per_address_connection_limit_logs_once_per_burst() {
+        let limits = PerAddress::default();
+        assert!(limits.admit(IP, Some(2), None, 0).is_ok());
+        assert!(limits.admit(IP, Some(2), None, 0).is_ok());
+        assert_eq!(
+            limits.admit(IP, Some(2), None, 0),
+            Err((Refusal::TooManyConnections, true))
+        );
+        assert_eq!(
+            limits.admit(IP, Some(2), None, 0),
+            Err((Refusal::TooManyConnections, false))
+        );
+        limits.release(IP);
+        assert!(limits.admit(IP, Some(2), None, 0).is_ok());
+        limits.release(IP);
+        limits.release(IP);
+        assert_eq!(limits.len(), 0);
+    }
+
+    #[test]
+    fn per_address_handshake_rate_and_sweep() {
+        let limits = PerAddress::default();
+        let rate = RateLimit::new(1.0, 2);
+        assert!(limits.admit(IP, None, Some(&rate), 0).is_ok());
+        assert!(limits.admit(IP, None, Some(&rate), 0).is_ok());
+        assert_eq!(
+            limits.admit(IP, None, Some(&rate), 0),
+            Err((Refusal::TooManyHandshakes, true))
+        );
+        limits.release(IP);
+        limits.release(IP);
+        limits.sweep(Some(&rate), 500);
+        assert_eq!(limits.len(), 1, "bucket not full yet");
+        limits.sweep(Some(&rate), 5000);
+        assert_eq!(limits.len(), 0);
+    }
+}
