@@ -82,8 +82,20 @@ fn url(bind: &str, port: u16) -> String {
     }
 }
 
-/// Completes on Ctrl-C or SIGTERM.
+/// Completes on the first Ctrl-C or SIGTERM (a graceful shutdown starts);
+/// a second one ends the process at once.
 async fn shutdown_signal() {
+    one_signal().await;
+    tracing::info!("shutting down gracefully (send the signal again to force)");
+    tokio::spawn(async {
+        one_signal().await;
+        tracing::warn!("second signal: forced shutdown");
+        std::process::exit(130);
+    });
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn one_signal() {
     #[cfg(unix)]
     {
         let mut term =

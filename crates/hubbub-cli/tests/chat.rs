@@ -312,3 +312,46 @@ async fn serve_over_tls_with_cert_files() {
     })
     .await;
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn sigterm_closes_clients_with_1001_and_exits_cleanly() {
+    watchdog(async {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hubbub"))
+            .args(["serve", "--port", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next_line().await.unwrap().unwrap();
+        let addr = first
+            .strip_prefix("chat server on ws://")
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap()
+            .to_owned();
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/"))
+            .await
+            .unwrap();
+        next_text(&mut ws).await;
+        let pid = child.id().unwrap().to_string();
+        let killed = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let code = loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(Some(frame)))) => break u16::from(frame.code),
+                Some(Ok(_)) => continue,
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        };
+        assert_eq!(code, 1001);
+        while ws.next().await.is_some() {}
+        let status = child.wait().await.unwrap();
+        assert!(status.success(), "{status}");
+    })
+    .await;
+}
