@@ -50,6 +50,10 @@ struct ServeArgs {
     /// The PEM private key for `--tls-cert`.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<std::path::PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (for example
+    /// 127.0.0.1:9100).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -133,7 +137,41 @@ async fn serve(args: ServeArgs) -> Result<(), hubbub::Error> {
     let server = server.with_config(config).with_http(chat::http);
     let addr = server.local_addr();
     println!("chat server on ws{scheme}://{addr} (page: http{scheme}://{addr}/)");
-    server.start_until(chat::setup, shutdown_signal()).await
+    let metrics = match &args.metrics {
+        Some(at) => Some(metrics_server(at, server.handle()).await?),
+        None => None,
+    };
+    let result = server.start_until(chat::setup, shutdown_signal()).await;
+    if let Some((handle, task)) = metrics {
+        handle.shutdown();
+        let _ = task.await;
+    }
+    result
+}
+
+/// A small server of its own answering `GET /metrics` with `of`'s metrics.
+async fn metrics_server(
+    at: &str,
+    of: hubbub::ServerHandle,
+) -> Result<(hubbub::ServerHandle, tokio::task::JoinHandle<()>), hubbub::Error> {
+    let server = Server::bind(&format!("ws://{at}"))
+        .await?
+        .with_http(move |request| match request.path() {
+            "/metrics" => hubbub::HttpResponse::new(200)
+                .header(
+                    "Content-Type",
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )
+                .body(of.metrics()),
+            _ => hubbub::HttpResponse::new(404).body("metrics are at /metrics\n"),
+        })
+        .with_handshake(|_| async { hubbub::Decision::reject(404, "not a WebSocket endpoint") });
+    println!("metrics on http://{}/metrics", server.local_addr());
+    let handle = server.handle();
+    let task = tokio::spawn(async move {
+        let _ = server.start(|_| {}).await;
+    });
+    Ok((handle, task))
 }
 
 async fn echo(args: EchoArgs) -> Result<(), hubbub::Error> {
@@ -197,6 +235,7 @@ fn main() -> ExitCode {
             allowed_origins: Vec::new(),
             tls_cert: None,
             tls_key: None,
+            metrics: None,
         })) {
             Command::Serve(args) => serve(args).await,
             Command::Echo(args) => echo(args).await,

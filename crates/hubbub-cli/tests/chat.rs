@@ -355,3 +355,55 @@ async fn sigterm_closes_clients_with_1001_and_exits_cleanly() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn metrics_endpoint_counts_connections_messages_and_refusals() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    watchdog(async {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hubbub"))
+            .args(["serve", "--port", "0", "--metrics", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next_line().await.unwrap().unwrap();
+        let addr = first
+            .strip_prefix("chat server on ws://")
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap()
+            .to_owned();
+        let second = lines.next_line().await.unwrap().unwrap();
+        let metrics_addr = second
+            .strip_prefix("metrics on http://")
+            .and_then(|rest| rest.strip_suffix("/metrics"))
+            .unwrap_or_else(|| panic!("{second}"))
+            .to_owned();
+
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/"))
+            .await
+            .unwrap();
+        next_text(&mut ws).await;
+        ws.send(Message::text("count me")).await.unwrap();
+        next_text(&mut ws).await;
+        let mut evil = format!("ws://{addr}/").into_client_request().unwrap();
+        evil.headers_mut()
+            .insert("Origin", "https://evil.example".parse().unwrap());
+        assert!(tokio_tungstenite::connect_async(evil).await.is_err());
+
+        let text = http_get(&metrics_addr, "/metrics").await;
+        assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+        for line in [
+            "hubbub_connections_open 1",
+            "hubbub_connections_opened_total 1",
+            "hubbub_messages_in_total 1",
+            "hubbub_handshake_rejections_total{status=\"403\"} 1",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        assert!(text.contains("hubbub_messages_out_total"), "{text}");
+        drop(child);
+    })
+    .await;
+}

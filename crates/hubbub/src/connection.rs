@@ -273,6 +273,7 @@ impl Connection {
                 self.shared.waker.wake();
                 tracing::warn!(id = %self.id(), buffered, max, "send queue full: closing with 1008");
             }
+            self.shared.server.metrics.queue_overflows.inc();
             return Err(Error::new(Kind::QueueFull { buffered, max }));
         }
         let frame = make();
@@ -283,6 +284,9 @@ impl Connection {
         }
         self.shared.buffered.fetch_add(len, Ordering::Relaxed);
         drop(outbox);
+        let metrics = &self.shared.server.metrics;
+        metrics.messages_out.inc();
+        metrics.bytes_out.inc_by(len as u64);
         self.shared.waker.wake();
         Ok(())
     }

@@ -50,6 +50,7 @@ mod info;
 mod keepalive;
 mod limits;
 mod message;
+mod metrics;
 mod registry;
 mod server;
 mod socket;

@@ -33,8 +33,9 @@ impl Clients {
         self.write().insert(conn.id(), conn.clone());
     }
 
-    pub(crate) fn remove(&self, id: Uuid) {
-        self.write().remove(&id);
+    /// Removes a connection; returns whether it was there.
+    pub(crate) fn remove(&self, id: Uuid) -> bool {
+        self.write().remove(&id).is_some()
     }
 
     /// Queues `frame` to every client but `except`; returns how many

@@ -60,6 +60,8 @@ pub(crate) struct ServerShared {
     pub(crate) hook: Option<crate::hook::Hook>,
     /// Per-address connection counts and handshake buckets.
     pub(crate) per_address: crate::limits::PerAddress,
+    /// Counters for the metrics endpoint.
+    pub(crate) metrics: crate::metrics::Metrics,
     /// Upgraded connections not yet ended (the limit counts these).
     pub(crate) open: AtomicUsize,
     stopping: AtomicBool,
@@ -78,11 +80,15 @@ impl ServerShared {
 
     pub(crate) fn register(&self, conn: &Connection) {
         self.clients.insert(conn);
+        self.metrics.connections_opened.inc();
+        self.metrics.connections_open.inc();
     }
 
     /// Forgets a connection that ended, with its subscriptions.
     pub(crate) fn unregister(&self, conn: &Connection) {
-        self.clients.remove(conn.id());
+        if self.clients.remove(conn.id()) {
+            self.metrics.connections_open.dec();
+        }
         let topics: Vec<Box<str>> = conn.shared.topics().drain().collect();
         for topic in topics {
             self.topics.unsubscribe(&topic, conn.id());
@@ -147,6 +153,15 @@ impl ServerHandle {
     /// The connections subscribed to `topic`, at this moment.
     pub fn subscribers(&self, topic: &str) -> Vec<Connection> {
         self.shared.topics.subscribers(topic)
+    }
+
+    /// The server's metrics in the Prometheus/OpenMetrics text format:
+    /// connections open, opened, and closed by close code; messages and
+    /// bytes in and out; queue overflows; handshake rejections by status.
+    /// Serve it where your scraper looks (`hubbub serve --metrics ADDR`
+    /// does).
+    pub fn metrics(&self) -> String {
+        self.shared.metrics.encode()
     }
 
     /// The topics with at least one subscriber.
@@ -262,6 +277,7 @@ impl Server {
                 http: None,
                 hook: None,
                 per_address: crate::limits::PerAddress::default(),
+                metrics: crate::metrics::Metrics::default(),
                 open: AtomicUsize::new(0),
                 stopping: AtomicBool::new(false),
                 stop: Notify::new(),

@@ -39,7 +39,18 @@ async fn read_request<S: AsyncRead + Unpin>(
     }
 }
 
-async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, response: HttpResponse) {
+/// Answers a refused request, counted by status.
+async fn refuse<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    response: HttpResponse,
+    metrics: &crate::metrics::Metrics,
+) {
+    metrics.rejected(response.status);
+    respond(stream, response).await;
+}
+
+/// Writes an HTTP response and closes the write side.
+async fn respond<S: AsyncWrite + Unpin>(stream: &mut S, response: HttpResponse) {
     let mut out = BytesMut::new();
     response.write(&mut out);
     let _ = stream.write_all(&out).await;
@@ -113,7 +124,7 @@ where
         Ok(Ok(None)) => return None,
         Ok(Err(e)) => {
             tracing::info!(%peer, status = e.status(), "handshake refused: {}", e.reason());
-            refuse(&mut stream, e.response()).await;
+            refuse(&mut stream, e.response(), &shared.metrics).await;
             return None;
         }
         Ok(Ok(Some(request))) => request,
@@ -128,7 +139,7 @@ where
                 }
             };
             tracing::debug!(%peer, path = request.path(), status = response.status, "http");
-            refuse(&mut stream, response).await;
+            respond(&mut stream, response).await;
             return None;
         }
         let response = HttpResponse::new(426)
@@ -136,14 +147,14 @@ where
             .header("Sec-WebSocket-Version", "13")
             .header("Content-Type", "text/plain; charset=utf-8")
             .body("this is a WebSocket endpoint\n");
-        refuse(&mut stream, response).await;
+        refuse(&mut stream, response, &shared.metrics).await;
         return None;
     }
     let accept = match request.validate_upgrade() {
         Ok(accept) => accept,
         Err(e) => {
             tracing::info!(%peer, status = e.status(), "handshake refused: {}", e.reason());
-            refuse(&mut stream, e.response()).await;
+            refuse(&mut stream, e.response(), &shared.metrics).await;
             return None;
         }
     };
@@ -170,7 +181,7 @@ where
                         "too many connection attempts from your address\n"
                     }
                 });
-            refuse(&mut stream, response).await;
+            refuse(&mut stream, response, &shared.metrics).await;
             return None;
         }
     };
@@ -180,7 +191,7 @@ where
             let response = HttpResponse::new(403)
                 .header("Content-Type", "text/plain; charset=utf-8")
                 .body("origin not allowed\n");
-            refuse(&mut stream, response).await;
+            refuse(&mut stream, response, &shared.metrics).await;
             return None;
         }
     }
@@ -199,12 +210,17 @@ where
             Ok(Ok(Decision::Accept(accept))) => accepted = accept,
             Ok(Ok(Decision::Reject(response))) => {
                 tracing::info!(%peer, status = response.status, "handshake hook refused the upgrade");
-                refuse(&mut stream, response).await;
+                refuse(&mut stream, response, &shared.metrics).await;
                 return None;
             }
             Ok(Err(panic)) => {
                 tracing::error!(%peer, "handshake hook panicked: {panic}");
-                refuse(&mut stream, HttpResponse::new(500).body("internal error\n")).await;
+                refuse(
+                    &mut stream,
+                    HttpResponse::new(500).body("internal error\n"),
+                    &shared.metrics,
+                )
+                .await;
                 return None;
             }
             Err(_) => {
@@ -212,6 +228,7 @@ where
                 refuse(
                     &mut stream,
                     HttpResponse::new(503).body("try again later\n"),
+                    &shared.metrics,
                 )
                 .await;
                 return None;
@@ -225,7 +242,7 @@ where
         let response = HttpResponse::new(503)
             .header("Retry-After", "1")
             .body("too many connections\n");
-        refuse(&mut stream, response).await;
+        refuse(&mut stream, response, &shared.metrics).await;
         return None;
     }
     let mut protocol = choose_protocol(&request, &config);
@@ -244,7 +261,7 @@ where
             .header("Content-Type", "text/plain; charset=utf-8")
             .header("Sec-WebSocket-Protocol", config.protocols.join(", "))
             .body(body);
-        refuse(&mut stream, response).await;
+        refuse(&mut stream, response, &shared.metrics).await;
         return None;
     }
     let info = ConnectionInfo::new(peer, local, request, protocol.clone());
@@ -267,7 +284,12 @@ where
     if let Err(panic) = catch_unwind(AssertUnwindSafe(|| setup(&mut socket))) {
         shared.open.fetch_sub(1, Ordering::SeqCst);
         tracing::error!(%peer, "connection setup panicked: {}", panic_message(&*panic));
-        refuse(&mut stream, HttpResponse::new(500).body("internal error\n")).await;
+        refuse(
+            &mut stream,
+            HttpResponse::new(500).body("internal error\n"),
+            &shared.metrics,
+        )
+        .await;
         return None;
     }
     let mut response = AcceptResponse::new(accept);

@@ -254,6 +254,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         if matches!(event, Event::Text(_) | Event::Binary(_)) && !self.within_message_rate() {
             return;
         }
+        let metrics = &self.conn.shared.server.metrics;
+        if let Event::Text(text) = &event {
+            metrics.messages_in.inc();
+            metrics.bytes_in.inc_by(text.len() as u64);
+        } else if let Event::Binary(data) = &event {
+            metrics.messages_in.inc();
+            metrics.bytes_in.inc_by(data.len() as u64);
+        }
         let result = match event {
             Event::Text(text) => self.handlers.message.call(&self.conn, text),
             Event::Binary(data) => self.handlers.binary.call(&self.conn, data),
@@ -444,6 +452,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         // handler sees the others only (a "left" notice, a member count).
         self.conn.shared.server.unregister(&self.conn);
         tracing::debug!(id = %self.conn.id(), code = info.code.0, clean = info.clean, "connection ended");
+        self.conn.shared.server.metrics.closed(info.code.0);
         match self.handlers.close.call(&self.conn, info) {
             Ok(None) => {}
             Ok(Some(future)) => {
