@@ -3,6 +3,9 @@
 
 mod chat;
 mod load;
+mod settings;
+
+use settings::{ServeArgs, Settings};
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -28,32 +31,6 @@ enum Command {
     /// Generates load against a server and reports what it measured.
     #[command(subcommand)]
     Load(load::LoadCommand),
-}
-
-#[derive(clap::Args)]
-struct ServeArgs {
-    /// Address to listen on (use 0.0.0.0 to accept other machines).
-    #[arg(long, default_value = "127.0.0.1")]
-    bind: String,
-    /// Port to listen on.
-    #[arg(long, default_value_t = 8181)]
-    port: u16,
-    /// Also let pages from ORIGIN connect (repeatable; `https://*.example.com`
-    /// for subdomains). The chat's own page, and clients that send no
-    /// Origin, are always allowed; other sites get 403.
-    #[arg(long = "allowed-origin", value_name = "ORIGIN")]
-    allowed_origins: Vec<String>,
-    /// Serve `wss://` and `https://` with this PEM certificate chain (needs
-    /// `--tls-key`).
-    #[arg(long, value_name = "FILE", requires = "tls_key")]
-    tls_cert: Option<std::path::PathBuf>,
-    /// The PEM private key for `--tls-cert`.
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
-    tls_key: Option<std::path::PathBuf>,
-    /// Serve Prometheus metrics at http://ADDR/metrics (for example
-    /// 127.0.0.1:9100).
-    #[arg(long, value_name = "ADDR")]
-    metrics: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -117,6 +94,14 @@ async fn one_signal() {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), hubbub::Error> {
+    let args = match Settings::resolve(&args) {
+        Ok(settings) if args.print_config => {
+            print!("{}", settings.to_toml());
+            return Ok(());
+        }
+        Ok(settings) => settings,
+        Err(e) => return Err(hubbub::Error::from(std::io::Error::other(e))),
+    };
     let origins = args.allowed_origins.iter().fold(
         hubbub::OriginPolicy::new().allow_same_origin(true),
         |policy, origin| policy.allow(origin.as_str()),
@@ -124,15 +109,21 @@ async fn serve(args: ServeArgs) -> Result<(), hubbub::Error> {
     let config = ServerConfig::default()
         .with_protocol_config(hubbub::ProtocolConfig::default().with_max_message_size(64 * 1024))
         .with_origins(origins);
+    let listen = url(&args.bind, args.port);
+    let cannot_listen = |e: hubbub::Error| {
+        hubbub::Error::from(std::io::Error::other(format!(
+            "cannot listen on {listen}: {e}"
+        )))
+    };
     let (server, scheme) = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
             let tls = hubbub::TlsConfig::from_pem_files(cert, key)?;
-            (
-                Server::bind_tls(&url(&args.bind, args.port), tls).await?,
-                "s",
-            )
+            let server = Server::bind_tls(&listen, tls)
+                .await
+                .map_err(cannot_listen)?;
+            (server, "s")
         }
-        _ => (Server::bind(&url(&args.bind, args.port)).await?, ""),
+        _ => (Server::bind(&listen).await.map_err(cannot_listen)?, ""),
     };
     let server = server.with_config(config).with_http(chat::http);
     let addr = server.local_addr();
@@ -229,14 +220,12 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        match cli.command.unwrap_or(Command::Serve(ServeArgs {
-            bind: "127.0.0.1".into(),
-            port: 8181,
-            allowed_origins: Vec::new(),
-            tls_cert: None,
-            tls_key: None,
-            metrics: None,
-        })) {
+        // No subcommand means `serve`, with its environment variables.
+        let command = cli
+            .command
+            .or_else(|| Cli::parse_from(["hubbub", "serve"]).command)
+            .unwrap_or_else(|| Command::Serve(ServeArgs::default()));
+        match command {
             Command::Serve(args) => serve(args).await,
             Command::Echo(args) => echo(args).await,
             Command::Load(command) => load::run(command).await.map_err(|e| {

@@ -407,3 +407,85 @@ async fn metrics_endpoint_counts_connections_messages_and_refusals() {
     })
     .await;
 }
+
+/// Runs the binary to completion; returns (success, stdout, stderr).
+fn run_hubbub(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_hubbub"))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn settings_come_from_flags_environment_and_file_and_errors_are_clear() {
+    let dir = std::env::temp_dir().join(format!("hubbub-cli-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("hubbub.toml");
+    std::fs::write(
+        &file,
+        "port = 9000\nbind = \"10.0.0.1\"\nallowed_origins = [\"https://a.example\"]\nmetrics = \"127.0.0.1:9100\"\n",
+    )
+    .unwrap();
+    let file_arg = file.to_str().unwrap();
+    let (ok, out, err) = run_hubbub(
+        &[
+            "serve",
+            "--config",
+            file_arg,
+            "--bind",
+            "0.0.0.0",
+            "--print-config",
+        ],
+        &[("HUBBUB_PORT", "9100")],
+    );
+    assert!(ok, "{err}");
+    let effective: toml::Table = toml::from_str(&out).unwrap();
+    assert_eq!(
+        effective["port"].as_integer(),
+        Some(9100),
+        "environment over file"
+    );
+    assert_eq!(
+        effective["bind"].as_str(),
+        Some("0.0.0.0"),
+        "flag over file"
+    );
+    assert_eq!(
+        effective["metrics"].as_str(),
+        Some("127.0.0.1:9100"),
+        "file over default"
+    );
+
+    std::fs::write(&file, "port = \"not a number\"\n").unwrap();
+    let (ok, _, err) = run_hubbub(&["serve", "--config", file_arg], &[]);
+    assert!(!ok && err.contains("hubbub.toml"), "{err}");
+
+    let (ok, _, err) = run_hubbub(&["serve", "--port", "not-a-port"], &[]);
+    assert!(!ok && err.contains("--port"), "{err}");
+
+    let (ok, _, err) = run_hubbub(
+        &[
+            "serve",
+            "--port",
+            "0",
+            "--tls-cert",
+            "/nonexistent/c.pem",
+            "--tls-key",
+            "/nonexistent/k.pem",
+        ],
+        &[],
+    );
+    assert!(!ok && err.contains("/nonexistent/c.pem"), "{err}");
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let (ok, _, err) = run_hubbub(&["serve", "--port", &port], &[]);
+    assert!(!ok && err.contains("cannot listen on"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -43,7 +43,11 @@ async fn close_code_for(addr: SocketAddr, frames: &[u8]) -> Option<u16> {
     request.write(&mut out);
     stream.write_all(&out).await.unwrap();
     let mut input = BytesMut::new();
-    while request.parse_response(&mut input, &Default::default()).unwrap().is_none() {
+    while request
+        .parse_response(&mut input, &Default::default())
+        .unwrap()
+        .is_none()
+    {
         assert!(stream.read_buf(&mut input).await.unwrap() > 0);
     }
     let _ = stream.write_all(frames).await;
@@ -80,7 +84,10 @@ fn frame(b0: u8, payload: &[u8]) -> Vec<u8> {
 async fn canary_is_served(url: &str) {
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     ws.send(Message::text("still fine")).await.unwrap();
-    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("still fine"));
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::text("still fine")
+    );
 }
 
 fn rss_bytes() -> u64 {
@@ -99,18 +106,47 @@ async fn handshake_abuse_gets_the_right_status() {
         let addr = server.addr;
         let many_headers: String = (0..200).map(|i| format!("X-{i}: v\r\n")).collect();
         let cases: Vec<(&str, String, u16)> = vec![
-            ("version 8", UPGRADE.replace("Version: 13", "Version: 8") + "\r\n", 426),
-            ("short key", UPGRADE.replace("dGhlIHNhbXBsZSBub25jZQ==", "c2hvcnQ=") + "\r\n", 400),
-            ("HTTP/1.0", UPGRADE.replace("HTTP/1.1", "HTTP/1.0") + "\r\n", 400),
+            (
+                "version 8",
+                UPGRADE.replace("Version: 13", "Version: 8") + "\r\n",
+                426,
+            ),
+            (
+                "short key",
+                UPGRADE.replace("dGhlIHNhbXBsZSBub25jZQ==", "c2hvcnQ=") + "\r\n",
+                400,
+            ),
+            (
+                "HTTP/1.0",
+                UPGRADE.replace("HTTP/1.1", "HTTP/1.0") + "\r\n",
+                400,
+            ),
             ("POST", UPGRADE.replace("GET", "POST") + "\r\n", 405),
-            ("oversized header", format!("{UPGRADE}X-Big: {}\r\n\r\n", "a".repeat(20_000)), 431),
+            (
+                "oversized header",
+                format!("{UPGRADE}X-Big: {}\r\n\r\n", "a".repeat(20_000)),
+                431,
+            ),
             ("200 headers", format!("{UPGRADE}{many_headers}\r\n"), 431),
-            ("not HTTP", "\x16\x03\x01\x02\x00\x01\x00\x01\x7f\x03\x03\r\n\r\n".to_owned(), 400),
-            ("no Upgrade", "GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_owned(), 426),
+            (
+                "not HTTP",
+                "\x16\x03\x01\x02\x00\x01\x00\x01\x7f\x03\x03\r\n\r\n".to_owned(),
+                400,
+            ),
+            (
+                "no Upgrade",
+                "GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_owned(),
+                426,
+            ),
         ];
         for (name, request, expected) in cases {
             let reply = exchange(addr, request.as_bytes()).await;
-            assert_eq!(status(&reply), expected, "{name}: {}", String::from_utf8_lossy(&reply));
+            assert_eq!(
+                status(&reply),
+                expected,
+                "{name}: {}",
+                String::from_utf8_lossy(&reply)
+            );
         }
         canary_is_served(&server.url("/")).await;
         server.stop().await;
@@ -139,7 +175,10 @@ async fn slowloris_and_silent_connections_are_dropped_at_the_handshake_timeout()
         }
         let mut rest = Vec::new();
         let _ = tokio::time::timeout(Duration::from_secs(2), slow.read_to_end(&mut rest)).await;
-        assert!(dropped || rest.is_empty(), "slowloris got an answer: {rest:?}");
+        assert!(
+            dropped || rest.is_empty(),
+            "slowloris got an answer: {rest:?}"
+        );
         assert!(silent.await.unwrap().is_empty());
         assert!(started.elapsed() < Duration::from_secs(4));
         canary_is_served(&server.url("/")).await;
@@ -151,9 +190,8 @@ async fn slowloris_and_silent_connections_are_dropped_at_the_handshake_timeout()
 #[tokio::test]
 async fn frame_violations_get_the_right_close_code() {
     watchdog(async {
-        let config = common::quick().with_protocol_config(
-            hubbub::ProtocolConfig::default().with_max_message_size(1 << 20),
-        );
+        let config = common::quick()
+            .with_protocol_config(hubbub::ProtocolConfig::default().with_max_message_size(1 << 20));
         let server = start(config, echo).await;
         let addr = server.addr;
         let mut overflow = vec![0x82, 0xFF];
@@ -191,9 +229,8 @@ async fn frame_violations_get_the_right_close_code() {
 #[tokio::test]
 async fn fragment_flood_is_refused_with_bounded_memory() {
     watchdog(async {
-        let config = common::quick().with_protocol_config(
-            hubbub::ProtocolConfig::default().with_max_message_size(1 << 20),
-        );
+        let config = common::quick()
+            .with_protocol_config(hubbub::ProtocolConfig::default().with_max_message_size(1 << 20));
         let server = start(config, echo).await;
         // 100,000 empty fragments, then 2 MiB in one-byte fragments: the
         // empty ones cost nothing, the rest is refused at the 1 MiB limit.
@@ -219,7 +256,10 @@ async fn abrupt_reset_mid_frame_fires_on_close_and_others_continue() {
     watchdog(async {
         let server = start(common::quick(), echo).await;
         let mut stream = TcpStream::connect(server.addr).await.unwrap();
-        stream.write_all(format!("{UPGRADE}\r\n").as_bytes()).await.unwrap();
+        stream
+            .write_all(format!("{UPGRADE}\r\n").as_bytes())
+            .await
+            .unwrap();
         let mut head = vec![0u8; 512];
         let _ = stream.read(&mut head).await.unwrap();
         // Half a frame, then a reset.

@@ -1,0 +1,161 @@
+//! `hubbub serve`'s settings: flags, then environment variables, then the
+//! TOML file named by `--config`, then defaults.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The flags of `hubbub serve`; each can also come from `HUBBUB_*`
+/// environment variables or the `--config` file.
+#[derive(clap::Args, Default)]
+pub(crate) struct ServeArgs {
+    /// A TOML file with any of the settings below (keys as the flags, with
+    /// `_` for `-`; `allowed_origins` is a list).
+    #[arg(long, env = "HUBBUB_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on (use 0.0.0.0 to accept other machines) [default:
+    /// 127.0.0.1].
+    #[arg(long, env = "HUBBUB_BIND")]
+    bind: Option<String>,
+    /// Port to listen on [default: 8181].
+    #[arg(long, env = "HUBBUB_PORT")]
+    port: Option<u16>,
+    /// Also let pages from ORIGIN connect (repeatable, or comma-separated in
+    /// HUBBUB_ALLOWED_ORIGIN; `https://*.example.com` for subdomains). The
+    /// chat's own page, and clients that send no Origin, are always
+    /// allowed; other sites get 403.
+    #[arg(
+        long = "allowed-origin",
+        env = "HUBBUB_ALLOWED_ORIGIN",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
+    allowed_origins: Vec<String>,
+    /// Serve `wss://` and `https://` with this PEM certificate chain (with
+    /// `--tls-key`).
+    #[arg(long, env = "HUBBUB_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key for `--tls-cert`.
+    #[arg(long, env = "HUBBUB_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (for example
+    /// 127.0.0.1:9100).
+    #[arg(long, env = "HUBBUB_METRICS", value_name = "ADDR")]
+    metrics: Option<String>,
+    /// Print the effective settings (as TOML) and exit.
+    #[arg(long)]
+    pub(crate) print_config: bool,
+}
+
+/// The effective settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct Settings {
+    pub(crate) bind: String,
+    pub(crate) port: u16,
+    pub(crate) allowed_origins: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) tls_key: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) metrics: Option<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1".into(),
+            port: 8181,
+            allowed_origins: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            metrics: None,
+        }
+    }
+}
+
+impl Settings {
+    /// Flags and environment (clap has merged those) over the file over
+    /// the defaults.
+    ///
+    /// # Errors
+    /// A message naming the file for an unreadable or invalid file, or an
+    /// unknown key; and for a certificate without a key or the reverse.
+    pub(crate) fn resolve(args: &ServeArgs) -> Result<Self, String> {
+        let file = match &args.config {
+            None => Self::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("config file {}: {e}", path.display()))?;
+                toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))?
+            }
+        };
+        let settings = Self {
+            bind: args.bind.clone().unwrap_or(file.bind),
+            port: args.port.unwrap_or(file.port),
+            allowed_origins: if args.allowed_origins.is_empty() {
+                file.allowed_origins
+            } else {
+                args.allowed_origins.clone()
+            },
+            tls_cert: args.tls_cert.clone().or(file.tls_cert),
+            tls_key: args.tls_key.clone().or(file.tls_key),
+            metrics: args.metrics.clone().or(file.metrics),
+        };
+        if settings.tls_cert.is_some() != settings.tls_key.is_some() {
+            return Err(
+                "a TLS certificate needs its key, and a key its certificate: \
+                        give both --tls-cert and --tls-key"
+                    .into(),
+            );
+        }
+        Ok(settings)
+    }
+
+    /// The settings as TOML.
+    pub(crate) fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let dir = std::env::temp_dir().join(format!("hubbub-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("hubbub.toml");
+        std::fs::write(
+            &path,
+            "port = 9000\nbind = \"0.0.0.0\"\nallowed_origins = [\"https://a.example\"]\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            port: Some(9001),
+            ..ServeArgs::default()
+        };
+        let settings = Settings::resolve(&args).unwrap();
+        assert_eq!(settings.port, 9001);
+        assert_eq!(settings.bind, "0.0.0.0");
+        assert_eq!(settings.allowed_origins, ["https://a.example"]);
+        assert_eq!(
+            toml::from_str::<Settings>(&settings.to_toml()).unwrap(),
+            settings
+        );
+
+        std::fs::write(&path, "prot = 1\n").unwrap();
+        let err = Settings::resolve(&args).err().unwrap();
+        assert!(err.contains("hubbub.toml") && err.contains("prot"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+
+        let half = ServeArgs {
+            tls_cert: Some("cert.pem".into()),
+            ..ServeArgs::default()
+        };
+        assert!(Settings::resolve(&half).unwrap_err().contains("--tls-key"));
+    }
+}
