@@ -132,3 +132,36 @@ async fn hook_rejects_with_status_and_headers_or_accepts_with_extras() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn several_endpoints_on_one_port_each_with_its_handlers() {
+    watchdog(async {
+        let server = start(common::quick(), |socket| match socket.info().path() {
+            "/echo" => common::echo(socket),
+            "/upper" => socket.on_message(|conn, text| {
+                let _ = conn.send(text.to_uppercase());
+            }),
+            _ => {
+                let _ = socket.connection().close_with(4404, "no such endpoint");
+            }
+        })
+        .await;
+        use futures_util::SinkExt;
+        for (path, expected) in [("/echo", "Hi"), ("/upper", "HI")] {
+            let (mut ws, _) = tokio_tungstenite::connect_async(server.url(path))
+                .await
+                .unwrap();
+            ws.send(Message::text("Hi")).await.unwrap();
+            assert_eq!(ws.next().await.unwrap().unwrap(), Message::text(expected));
+        }
+        let (mut ws, _) = tokio_tungstenite::connect_async(server.url("/nope"))
+            .await
+            .unwrap();
+        match ws.next().await.unwrap().unwrap() {
+            Message::Close(Some(frame)) => assert_eq!(u16::from(frame.code), 4404),
+            other => panic!("{other:?}"),
+        }
+        server.stop().await;
+    })
+    .await;
+}
