@@ -118,6 +118,7 @@ async fn serve(args: ServeArgs) -> Result<(), hubbub::Error> {
     let (server, scheme) = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
             let tls = hubbub::TlsConfig::from_pem_files(cert, key)?;
+            tokio::spawn(reload_certificates(tls.clone()));
             let server = Server::bind_tls(&listen, tls)
                 .await
                 .map_err(cannot_listen)?;
@@ -138,6 +139,51 @@ async fn serve(args: ServeArgs) -> Result<(), hubbub::Error> {
         let _ = task.await;
     }
     result
+}
+
+/// Reloads the certificate on SIGHUP, and when either file changes
+/// (checked every 10 s). A failed reload is logged and the old certificate
+/// stays.
+async fn reload_certificates(tls: hubbub::TlsConfig) {
+    let Some((cert, key)) = tls.files().map(|(c, k)| (c.to_owned(), k.to_owned())) else {
+        return;
+    };
+    let stamp =
+        || [&cert, &key].map(|path| std::fs::metadata(path).and_then(|m| m.modified()).ok());
+    let mut seen = stamp();
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut interval = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        #[cfg(unix)]
+        let hup = async {
+            match hangup.as_mut() {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hup = std::future::pending::<()>();
+        let why = tokio::select! {
+            () = hup => "SIGHUP",
+            _ = interval.tick() => {
+                let now = stamp();
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+                "the files changed"
+            }
+        };
+        match tls.reload() {
+            Ok(()) => tracing::info!("certificate reloaded ({why})"),
+            Err(e) => {
+                tracing::error!("certificate reload failed ({why}), keeping the old one: {e}")
+            }
+        }
+    }
 }
 
 /// A small server of its own answering `GET /metrics` with `of`'s metrics.

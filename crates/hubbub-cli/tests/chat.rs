@@ -283,23 +283,28 @@ async fn serve_over_tls_with_cert_files() {
             .and_then(|rest| rest.split_whitespace().next())
             .unwrap_or_else(|| panic!("{first}"))
             .to_owned();
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(certified.cert.der().clone()).unwrap();
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let tcp = TcpStream::connect(&addr).await.unwrap();
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(
-                rustls::pki_types::ServerName::try_from("localhost").unwrap(),
-                tcp,
-            )
-            .await
-            .unwrap();
+        let connect = |trusted: rustls::pki_types::CertificateDer<'static>| {
+            let addr = addr.clone();
+            async move {
+                let mut roots = rustls::RootCertStore::empty();
+                roots.add(trusted).unwrap();
+                let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+                let tcp = TcpStream::connect(&addr).await.unwrap();
+                tokio_rustls::TlsConnector::from(Arc::new(config))
+                    .connect(
+                        rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+                        tcp,
+                    )
+                    .await
+            }
+        };
+        let tls = connect(certified.cert.der().clone()).await.unwrap();
         let (mut ws, _) = tokio_tungstenite::client_async("wss://localhost/", tls)
             .await
             .unwrap();
@@ -307,6 +312,32 @@ async fn serve_over_tls_with_cert_files() {
             next_text(&mut ws).await,
             "You have just joined the conversation."
         );
+
+        // New files and a SIGHUP: new connections get the new certificate.
+        let renewed = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        std::fs::write(&cert, renewed.cert.pem()).unwrap();
+        std::fs::write(&key, renewed.key_pair.serialize_pem()).unwrap();
+        let pid = child.id().unwrap().to_string();
+        assert!(
+            std::process::Command::new("kill")
+                .args(["-HUP", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let mut reloaded = false;
+        for _ in 0..50 {
+            if connect(renewed.cert.der().clone()).await.is_ok() {
+                reloaded = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            reloaded,
+            "the renewed certificate was not served after SIGHUP"
+        );
+        assert!(connect(certified.cert.der().clone()).await.is_err());
         let _ = std::fs::remove_dir_all(&dir);
         drop(child);
     })

@@ -1,12 +1,14 @@
 //! TLS (`wss://`) with rustls: TLS 1.3 and 1.2 only, the `ring` provider.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
+use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
+use tokio_rustls::rustls::sign::CertifiedKey;
 
 use crate::error::{Error, Kind};
 
@@ -24,6 +26,50 @@ use crate::error::{Error, Kind};
 #[derive(Clone)]
 pub struct TlsConfig {
     pub(crate) acceptor: TlsAcceptor,
+    /// The certificate in use, replaceable while the server runs (`None`
+    /// for a configuration from [`TlsConfig::from_rustls`]).
+    current: Option<Arc<Current>>,
+    /// The files it was loaded from, for [`TlsConfig::reload`].
+    files: Option<(PathBuf, PathBuf)>,
+}
+
+/// Hands every new TLS handshake the certificate in force.
+#[derive(Debug)]
+struct Current(RwLock<Arc<CertifiedKey>>);
+
+impl ResolvesServerCert for Current {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.read().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Parses PEM into a certificate and key that match.
+fn certified(cert_chain: &[u8], key: &[u8]) -> Result<CertifiedKey, Error> {
+    let certs = CertificateDer::pem_slice_iter(cert_chain)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| tls_error(format!("certificate PEM: {e}")))?;
+    let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| tls_error(format!("key PEM: {e}")))?;
+    certified_der(certs, key)
+}
+
+fn certified_der(
+    cert_chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<CertifiedKey, Error> {
+    if cert_chain.is_empty() {
+        return Err(tls_error("no certificate in the chain"));
+    }
+    let certified = CertifiedKey::from_der(cert_chain, key, &provider()).map_err(tls_error)?;
+    certified.keys_match().map_err(tls_error)?;
+    Ok(certified)
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, Error> {
+    std::fs::read(path).map_err(|e| tls_error(format!("{}: {e}", path.display())))
 }
 
 impl std::fmt::Debug for TlsConfig {
@@ -44,15 +90,10 @@ impl TlsConfig {
     /// [`Error::is_tls`] when the PEM holds no certificate or no key, or
     /// they do not match.
     pub fn from_pem(cert_chain: &[u8], key: &[u8]) -> Result<Self, Error> {
-        let certs = CertificateDer::pem_slice_iter(cert_chain)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| tls_error(format!("certificate PEM: {e}")))?;
-        let key =
-            PrivateKeyDer::from_pem_slice(key).map_err(|e| tls_error(format!("key PEM: {e}")))?;
-        Self::from_der(certs, key)
+        Self::from_certified(certified(cert_chain, key)?)
     }
 
-    /// From PEM files.
+    /// From PEM files; [`TlsConfig::reload`] reads them again.
     ///
     /// # Errors
     /// [`Error::is_tls`] when a file cannot be read or holds no usable
@@ -61,10 +102,10 @@ impl TlsConfig {
         cert_chain: impl AsRef<Path>,
         key: impl AsRef<Path>,
     ) -> Result<Self, Error> {
-        let read = |path: &Path| {
-            std::fs::read(path).map_err(|e| tls_error(format!("{}: {e}", path.display())))
-        };
-        Self::from_pem(&read(cert_chain.as_ref())?, &read(key.as_ref())?)
+        let (cert_path, key_path) = (cert_chain.as_ref(), key.as_ref());
+        let mut config = Self::from_pem(&read(cert_path)?, &read(key_path)?)?;
+        config.files = Some((cert_path.to_owned(), key_path.to_owned()));
+        Ok(config)
     }
 
     /// From DER certificates and key.
@@ -75,25 +116,68 @@ impl TlsConfig {
         cert_chain: Vec<CertificateDer<'static>>,
         key: PrivateKeyDer<'static>,
     ) -> Result<Self, Error> {
-        if cert_chain.is_empty() {
-            return Err(tls_error("no certificate in the chain"));
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(tls_error)?
-            .with_no_client_auth()
-            .with_single_cert(cert_chain, key)
-            .map_err(tls_error)?;
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(Self::from_rustls(Arc::new(config)))
+        Self::from_certified(certified_der(cert_chain, key)?)
     }
 
     /// From a rustls configuration of your own (client certificates,
-    /// certificate resolvers…).
+    /// certificate resolvers…). It cannot be reloaded by hubbub.
     pub fn from_rustls(config: Arc<rustls::ServerConfig>) -> Self {
         Self {
             acceptor: TlsAcceptor::from(config),
+            current: None,
+            files: None,
         }
+    }
+
+    fn from_certified(certified: CertifiedKey) -> Result<Self, Error> {
+        let current = Arc::new(Current(RwLock::new(Arc::new(certified))));
+        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(tls_error)?
+            .with_no_client_auth()
+            .with_cert_resolver(current.clone());
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Self {
+            acceptor: TlsAcceptor::from(Arc::new(config)),
+            current: Some(current),
+            files: None,
+        })
+    }
+
+    /// Reads the certificate and key again from the files this
+    /// configuration was made from, and uses them for every new connection
+    /// (open ones keep theirs). On any error the old certificate stays.
+    ///
+    /// # Errors
+    /// [`Error::is_tls`] when the files cannot be read or do not match, or
+    /// when the configuration did not come from files.
+    pub fn reload(&self) -> Result<(), Error> {
+        let Some((cert, key)) = &self.files else {
+            return Err(tls_error(
+                "this TLS configuration was not loaded from files",
+            ));
+        };
+        self.replace(&read(cert)?, &read(key)?)
+    }
+
+    /// Uses a new certificate and key (PEM) for every new connection.
+    ///
+    /// # Errors
+    /// [`Error::is_tls`] as for [`TlsConfig::from_pem`], or for a
+    /// configuration from [`TlsConfig::from_rustls`].
+    pub fn replace(&self, cert_chain: &[u8], key: &[u8]) -> Result<(), Error> {
+        let Some(current) = &self.current else {
+            return Err(tls_error(
+                "a rustls configuration of your own cannot be replaced here",
+            ));
+        };
+        let fresh = certified(cert_chain, key)?;
+        *current.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
+        Ok(())
+    }
+
+    /// The files this configuration was loaded from, if any.
+    pub fn files(&self) -> Option<(&Path, &Path)> {
+        self.files.as_ref().map(|(c, k)| (c.as_path(), k.as_path()))
     }
 }

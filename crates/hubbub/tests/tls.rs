@@ -137,3 +137,47 @@ async fn tls_misconfiguration_is_a_clear_error() {
     let err = Server::bind("wss://127.0.0.1:0").await.err().unwrap();
     assert!(err.is_invalid_argument(), "{err}");
 }
+
+#[tokio::test]
+async fn certificate_reload_applies_to_new_connections() {
+    watchdog(async {
+        let (a, b) = (self_signed(), self_signed());
+        let dir = std::env::temp_dir().join(format!("hubbub-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert, &a.cert_pem).unwrap();
+        std::fs::write(&key, &a.key_pem).unwrap();
+        let tls = TlsConfig::from_pem_files(&cert, &key).unwrap();
+        let server = Server::bind_tls("wss://127.0.0.1:0", tls.clone())
+            .await
+            .unwrap();
+        let addr = server.local_addr();
+        let handle = server.handle();
+        let task = tokio::spawn(server.start(|_| {}));
+        let handshake = |trusted: &Cert| {
+            let connector = connector(trusted, &[&rustls::version::TLS13]);
+            async move {
+                let tcp = TcpStream::connect(addr).await.unwrap();
+                connector
+                    .connect(ServerName::try_from("localhost").unwrap(), tcp)
+                    .await
+                    .is_ok()
+            }
+        };
+        assert!(handshake(&a).await);
+        assert!(!handshake(&b).await);
+        // A broken file keeps the old certificate.
+        std::fs::write(&key, "garbage").unwrap();
+        assert!(tls.reload().unwrap_err().is_tls());
+        assert!(handshake(&a).await);
+        std::fs::write(&cert, &b.cert_pem).unwrap();
+        std::fs::write(&key, &b.key_pem).unwrap();
+        tls.reload().unwrap();
+        assert!(handshake(&b).await);
+        assert!(!handshake(&a).await);
+        handle.shutdown();
+        task.await.unwrap().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}
