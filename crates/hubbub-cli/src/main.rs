@@ -115,20 +115,50 @@ async fn serve(args: ServeArgs) -> Result<(), hubbub::Error> {
             "cannot listen on {listen}: {e}"
         )))
     };
-    let (server, scheme) = match (&args.tls_cert, &args.tls_key) {
+    let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
             let tls = hubbub::TlsConfig::from_pem_files(cert, key)?;
             tokio::spawn(reload_certificates(tls.clone()));
-            let server = Server::bind_tls(&listen, tls)
-                .await
-                .map_err(cannot_listen)?;
-            (server, "s")
+            Some(tls)
         }
-        _ => (Server::bind(&listen).await.map_err(cannot_listen)?, ""),
+        _ => None,
+    };
+    let server = match (&tls, args.tls_port) {
+        (Some(tls), None) => Server::bind_tls(&listen, tls.clone()).await,
+        _ => Server::bind(&listen).await,
+    }
+    .map_err(cannot_listen)?;
+    let server = match (tls, args.tls_port) {
+        (Some(tls), Some(port)) => {
+            let secure = url(&args.bind, port).replacen("ws://", "wss://", 1);
+            let server = server.also_listen(&secure, Some(tls)).await.map_err(|e| {
+                hubbub::Error::from(std::io::Error::other(format!(
+                    "cannot listen on {secure}: {e}"
+                )))
+            })?;
+            let addrs = server.local_addrs();
+            println!(
+                "chat server on ws://{} (page: http://{}/)",
+                addrs[0], addrs[0]
+            );
+            println!(
+                "chat server on wss://{} (page: https://{}/)",
+                addrs[1], addrs[1]
+            );
+            server
+        }
+        (Some(_), None) => {
+            let addr = server.local_addr();
+            println!("chat server on wss://{addr} (page: https://{addr}/)");
+            server
+        }
+        (None, _) => {
+            let addr = server.local_addr();
+            println!("chat server on ws://{addr} (page: http://{addr}/)");
+            server
+        }
     };
     let server = server.with_config(config).with_http(chat::http);
-    let addr = server.local_addr();
-    println!("chat server on ws{scheme}://{addr} (page: http{scheme}://{addr}/)");
     let metrics = match &args.metrics {
         Some(at) => Some(metrics_server(at, server.handle()).await?),
         None => None,

@@ -38,6 +38,10 @@ pub(crate) struct ServeArgs {
     /// The PEM private key for `--tls-cert`.
     #[arg(long, env = "HUBBUB_TLS_KEY", value_name = "FILE")]
     tls_key: Option<PathBuf>,
+    /// With a certificate: serve TLS on this port and keep plain `ws://` on
+    /// `--port` (otherwise `--port` itself is TLS).
+    #[arg(long, env = "HUBBUB_TLS_PORT")]
+    tls_port: Option<u16>,
     /// Serve Prometheus metrics at http://ADDR/metrics (for example
     /// 127.0.0.1:9100).
     #[arg(long, env = "HUBBUB_METRICS", value_name = "ADDR")]
@@ -59,6 +63,8 @@ pub(crate) struct Settings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) tls_key: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) tls_port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) metrics: Option<String>,
 }
 
@@ -70,6 +76,7 @@ impl Default for Settings {
             allowed_origins: Vec::new(),
             tls_cert: None,
             tls_key: None,
+            tls_port: None,
             metrics: None,
         }
     }
@@ -101,8 +108,12 @@ impl Settings {
             },
             tls_cert: args.tls_cert.clone().or(file.tls_cert),
             tls_key: args.tls_key.clone().or(file.tls_key),
+            tls_port: args.tls_port.or(file.tls_port),
             metrics: args.metrics.clone().or(file.metrics),
         };
+        if settings.tls_port.is_some() && settings.tls_cert.is_none() {
+            return Err("--tls-port needs --tls-cert and --tls-key".into());
+        }
         if settings.tls_cert.is_some() != settings.tls_key.is_some() {
             return Err(
                 "a TLS certificate needs its key, and a key its certificate: \

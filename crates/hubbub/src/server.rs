@@ -39,6 +39,8 @@ use tokio::task::JoinSet;
 pub struct Server {
     listener: TcpListener,
     tls: Option<TlsConfig>,
+    /// More listeners served by the same server, each plain or TLS.
+    extra: Vec<(TcpListener, Option<TlsConfig>)>,
     local_addr: SocketAddr,
     config: ServerConfig,
     shared: Arc<ServerShared>,
@@ -251,6 +253,41 @@ impl Server {
         Ok(Self::from_listener(listener)?.with_tls(tls))
     }
 
+    /// Also listens on `url` (`ws://` or, with `tls`, `wss://`): one server,
+    /// one set of handlers, clients and topics, on several addresses, such
+    /// as plain and TLS side by side.
+    ///
+    /// ```no_run
+    /// # async fn f(tls: hubbub::TlsConfig) -> Result<(), hubbub::Error> {
+    /// let server = hubbub::Server::bind("ws://0.0.0.0:8080")
+    ///     .await?
+    ///     .also_listen("wss://0.0.0.0:8443", Some(tls))
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Server::bind`]; a `wss://` URL without `tls`, or `tls` with a
+    /// `ws://` URL, is an invalid argument.
+    pub async fn also_listen(mut self, url: &str, tls: Option<TlsConfig>) -> Result<Self, Error> {
+        let (host, port, secure) = parse_url(url)?;
+        if secure != tls.is_some() {
+            return Err(Error::new(Kind::InvalidUrl(format!(
+                "{url}: use wss:// with a TLS configuration and ws:// without"
+            ))));
+        }
+        let listener = TcpListener::bind((host.as_str(), port)).await?;
+        self.extra.push((listener, tls));
+        Ok(self)
+    }
+
+    /// Every address the server listens on, the first one first.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        std::iter::once(self.local_addr)
+            .chain(self.extra.iter().filter_map(|(l, _)| l.local_addr().ok()))
+            .collect()
+    }
+
     /// Serves TLS on this server's listener (every connection is `wss://`).
     #[must_use]
     pub fn with_tls(mut self, tls: TlsConfig) -> Self {
@@ -267,6 +304,7 @@ impl Server {
         Ok(Self {
             listener,
             tls: None,
+            extra: Vec::new(),
             local_addr,
             config: ServerConfig::default(),
             shared: Arc::new(ServerShared {
@@ -444,11 +482,15 @@ impl Server {
         loop {
             tokio::select! {
                 () = &mut stopped => break,
-                accepted = self.listener.accept() => match accepted {
+                (which, accepted) = accept_any(&self.listener, &self.extra) => match accepted {
                     Ok((stream, peer)) => {
                         backoff = Duration::from_millis(10);
                         let ctx = (setup.clone(), config.clone(), self.shared.clone());
-                        tasks.spawn(handle_connection(stream, peer, ctx, self.tls.clone()));
+                        let tls = match which {
+                            None => self.tls.clone(),
+                            Some(i) => self.extra[i].1.clone(),
+                        };
+                        tasks.spawn(handle_connection(stream, peer, ctx, tls));
                     }
                     Err(e) => {
                         // EMFILE and friends: wait instead of spinning.
@@ -461,6 +503,7 @@ impl Server {
             }
         }
         drop(self.listener);
+        drop(self.extra);
         for task in [keepalive, address_sweep].into_iter().flatten() {
             task.abort();
         }
@@ -496,6 +539,25 @@ impl Server {
         tracing::info!("server stopped");
         Ok(())
     }
+}
+
+/// Waits for a connection on any listener; `None` names the first one.
+async fn accept_any(
+    first: &TcpListener,
+    extra: &[(TcpListener, Option<TlsConfig>)],
+) -> (Option<usize>, std::io::Result<(TcpStream, SocketAddr)>) {
+    std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(result) = first.poll_accept(cx) {
+            return std::task::Poll::Ready((None, result));
+        }
+        for (i, (listener, _)) in extra.iter().enumerate() {
+            if let std::task::Poll::Ready(result) = listener.poll_accept(cx) {
+                return std::task::Poll::Ready((Some(i), result));
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 /// What each connection task needs from the server.

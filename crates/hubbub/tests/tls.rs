@@ -181,3 +181,62 @@ async fn certificate_reload_applies_to_new_connections() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn one_server_serves_plain_and_tls_side_by_side() {
+    watchdog(async {
+        let cert = self_signed();
+        let tls = TlsConfig::from_pem(cert.cert_pem.as_bytes(), cert.key_pem.as_bytes()).unwrap();
+        let server = Server::bind("ws://127.0.0.1:0")
+            .await
+            .unwrap()
+            .also_listen("wss://127.0.0.1:0", Some(tls.clone()))
+            .await
+            .unwrap();
+        assert!(
+            Server::bind("ws://127.0.0.1:0")
+                .await
+                .unwrap()
+                .also_listen("ws://127.0.0.1:0", Some(tls))
+                .await
+                .err()
+                .unwrap()
+                .is_invalid_argument()
+        );
+        let addrs = server.local_addrs();
+        assert_eq!(addrs.len(), 2);
+        let handle = server.handle();
+        let task = tokio::spawn(server.start(|socket| {
+            socket.on_message(|conn, text| {
+                let _ = conn.server().broadcast(text);
+            });
+        }));
+        let (mut plain, _) = tokio_tungstenite::connect_async(format!("ws://{}/", addrs[0]))
+            .await
+            .unwrap();
+        let tcp = TcpStream::connect(addrs[1]).await.unwrap();
+        let stream = connector(&cert, &[&rustls::version::TLS13])
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        let (mut secure, _) = tokio_tungstenite::client_async("wss://localhost/", stream)
+            .await
+            .unwrap();
+        while handle.client_count() < 2 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        // One server: a message from the TLS side reaches the plain side.
+        secure.send(Message::text("from wss")).await.unwrap();
+        assert_eq!(
+            plain.next().await.unwrap().unwrap(),
+            Message::text("from wss")
+        );
+        assert_eq!(
+            secure.next().await.unwrap().unwrap(),
+            Message::text("from wss")
+        );
+        handle.shutdown();
+        task.await.unwrap().unwrap();
+    })
+    .await;
+}
