@@ -5,6 +5,8 @@
 // usage: node chat.cjs HUBBUB_BINARY SCREENSHOT.png
 const { chromium } = require('playwright-core');
 const { spawn } = require('child_process');
+const crypto = require('crypto');
+const fs = require('fs');
 const net = require('net');
 const assert = require('assert');
 
@@ -19,8 +21,8 @@ function freePort() {
   });
 }
 
-function startServer(port) {
-  const child = spawn(binary, ['serve', '--port', String(port)], { stdio: ['ignore', 'pipe', 'inherit'] });
+function startServer(port, extra = []) {
+  const child = spawn(binary, ['serve', '--port', String(port), ...extra], { stdio: ['ignore', 'pipe', 'inherit'] });
   return new Promise((resolve, reject) => {
     child.stdout.on('data', (d) => { if (String(d).includes('chat server on')) resolve(child); });
     child.on('exit', (code) => reject(new Error(`hubbub exited with ${code}`)));
@@ -42,10 +44,19 @@ async function main() {
   const port = await freePort();
   let server = await startServer(port);
   const base = `http://127.0.0.1:${port}`;
+  // A test certificate (made by the Rust side of the test) that Chromium
+  // trusts by its public-key pin, for the wss:// part.
+  const certFile = process.env.HUBBUB_TEST_CERT;
+  const keyFile = process.env.HUBBUB_TEST_KEY;
+  const pinArgs = [];
+  if (certFile) {
+    const spki = new crypto.X509Certificate(fs.readFileSync(certFile)).publicKey.export({ type: 'spki', format: 'der' });
+    pinArgs.push(`--ignore-certificate-errors-spki-list=${crypto.createHash('sha256').update(spki).digest('base64')}`);
+  }
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      '--disable-background-networking', '--disable-component-update', '--disable-sync', ...pinArgs],
   });
   try {
     const context = await browser.newContext({ viewport: { width: 900, height: 620 } });
@@ -98,6 +109,22 @@ async function main() {
     await a.waitForSelector('#state.online', { timeout: 20000 });
     await send(a, 'back again');
     await a.waitForFunction(() => [...document.querySelectorAll('.msg .text')].some((n) => n.textContent === 'back again'));
+    if (certFile) {
+      // The page over https:// connects with wss:// on its own.
+      const tlsPort = await freePort();
+      const tlsServer = await startServer(tlsPort, ['--tls-cert', certFile, '--tls-key', keyFile]);
+      try {
+        const c = await context.newPage();
+        await c.goto(`https://localhost:${tlsPort}/secure`);
+        await c.waitForSelector('#state.online');
+        await send(c, 'over wss');
+        await c.waitForFunction(() => [...document.querySelectorAll('.msg .text')].some((n) => n.textContent === 'over wss'));
+        const extensions = await c.evaluate(() => document.documentElement.dataset.extensions);
+        assert.ok(extensions.includes('permessage-deflate'), `extensions over TLS: ${extensions}`);
+      } finally {
+        await stopServer(tlsServer);
+      }
+    }
     console.log('browser chat: ok');
   } finally {
     await browser.close();

@@ -10,7 +10,17 @@ fn chat_page_in_headless_chromium() {
     let artifacts = root.join("artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
     let screenshot = artifacts.join("chat.png");
+    // A test certificate for the wss:// part; Chromium trusts it by pin.
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert, key) = (
+        artifacts.join("test-cert.pem"),
+        artifacts.join("test-key.pem"),
+    );
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
     let output = Command::new("node")
+        .env("HUBBUB_TEST_CERT", &cert)
+        .env("HUBBUB_TEST_KEY", &key)
         .env("NODE_PATH", root.join(".cache/node/node_modules"))
         .arg(root.join("tests/browser/chat.cjs"))
         .arg(env!("CARGO_BIN_EXE_hubbub"))
