@@ -582,13 +582,25 @@ async fn handle_connection<F>(
     let ctx: ConnectionContext = (setup, config, shared);
     match tls {
         None => serve_socket(stream, peer, local, false, ctx).await,
-        Some(tls) => {
-            // The TLS handshake counts against the handshake timeout too.
-            match tokio::time::timeout(timeout, tls.acceptor.accept(stream)).await {
-                Ok(Ok(stream)) => serve_socket(stream, peer, local, true, ctx).await,
-                Ok(Err(e)) => tracing::info!(%peer, "TLS handshake failed: {e}"),
-                Err(_) => tracing::debug!(%peer, "TLS handshake timeout: dropping connection"),
-            }
-        }
+        // Boxed: the TLS handshake's state is large, and an unboxed branch
+        // would make every task, plain ones included, that much bigger
+        // (measured: 2.3 KiB per idle connection).
+        Some(tls) => Box::pin(serve_tls(stream, peer, local, timeout, tls, ctx)).await,
+    }
+}
+
+/// The TLS handshake (within the handshake timeout), then the connection.
+async fn serve_tls(
+    stream: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    timeout: Duration,
+    tls: TlsConfig,
+    ctx: ConnectionContext,
+) {
+    match tokio::time::timeout(timeout, tls.acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => serve_socket(stream, peer, local, true, ctx).await,
+        Ok(Err(e)) => tracing::info!(%peer, "TLS handshake failed: {e}"),
+        Err(_) => tracing::debug!(%peer, "TLS handshake timeout: dropping connection"),
     }
 }
