@@ -28,6 +28,10 @@ enum Command {
     /// Echoes every text and binary message back (for Autobahn and
     /// benchmarks).
     Echo(EchoArgs),
+    /// Forwards every text and binary message, unchanged, to every
+    /// connected client, sender included (the broadcast benchmark's
+    /// server).
+    Relay(EchoArgs),
     /// Generates load against a server and reports what it measured.
     #[command(subcommand)]
     Load(load::LoadCommand),
@@ -266,6 +270,30 @@ async fn echo(args: EchoArgs) -> Result<(), hubbub::Error> {
         .await
 }
 
+async fn relay(args: EchoArgs) -> Result<(), hubbub::Error> {
+    let protocol = hubbub_proto_config(&args);
+    let config = ServerConfig::default()
+        .with_protocol_config(protocol)
+        .with_max_queue_bytes(args.max_message_size.saturating_mul(4));
+    let server = Server::bind(&url(&args.bind, args.port))
+        .await?
+        .with_config(config);
+    println!("relay server on ws://{}", server.local_addr());
+    server
+        .start_until(
+            |socket| {
+                socket.on_message(|conn, text| {
+                    conn.server().broadcast(text);
+                });
+                socket.on_binary(|conn, data| {
+                    conn.server().broadcast(data);
+                });
+            },
+            shutdown_signal(),
+        )
+        .await
+}
+
 fn hubbub_proto_config(args: &EchoArgs) -> hubbub::ProtocolConfig {
     let max_message_size = args.max_message_size;
     // The echo server exists for conformance runs and benchmarks: compress
@@ -304,6 +332,7 @@ fn main() -> ExitCode {
         match command {
             Command::Serve(args) => serve(args).await,
             Command::Echo(args) => echo(args).await,
+            Command::Relay(args) => relay(args).await,
             Command::Load(command) => load::run(command).await.map_err(|e| {
                 eprintln!("hubbub load: {e}");
                 hubbub::Error::from(std::io::Error::other(e))

@@ -5,6 +5,7 @@
 //! percentiles and CPU per message; `connections` opens N connections and
 //! reports the server's memory per connection.
 
+mod broadcast;
 mod client;
 mod stats;
 
@@ -25,6 +26,9 @@ pub(crate) enum LoadCommand {
     Echo(EchoLoad),
     /// Opens N connections and reports the server's memory per connection.
     Connections(ConnectionsLoad),
+    /// One publisher and N subscribers on a relay server (`hubbub relay`):
+    /// deliveries per second and delivery latency, order checked.
+    Broadcast(broadcast::BroadcastLoad),
 }
 
 /// Options of `hubbub load echo`.
@@ -351,6 +355,7 @@ pub(crate) async fn run(command: LoadCommand) -> Result<(), String> {
     match command {
         LoadCommand::Echo(options) => echo(options).await,
         LoadCommand::Connections(options) => connections(options).await,
+        LoadCommand::Broadcast(options) => broadcast::run(options).await,
     }
 }
 

@@ -1,0 +1,111 @@
+//! A smoke run of `hubbub load` against `hubbub echo` and `hubbub relay`,
+//! so that the load generator keeps working (numbers are BENCHMARKS.md's).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+/// Starts `hubbub <mode> --port 0`; returns the child and its address.
+fn server(mode: &str) -> (std::process::Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hubbub"))
+        .args([mode, "--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line.trim().rsplit("ws://").next().unwrap().to_owned();
+    (child, addr)
+}
+
+/// Runs `hubbub load ...` and returns its JSON line.
+fn load(args: &[&str]) -> serde_json::Value {
+    let output = Command::new(env!("CARGO_BIN_EXE_hubbub"))
+        .arg("load")
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+}
+
+#[test]
+fn load_generator_smoke() {
+    let (mut echo, addr) = server("echo");
+    let url = format!("ws://{addr}/");
+    let pid = echo.id().to_string();
+    let result = load(&[
+        "echo",
+        "--url",
+        &url,
+        "-n",
+        "4",
+        "-k",
+        "4",
+        "-s",
+        "100",
+        "-d",
+        "0.5",
+        "--server-pid",
+        &pid,
+    ]);
+    assert!(result["messages"].as_u64().unwrap() > 0, "{result}");
+    let result = load(&[
+        "echo",
+        "--url",
+        &url,
+        "-n",
+        "2",
+        "-s",
+        "20000",
+        "-d",
+        "0.3",
+        "--deflate",
+        "--binary",
+    ]);
+    assert_eq!(result["deflate"], true, "{result}");
+    let result = load(&[
+        "connections",
+        "--url",
+        &url,
+        "-n",
+        "50",
+        "--message",
+        "64",
+        "--server-pid",
+        &pid,
+    ]);
+    assert_eq!(result["connections"], 50, "{result}");
+    echo.kill().unwrap();
+    let _ = echo.wait();
+
+    let (mut relay, addr) = server("relay");
+    let url = format!("ws://{addr}/");
+    let result = load(&[
+        "broadcast",
+        "--url",
+        &url,
+        "-n",
+        "20",
+        "-w",
+        "4",
+        "-d",
+        "0.5",
+    ]);
+    let published = result["published"].as_u64().unwrap();
+    assert!(published > 0);
+    assert_eq!(
+        result["deliveries"].as_u64().unwrap(),
+        published * 20,
+        "{result}"
+    );
+    relay.kill().unwrap();
+    let _ = relay.wait();
+}
