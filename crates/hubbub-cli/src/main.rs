@@ -309,7 +309,9 @@ fn hubbub_proto_config(args: &EchoArgs) -> hubbub::ProtocolConfig {
 }
 
 fn main() -> ExitCode {
+    // Logs go to stderr; stdout carries the address lines and load results.
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

@@ -463,7 +463,23 @@ impl Server {
         F: Fn(&mut Socket) + Send + Sync + 'static,
     {
         let setup = Arc::new(setup);
-        let config = Arc::new(self.config);
+        let mut config = self.config;
+        if let Some(limit) = open_files_limit() {
+            // Keep some descriptors for handshakes in progress, the
+            // listener, the runtime and the log: past the cap, upgrades get
+            // 503 instead of the process running out of descriptors.
+            let usable = limit.saturating_sub((limit / 4).min(64)) as usize;
+            tracing::info!(limit, "open-files limit");
+            if config.max_connections > usable {
+                tracing::warn!(
+                    max_connections = config.max_connections,
+                    usable,
+                    "max_connections is above what the open-files limit allows; using {usable}"
+                );
+                config.max_connections = usable;
+            }
+        }
+        let config = Arc::new(config);
         let mut tasks = JoinSet::new();
         let mut backoff = Duration::from_millis(10);
         tracing::info!(addr = %self.local_addr, "listening");
@@ -539,6 +555,13 @@ impl Server {
         tracing::info!("server stopped");
         Ok(())
     }
+}
+
+/// The soft limit on open files of this process, from `/proc` (Linux).
+fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
 }
 
 /// Waits for a connection on any listener; `None` names the first one.

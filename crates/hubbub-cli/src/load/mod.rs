@@ -29,6 +29,72 @@ pub(crate) enum LoadCommand {
     /// One publisher and N subscribers on a relay server (`hubbub relay`):
     /// deliveries per second and delivery latency, order checked.
     Broadcast(broadcast::BroadcastLoad),
+    /// Upgrades per second with C concurrent connectors (each connection is
+    /// closed right after its upgrade).
+    Handshakes(HandshakesLoad),
+}
+
+/// Options of `hubbub load handshakes`.
+#[derive(Args)]
+pub(crate) struct HandshakesLoad {
+    /// The server.
+    #[arg(long, default_value = "ws://127.0.0.1:9001/")]
+    url: String,
+    /// Concurrent connectors.
+    #[arg(short = 'c', long, default_value_t = 8)]
+    concurrency: usize,
+    /// Seconds to run.
+    #[arg(short, long, default_value_t = 5.0)]
+    duration: f64,
+}
+
+async fn handshakes(options: HandshakesLoad) -> Result<(), String> {
+    let (addr, path) = split_url(&options.url)?;
+    let addr = Arc::new((addr, path));
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs_f64(options.duration);
+    let mut tasks = Vec::new();
+    for _ in 0..options.concurrency {
+        let addr = addr.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut histogram = stats::histogram();
+            let mut done = 0u64;
+            while Instant::now() < deadline {
+                let begun = Instant::now();
+                let client = Client::connect(&addr.0, &addr.1, false)
+                    .await
+                    .map_err(|e| format!("upgrade {done}: {e}"))?;
+                let _ = histogram.record(begun.elapsed().as_micros().max(1) as u64);
+                done += 1;
+                client.close().await;
+            }
+            Ok::<_, String>((done, histogram))
+        }));
+    }
+    let mut histogram = stats::histogram();
+    let mut upgrades = 0;
+    for task in tasks {
+        let (done, h) = task.await.map_err(|e| e.to_string())??;
+        upgrades += done;
+        histogram.add(&h).map_err(|e| e.to_string())?;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let rate = upgrades as f64 / elapsed;
+    println!(
+        "scenario          handshakes, {} concurrent",
+        options.concurrency
+    );
+    println!("upgrades/s        {rate:.0}");
+    println!("upgrade p50 (µs)  {}", histogram.value_at_quantile(0.5));
+    println!("upgrade p99 (µs)  {}", histogram.value_at_quantile(0.99));
+    let json = serde_json::json!({
+        "scenario": "handshakes", "concurrency": options.concurrency, "upgrades": upgrades,
+        "seconds": elapsed, "upgrades_per_second": rate,
+        "upgrade_p50_us": histogram.value_at_quantile(0.5),
+        "upgrade_p99_us": histogram.value_at_quantile(0.99),
+    });
+    println!("{json}");
+    Ok(())
 }
 
 /// Options of `hubbub load echo`.
@@ -356,6 +422,7 @@ pub(crate) async fn run(command: LoadCommand) -> Result<(), String> {
         LoadCommand::Echo(options) => echo(options).await,
         LoadCommand::Connections(options) => connections(options).await,
         LoadCommand::Broadcast(options) => broadcast::run(options).await,
+        LoadCommand::Handshakes(options) => handshakes(options).await,
     }
 }
 
