@@ -318,13 +318,7 @@ async fn serve_over_tls_with_cert_files() {
         std::fs::write(&cert, renewed.cert.pem()).unwrap();
         std::fs::write(&key, renewed.key_pair.serialize_pem()).unwrap();
         let pid = child.id().unwrap().to_string();
-        assert!(
-            std::process::Command::new("kill")
-                .args(["-HUP", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
+        assert!(signal(&pid, "HUP"));
         let mut reloaded = false;
         for _ in 0..50 {
             if connect(renewed.cert.der().clone()).await.is_ok() {
@@ -367,11 +361,7 @@ async fn sigterm_closes_clients_with_1001_and_exits_cleanly() {
             .unwrap();
         next_text(&mut ws).await;
         let pid = child.id().unwrap().to_string();
-        let killed = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
-        assert!(killed.success());
+        assert!(signal(&pid, "TERM"));
         let code = loop {
             match ws.next().await {
                 Some(Ok(Message::Close(Some(frame)))) => break u16::from(frame.code),
@@ -519,4 +509,12 @@ fn settings_come_from_flags_environment_and_file_and_errors_are_clear() {
     let (ok, _, err) = run_hubbub(&["serve", "--port", &port], &[]);
     assert!(!ok && err.contains("cannot listen on"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Sends a signal with the shell's built-in `kill` (no procps needed).
+fn signal(pid: &str, name: &str) -> bool {
+    std::process::Command::new("sh")
+        .args(["-c", &format!("kill -{name} {pid}")])
+        .status()
+        .is_ok_and(|s| s.success())
 }
