@@ -87,13 +87,12 @@ pub(crate) async fn serve_socket<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let shared = ctx.2.clone();
-    let Some((driver, conn, span, _slot)) =
-        Box::pin(handshake(stream, peer, local, secure, ctx)).await
+    let Some((driver, span, _slot)) = Box::pin(handshake(stream, peer, local, secure, ctx)).await
     else {
         return;
     };
+    // The driver leaves the registry itself, before `on_close` runs.
     Box::pin(driver.run().instrument(span)).await;
-    shared.unregister(&conn);
     shared.open.fetch_sub(1, Ordering::SeqCst);
 }
 
@@ -105,7 +104,7 @@ async fn handshake<S>(
     local: SocketAddr,
     secure: bool,
     (setup, config, shared): ConnectionContext,
-) -> Option<(Driver<S>, Connection, tracing::Span, AddressSlot)>
+) -> Option<(Driver<S>, tracing::Span, AddressSlot)>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -315,13 +314,13 @@ where
     let driver = Driver::new(
         stream,
         proto,
-        conn.clone(),
+        conn,
         socket.handlers,
         buf,
         head.freeze(),
         &config,
     );
-    Some((driver, conn, span, slot))
+    Some((driver, span, slot))
 }
 
 /// A connection's place in its address's count, given back on drop.

@@ -210,15 +210,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         }
         self.spare = frames;
         if let Some((code, reason)) = close {
-            if self
-                .proto
-                .close(Some(code), &reason, &mut self.replies)
-                .is_ok()
-            {
-                self.first_close.get_or_insert((code, reason));
-                self.start_deadline(self.close_timeout);
-            }
-            self.take_replies();
+            self.send_close(code, reason);
         }
         false
     }
@@ -293,20 +285,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             return true;
         }
         tracing::info!(id = %self.conn.id(), "message rate limit: closing with 1008");
+        self.stop_and_close(CloseCode::POLICY_VIOLATION, "message rate limit");
+        false
+    }
+
+    /// Delivers no more events, refuses further sends, and starts the close
+    /// handshake with `code`.
+    fn stop_and_close(&mut self, code: CloseCode, reason: &str) {
         self.events_stopped = true;
         self.mark_closed();
-        let reason = "message rate limit";
+        self.send_close(code, reason.to_owned());
+    }
+
+    /// Writes this side's close frame (unless one was sent), remembers it as
+    /// the first close, and starts waiting for the peer's answer.
+    fn send_close(&mut self, code: CloseCode, reason: String) {
         if self
             .proto
-            .close(Some(CloseCode::POLICY_VIOLATION), reason, &mut self.replies)
+            .close(Some(code), &reason, &mut self.replies)
             .is_ok()
         {
-            self.first_close
-                .get_or_insert((CloseCode::POLICY_VIOLATION, reason.to_owned()));
+            self.first_close.get_or_insert((code, reason));
             self.start_deadline(self.close_timeout);
         }
         self.take_replies();
-        false
     }
 
     fn take_replies(&mut self) {
@@ -334,19 +336,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// events; other connections are untouched.
     fn handler_panicked(&mut self, message: String) {
         tracing::error!(id = %self.conn.id(), "handler panicked: {message}; closing with 1011");
-        self.events_stopped = true;
-        self.mark_closed();
-        let reason = "handler panicked";
-        if self
-            .proto
-            .close(Some(CloseCode::INTERNAL_ERROR), reason, &mut self.replies)
-            .is_ok()
-        {
-            self.first_close
-                .get_or_insert((CloseCode::INTERNAL_ERROR, reason.to_owned()));
-            self.start_deadline(self.close_timeout);
-        }
-        self.take_replies();
+        self.stop_and_close(CloseCode::INTERNAL_ERROR, "handler panicked");
         self.report(&Error::new(Kind::HandlerPanic(message)));
     }
 
