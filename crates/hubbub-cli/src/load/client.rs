@@ -1,12 +1,13 @@
 //! A minimal WebSocket client on `hubbub-proto`'s client role, for load.
 
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 
 use bytes::BytesMut;
 use hubbub_proto::handshake::ClientRequest;
 use hubbub_proto::{Config, Connection, Event, MessageKind, Role, deflate};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 /// One client connection.
 pub(crate) struct Client {
@@ -14,6 +15,9 @@ pub(crate) struct Client {
     proto: Connection,
     input: BytesMut,
     out: BytesMut,
+    /// Raw TCP mode: no WebSocket at all; every `raw` bytes read back make
+    /// one "message" (for measuring a byte-echo server, the I/O ceiling).
+    raw: Option<usize>,
 }
 
 fn other(error: impl std::fmt::Display) -> io::Error {
@@ -24,8 +28,49 @@ impl Client {
     /// Connects to `host:port` and upgrades `path`, offering
     /// permessage-deflate when `compress` is set.
     pub(crate) async fn connect(addr: &str, path: &str, compress: bool) -> io::Result<Self> {
-        let mut stream = TcpStream::connect(addr).await?;
+        Self::connect_from(addr, path, compress, None).await
+    }
+
+    /// Opens the TCP connection, from `source` when given (any port).
+    async fn tcp(addr: &str, source: Option<IpAddr>) -> io::Result<TcpStream> {
+        let stream = match source {
+            None => TcpStream::connect(addr).await?,
+            Some(source) => {
+                let target: SocketAddr = addr.parse().map_err(other)?;
+                let socket = if source.is_ipv4() {
+                    TcpSocket::new_v4()?
+                } else {
+                    TcpSocket::new_v6()?
+                };
+                socket.bind(SocketAddr::new(source, 0))?;
+                socket.connect(target).await?
+            }
+        };
         stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+
+    /// A raw TCP connection: `queue` writes the payload as it is and
+    /// `next` returns every `size` bytes read back as one binary message.
+    pub(crate) async fn raw(addr: &str, size: usize) -> io::Result<Self> {
+        Ok(Self {
+            stream: Self::tcp(addr, None).await?,
+            proto: Connection::new(Role::Client, Config::default()),
+            input: BytesMut::with_capacity(16 * 1024),
+            out: BytesMut::new(),
+            raw: Some(size.max(1)),
+        })
+    }
+
+    /// [`Client::connect`] from a given local address (to spread many
+    /// connections over several source addresses).
+    pub(crate) async fn connect_from(
+        addr: &str,
+        path: &str,
+        compress: bool,
+        source: Option<IpAddr>,
+    ) -> io::Result<Self> {
+        let mut stream = Self::tcp(addr, source).await?;
         let mut request = ClientRequest::new(addr, path);
         if compress {
             request = request.extension("permessage-deflate; client_max_window_bits");
@@ -56,6 +101,7 @@ impl Client {
             proto,
             input,
             out: BytesMut::new(),
+            raw: None,
         })
     }
 
@@ -66,6 +112,10 @@ impl Client {
 
     /// Queues a message (written by [`Client::flush`]).
     pub(crate) fn queue(&mut self, kind: MessageKind, payload: &[u8]) -> io::Result<()> {
+        if self.raw.is_some() {
+            self.out.extend_from_slice(payload);
+            return Ok(());
+        }
         self.proto.send(kind, payload, &mut self.out).map_err(other)
     }
 
@@ -78,14 +128,25 @@ impl Client {
         Ok(())
     }
 
+    /// An event already in the input buffer, without reading the socket
+    /// (anything the protocol must answer, a pong say, is queued for the
+    /// next [`Client::flush`]).
+    pub(crate) fn buffered(&mut self) -> io::Result<Option<Event>> {
+        if let Some(size) = self.raw {
+            if self.input.len() >= size {
+                return Ok(Some(Event::Binary(self.input.split_to(size).freeze())));
+            }
+            return Ok(None);
+        }
+        self.proto
+            .read(&mut self.input, &mut self.out)
+            .map_err(other)
+    }
+
     /// The next event; `None` when the server closed the connection.
     pub(crate) async fn next(&mut self) -> io::Result<Option<Event>> {
         loop {
-            if let Some(event) = self
-                .proto
-                .read(&mut self.input, &mut self.out)
-                .map_err(other)?
-            {
+            if let Some(event) = self.buffered()? {
                 self.flush().await?;
                 return Ok(Some(event));
             }
@@ -98,6 +159,9 @@ impl Client {
 
     /// Starts a normal close and waits for the server's answer.
     pub(crate) async fn close(mut self) {
+        if self.raw.is_some() {
+            return;
+        }
         if self
             .proto
             .close(Some(hubbub_proto::CloseCode::NORMAL), "", &mut self.out)

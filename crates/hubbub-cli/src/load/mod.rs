@@ -46,6 +46,9 @@ pub(crate) struct HandshakesLoad {
     /// Seconds to run.
     #[arg(short, long, default_value_t = 5.0)]
     duration: f64,
+    /// The server's pid, to report its CPU time per upgrade.
+    #[arg(long)]
+    server_pid: Option<u32>,
 }
 
 async fn handshakes(options: HandshakesLoad) -> Result<(), String> {
@@ -53,6 +56,7 @@ async fn handshakes(options: HandshakesLoad) -> Result<(), String> {
     let addr = Arc::new((addr, path));
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(options.duration);
+    let server_cpu = options.server_pid.and_then(stats::cpu_time);
     let mut tasks = Vec::new();
     for _ in 0..options.concurrency {
         let addr = addr.clone();
@@ -80,6 +84,11 @@ async fn handshakes(options: HandshakesLoad) -> Result<(), String> {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let rate = upgrades as f64 / elapsed;
+    let server_cpu = options
+        .server_pid
+        .and_then(stats::cpu_time)
+        .zip(server_cpu)
+        .map(|(b, a)| (b - a).as_secs_f64() * 1e6 / upgrades.max(1) as f64);
     println!(
         "scenario          handshakes, {} concurrent",
         options.concurrency
@@ -87,11 +96,15 @@ async fn handshakes(options: HandshakesLoad) -> Result<(), String> {
     println!("upgrades/s        {rate:.0}");
     println!("upgrade p50 (µs)  {}", histogram.value_at_quantile(0.5));
     println!("upgrade p99 (µs)  {}", histogram.value_at_quantile(0.99));
+    if let Some(us) = server_cpu {
+        println!("server CPU µs/upgrade  {us:.1}");
+    }
     let json = serde_json::json!({
         "scenario": "handshakes", "concurrency": options.concurrency, "upgrades": upgrades,
         "seconds": elapsed, "upgrades_per_second": rate,
         "upgrade_p50_us": histogram.value_at_quantile(0.5),
         "upgrade_p99_us": histogram.value_at_quantile(0.99),
+        "server_cpu_us_per_upgrade": server_cpu,
     });
     println!("{json}");
     Ok(())
@@ -121,6 +134,10 @@ pub(crate) struct EchoLoad {
     /// Offer permessage-deflate.
     #[arg(long)]
     deflate: bool,
+    /// Raw TCP: no WebSocket handshake or frames; every `size` bytes echoed
+    /// count as one message (for a byte-echo server: the I/O ceiling).
+    #[arg(long, conflicts_with = "deflate")]
+    raw: bool,
     /// The server's pid, to report its CPU time per message.
     #[arg(long)]
     server_pid: Option<u32>,
@@ -145,6 +162,24 @@ pub(crate) struct ConnectionsLoad {
     /// The server's pid, to read its memory.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Connections per source address: past this many, further connections
+    /// come from 127.0.0.2, 127.0.0.3, … (a loopback server only), since one
+    /// source address has about 28,000 ephemeral ports.
+    #[arg(long, default_value_t = 25_000)]
+    per_source: usize,
+}
+
+/// The source address of connection `id`: `None` (the kernel's choice) for
+/// the first `per_source`, then 127.0.0.2, 127.0.0.3, … for a server on
+/// 127.0.0.0/8.
+fn source_address(addr: &str, id: usize, per_source: usize) -> Option<std::net::IpAddr> {
+    let target: std::net::SocketAddr = addr.parse().ok()?;
+    let block = id / per_source.max(1);
+    if block == 0 || !target.ip().is_loopback() || !target.is_ipv4() {
+        return None;
+    }
+    let last = u8::try_from(1 + block).ok()?;
+    Some(std::net::Ipv4Addr::new(127, 0, 0, last).into())
 }
 
 /// Splits `ws://host:port/path` into address and path.
@@ -188,9 +223,12 @@ async fn echo_connection(
     deadline: Arc<std::sync::OnceLock<Instant>>,
     progress: Arc<Progress>,
 ) -> Result<EchoResult, String> {
-    let mut client = Client::connect(&addr.0, &addr.1, options.deflate)
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
+    let connecting = if options.raw {
+        Client::raw(&addr.0, options.size).await
+    } else {
+        Client::connect(&addr.0, &addr.1, options.deflate).await
+    };
+    let mut client = connecting.map_err(|e| format!("connect: {e}"))?;
     let kind = if options.binary {
         MessageKind::Binary
     } else {
@@ -201,6 +239,7 @@ async fn echo_connection(
     let mut buf = Vec::with_capacity(options.size);
     let mut seq = 0;
     let mut messages = 0;
+    let mut reported = 0;
     start.wait().await;
     let deadline =
         *deadline.get_or_init(|| Instant::now() + Duration::from_secs_f64(options.duration));
@@ -211,32 +250,45 @@ async fn echo_connection(
         seq += 1;
     }
     client.flush().await.map_err(|e| e.to_string())?;
-    while let Some((sent_seq, sent_at)) = in_flight.front().copied() {
-        let data = match client.next().await.map_err(|e| e.to_string())? {
-            Some(Event::Text(text)) => text.into_bytes(),
-            Some(Event::Binary(data)) => data,
-            Some(Event::Ping(_) | Event::Pong(_)) => continue,
-            Some(Event::Close(frame)) => return Err(format!("server closed: {frame:?}")),
-            None => return Err("server dropped the connection".into()),
-        };
-        in_flight.pop_front();
-        payload(&mut buf, id, sent_seq, options.size);
-        if data[..] != buf[..] {
-            return Err(format!(
-                "connection {id}: echo of message {sent_seq} differs"
-            ));
+    // Everything that arrived together is checked and answered with one
+    // write: the generator must not be the one making a syscall per frame.
+    while !in_flight.is_empty() {
+        let mut event = client.next().await.map_err(|e| e.to_string())?;
+        while let Some(current) = event.take() {
+            let data = match current {
+                Event::Text(text) => text.into_bytes(),
+                Event::Binary(data) => data,
+                Event::Ping(_) | Event::Pong(_) => {
+                    event = client.buffered().map_err(|e| e.to_string())?;
+                    continue;
+                }
+                Event::Close(frame) => return Err(format!("server closed: {frame:?}")),
+            };
+            let Some((sent_seq, sent_at)) = in_flight.pop_front() else {
+                return Err(format!("connection {id}: an echo nobody asked for"));
+            };
+            payload(&mut buf, id, sent_seq, options.size);
+            if data[..] != buf[..] {
+                return Err(format!(
+                    "connection {id}: echo of message {sent_seq} differs"
+                ));
+            }
+            let rtt = sent_at.elapsed().as_micros().max(1) as u64;
+            let _ = histogram.record(rtt.min(60_000_000));
+            messages += 1;
+            if Instant::now() < deadline {
+                payload(&mut buf, id, seq, options.size);
+                client.queue(kind, &buf).map_err(|e| e.to_string())?;
+                in_flight.push_back((seq, Instant::now()));
+                seq += 1;
+            }
+            event = client.buffered().map_err(|e| e.to_string())?;
         }
-        let rtt = sent_at.elapsed().as_micros().max(1) as u64;
-        let _ = histogram.record(rtt.min(60_000_000));
-        messages += 1;
-        progress.messages.fetch_add(1, Ordering::Relaxed);
-        if Instant::now() < deadline {
-            payload(&mut buf, id, seq, options.size);
-            client.queue(kind, &buf).map_err(|e| e.to_string())?;
-            in_flight.push_back((seq, Instant::now()));
-            seq += 1;
-            client.flush().await.map_err(|e| e.to_string())?;
-        }
+        progress
+            .messages
+            .fetch_add(messages - reported, Ordering::Relaxed);
+        reported = messages;
+        client.flush().await.map_err(|e| e.to_string())?;
     }
     let compressed = client.compressed();
     client.close().await;
@@ -329,7 +381,13 @@ async fn echo(options: EchoLoad) -> Result<(), String> {
         "scenario          echo {} conns x {} B {}, {} in flight{}",
         options.connections,
         options.size,
-        if options.binary { "binary" } else { "text" },
+        if options.raw {
+            "raw TCP"
+        } else if options.binary {
+            "binary"
+        } else {
+            "text"
+        },
         options.in_flight,
         if compressed > 0 {
             ", permessage-deflate"
@@ -355,7 +413,7 @@ async fn echo(options: EchoLoad) -> Result<(), String> {
     }
     let json = serde_json::json!({
         "scenario": "echo", "connections": options.connections, "size": options.size,
-        "in_flight": options.in_flight, "binary": options.binary, "deflate": compressed > 0,
+        "in_flight": options.in_flight, "binary": options.binary, "raw": options.raw, "deflate": compressed > 0,
         "messages": messages, "seconds": elapsed, "messages_per_second": rate,
         "mb_per_second": rate * options.size as f64 / 1e6,
         "rtt_p50_us": histogram.value_at_quantile(0.5),
@@ -374,7 +432,8 @@ async fn connections(options: ConnectionsLoad) -> Result<(), String> {
     let mut clients = Vec::with_capacity(options.count);
     let mut buf = Vec::new();
     for id in 0..options.count {
-        let mut client = Client::connect(&addr, &path, options.deflate)
+        let source = source_address(&addr, id, options.per_source);
+        let mut client = Client::connect_from(&addr, &path, options.deflate, source)
             .await
             .map_err(|e| format!("connection {id}: {e}"))?;
         if options.message > 0 {
@@ -438,6 +497,22 @@ mod tests {
         );
         assert_eq!(split_url("ws://h:1").unwrap().1, "/");
         assert!(split_url("http://h:1/").is_err());
+    }
+
+    #[test]
+    fn source_addresses_rotate_past_per_source_on_loopback_only() {
+        assert_eq!(source_address("127.0.0.1:9", 0, 10), None);
+        assert_eq!(source_address("127.0.0.1:9", 9, 10), None);
+        assert_eq!(
+            source_address("127.0.0.1:9", 10, 10),
+            Some("127.0.0.2".parse().unwrap())
+        );
+        assert_eq!(
+            source_address("127.0.0.1:9", 25, 10),
+            Some("127.0.0.3".parse().unwrap())
+        );
+        assert_eq!(source_address("10.0.0.1:9", 25, 10), None);
+        assert_eq!(source_address("[::1]:9", 25, 10), None);
     }
 
     #[test]
