@@ -41,6 +41,7 @@
 //! panicking handler closes only its own connection (1011); every queue is
 //! bounded in bytes ([`Backpressure`]).
 
+mod broker;
 mod config;
 mod connection;
 mod driver;
@@ -57,6 +58,7 @@ mod socket;
 mod tls;
 mod upgrade;
 
+pub use broker::Broker;
 pub use config::{Backpressure, ProtocolOrder, ServerConfig};
 pub use connection::Connection;
 pub use error::Error;

@@ -7,10 +7,11 @@
 //! same bytes.
 
 use std::collections::HashMap;
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use uuid::Uuid;
 
+use crate::broker::Broker;
 use crate::connection::Connection;
 use crate::message::Outgoing;
 
@@ -49,6 +50,9 @@ impl Clients {
 #[derive(Default)]
 pub(crate) struct Topics {
     map: RwLock<HashMap<Box<str>, HashMap<Uuid, Connection>>>,
+    /// Told (under the write lock, so in order) when a topic gains its
+    /// first or loses its last local subscriber.
+    pub(crate) broker: OnceLock<Arc<dyn Broker>>,
 }
 
 impl Topics {
@@ -61,10 +65,13 @@ impl Topics {
     }
 
     pub(crate) fn subscribe(&self, topic: &str, conn: &Connection) {
-        self.write()
-            .entry(topic.into())
-            .or_default()
-            .insert(conn.id(), conn.clone());
+        let mut map = self.write();
+        let members = map.entry(topic.into()).or_default();
+        let first = members.is_empty();
+        members.insert(conn.id(), conn.clone());
+        if first && let Some(broker) = self.broker.get() {
+            broker.topic_added(topic);
+        }
     }
 
     pub(crate) fn unsubscribe(&self, topic: &str, id: Uuid) {
@@ -73,6 +80,9 @@ impl Topics {
             members.remove(&id);
             if members.is_empty() {
                 map.remove(topic);
+                if let Some(broker) = self.broker.get() {
+                    broker.topic_removed(topic);
+                }
             }
         }
     }

@@ -18,6 +18,7 @@ use hubbub_proto::handshake::{HttpResponse, Request};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
+use uuid::Uuid;
 
 /// A WebSocket server bound to an address, Fleck style:
 /// [`Server::bind`] then [`Server::start`] with a per-connection setup.
@@ -128,10 +129,12 @@ impl ServerHandle {
 
     /// Sends `message` to every subscriber of `topic`, encoded once.
     /// Returns how many subscribers took it.
+    ///
+    /// With a [`crate::Broker`] ([`Server::with_broker`]) the message goes
+    /// through the broker to every node, this one included, and the count
+    /// returned is this node's subscribers at this moment.
     pub fn publish(&self, topic: &str, message: impl Into<Message>) -> usize {
-        self.shared
-            .topics
-            .publish(topic, &Outgoing::new(message.into()), None)
+        self.publish_from(topic, message.into(), None)
     }
 
     /// As [`ServerHandle::publish`], to every subscriber but `except`.
@@ -141,13 +144,34 @@ impl ServerHandle {
         message: impl Into<Message>,
         except: &Connection,
     ) -> usize {
-        let message = Outgoing::new(message.into());
-        self.shared
-            .topics
-            .publish(topic, &message, Some(except.id()))
+        self.publish_from(topic, message.into(), Some(except.id()))
     }
 
-    /// How many connections are subscribed to `topic`.
+    fn publish_from(&self, topic: &str, message: Message, except: Option<Uuid>) -> usize {
+        match self.shared.topics.broker.get() {
+            Some(broker) => {
+                broker.publish(topic, message, except);
+                self.shared.topics.subscriber_count(topic)
+            }
+            None => self.publish_local(topic, message, except),
+        }
+    }
+
+    /// Sends `message` to this node's subscribers of `topic` but `except`,
+    /// whether or not a broker is attached (a broker delivers with this).
+    /// Returns how many subscribers took it.
+    pub fn publish_local(
+        &self,
+        topic: &str,
+        message: impl Into<Message>,
+        except: Option<Uuid>,
+    ) -> usize {
+        self.shared
+            .topics
+            .publish(topic, &Outgoing::new(message.into()), except)
+    }
+
+    /// How many connections of this node are subscribed to `topic`.
     pub fn subscriber_count(&self, topic: &str) -> usize {
         self.shared.topics.subscriber_count(topic)
     }
@@ -336,6 +360,20 @@ impl Server {
     #[must_use]
     pub fn with_config(mut self, config: ServerConfig) -> Self {
         self.config = config;
+        self
+    }
+
+    /// Routes publishes through `broker` (see [`crate::Broker`]), so that
+    /// topics span every node attached to it. Without one, topics are this
+    /// server's alone.
+    ///
+    /// # Panics
+    /// If a broker was already attached.
+    pub fn with_broker(self, broker: Arc<dyn crate::Broker>) -> Self {
+        broker.attach(self.handle());
+        if self.shared.topics.broker.set(broker).is_err() {
+            panic!("Server::with_broker called twice");
+        }
         self
     }
 

@@ -1,0 +1,548 @@
+//! A Redis backplane for hubbub: a [`hubbub::Broker`] that carries topics
+//! across every node attached to the same Redis.
+//!
+//! - **One order per topic.** A Lua script assigns each publish the topic's
+//!   next *offset*, appends it to a capped Redis Stream (the topic's
+//!   history) and publishes it on the topic's pub/sub channel, atomically.
+//!   A topic's offsets belong to an *epoch*, which changes when its history
+//!   is lost (expired, or Redis lost its data).
+//! - **Only what is needed.** A node subscribes only to the topics its own
+//!   clients hold, and frames each message once for all of them (the
+//!   server's [`hubbub::ServerHandle::publish_local`]). The subscriber task
+//!   never waits on a client: queues are bounded by the server's own
+//!   backpressure policy, so Redis never cuts the node's subscription.
+//! - **No silent loss.** A node remembers the last offset it delivered per
+//!   topic; a jump (a missed pub/sub message, a reconnect) is filled from
+//!   the stream, and what the stream no longer holds is reported to the
+//!   topic's subscribers as a [`Notice`].
+//! - **Resume.** A client that comes back with its last [`Position`] gets
+//!   what it missed from the stream, then the live messages, with no
+//!   duplicate and no gap ([`RedisBroker::resume`]).
+//! - **Redis down.** Local delivery continues (a node's own publishes reach
+//!   its own clients at once), publishes wait in a bounded buffer and are
+//!   retried with backoff (idempotently: a retried publish is not
+//!   duplicated), and the subscriber reconnects, resubscribes and fills the
+//!   gap.
+//! - **Presence.** Each node writes its subscriber count per topic with an
+//!   expiry, refreshed by a heartbeat; [`RedisBroker::members`] sums the
+//!   live entries, so a node killed without a word drops out within
+//!   [`RedisConfig::presence_ttl`].
+//!
+//! ```no_run
+//! use hubbub::Server;
+//! use hubbub_redis::{RedisBroker, RedisConfig};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let broker = RedisBroker::new("redis://127.0.0.1:6379", RedisConfig::default())?;
+//! let server = Server::bind("ws://127.0.0.1:8181").await?.with_broker(broker.clone());
+//! let handle = server.handle();
+//! server
+//!     .start(move |socket| {
+//!         let (broker, handle) = (broker.clone(), handle.clone());
+//!         socket.on_open(move |conn| broker.resume(conn, "room", None));
+//!         socket.on_message(move |conn, text| {
+//!             handle.publish_except("room", text, conn);
+//!         });
+//!     })
+//!     .await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod delivery;
+mod publisher;
+mod wire;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use hubbub::{Broker, Connection, Message, ServerHandle, Uuid};
+use tokio::sync::mpsc;
+
+/// Where a client is in a topic: the last offset it received, and the
+/// epoch that offset belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    /// The last offset received.
+    pub offset: u64,
+    /// The epoch of that offset.
+    pub epoch: String,
+}
+
+/// A message as it arrives from Redis, before it is framed for the node's
+/// subscribers ([`RedisConfig::with_render`]).
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    /// The topic.
+    pub topic: String,
+    /// The topic's offset of this message (0: delivered locally while Redis
+    /// was unreachable; no offset assigned yet).
+    pub offset: u64,
+    /// The epoch of the offset (empty when `offset` is 0).
+    pub epoch: String,
+    /// The publishing node.
+    pub node: Uuid,
+    /// The connection the publisher excluded.
+    pub except: Option<Uuid>,
+    /// The message as published.
+    pub message: Message,
+}
+
+/// What the subscribers of a topic are told when the order could not be
+/// kept whole ([`RedisConfig::with_notice`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// Offsets `from..=to` of `topic` are lost: the history no longer holds
+    /// them.
+    Gap {
+        /// The topic.
+        topic: String,
+        /// The first missing offset.
+        from: u64,
+        /// The last missing offset.
+        to: u64,
+    },
+    /// The topic's history started over (expired, or Redis lost its data);
+    /// offsets from before mean nothing now.
+    EpochChanged {
+        /// The topic.
+        topic: String,
+        /// The new epoch.
+        epoch: String,
+    },
+    /// Redis could not be reached to fetch what a resuming client missed.
+    Unavailable {
+        /// The topic.
+        topic: String,
+    },
+}
+
+type Render = dyn Fn(&Envelope) -> Message + Send + Sync;
+type RenderNotice = dyn Fn(&Notice) -> Message + Send + Sync;
+type OnPresence = dyn Fn(&str, usize) + Send + Sync;
+
+/// Settings of a [`RedisBroker`].
+#[derive(Clone)]
+pub struct RedisConfig {
+    /// Prefix of every key and channel (default `hubbub`).
+    pub prefix: String,
+    /// Entries kept in each topic's history stream (default 1,000).
+    pub history_len: usize,
+    /// How long an idle topic's history, offset and epoch live (default one
+    /// day); refreshed by every publish.
+    pub history_ttl: Duration,
+    /// Publishes waiting while Redis is unreachable (default 10,000); past
+    /// it the oldest is dropped, logged, and reaches only this node.
+    pub publish_buffer: usize,
+    /// How long a node's presence entry lives without a heartbeat (default
+    /// 6 s; the heartbeat runs every third of it).
+    pub presence_ttl: Duration,
+    /// How long a Redis command may take before the link counts as down
+    /// (default 2 s).
+    pub command_timeout: Duration,
+    render: Option<Arc<Render>>,
+    notice: Option<Arc<RenderNotice>>,
+    presence: Option<Arc<OnPresence>>,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            prefix: "hubbub".into(),
+            history_len: 1000,
+            history_ttl: Duration::from_secs(86_400),
+            publish_buffer: 10_000,
+            presence_ttl: Duration::from_secs(6),
+            command_timeout: Duration::from_secs(2),
+            render: None,
+            notice: None,
+            presence: None,
+        }
+    }
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("prefix", &self.prefix)
+            .field("history_len", &self.history_len)
+            .field("history_ttl", &self.history_ttl)
+            .field("publish_buffer", &self.publish_buffer)
+            .field("presence_ttl", &self.presence_ttl)
+            .field("command_timeout", &self.command_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisConfig {
+    /// Frames each arriving message for the node's subscribers (default:
+    /// the message as published). The chat uses this to put the offset and
+    /// epoch into its JSON events.
+    pub fn with_render(
+        mut self,
+        render: impl Fn(&Envelope) -> Message + Send + Sync + 'static,
+    ) -> Self {
+        self.render = Some(Arc::new(render));
+        self
+    }
+
+    /// Frames a [`Notice`] for the topic's subscribers (default: a JSON
+    /// text `{"type":"gap","topic":…,"from":…,"to":…}`,
+    /// `{"type":"epoch","topic":…,"epoch":…}` or
+    /// `{"type":"unavailable","topic":…}`).
+    pub fn with_notice(
+        mut self,
+        notice: impl Fn(&Notice) -> Message + Send + Sync + 'static,
+    ) -> Self {
+        self.notice = Some(Arc::new(notice));
+        self
+    }
+
+    /// Called on every heartbeat for each topic whose member count across
+    /// the nodes changed.
+    pub fn on_presence(mut self, f: impl Fn(&str, usize) + Send + Sync + 'static) -> Self {
+        self.presence = Some(Arc::new(f));
+        self
+    }
+
+    /// Sets [`RedisConfig::history_len`].
+    pub fn with_history_len(mut self, entries: usize) -> Self {
+        self.history_len = entries.max(1);
+        self
+    }
+
+    /// Sets [`RedisConfig::presence_ttl`].
+    pub fn with_presence_ttl(mut self, ttl: Duration) -> Self {
+        self.presence_ttl = ttl.max(Duration::from_millis(300));
+        self
+    }
+
+    /// Sets [`RedisConfig::prefix`].
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+}
+
+/// A JSON string literal (for the default notices).
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn default_notice(notice: &Notice) -> Message {
+    Message::from(match notice {
+        Notice::Gap { topic, from, to } => format!(
+            r#"{{"type":"gap","topic":{},"from":{from},"to":{to}}}"#,
+            json_string(topic)
+        ),
+        Notice::EpochChanged { topic, epoch } => format!(
+            r#"{{"type":"epoch","topic":{},"epoch":{}}}"#,
+            json_string(topic),
+            json_string(epoch)
+        ),
+        Notice::Unavailable { topic } => {
+            format!(r#"{{"type":"unavailable","topic":{}}}"#, json_string(topic))
+        }
+    })
+}
+
+/// Errors of [`RedisBroker::new`].
+#[derive(Debug)]
+pub struct Error(String);
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Work for the delivery task, in order.
+pub(crate) enum Command {
+    Added(String),
+    Removed(String),
+    Resume {
+        conn: Connection,
+        topic: String,
+        since: Option<Position>,
+    },
+}
+
+/// A publish on its way to Redis.
+pub(crate) struct Publish {
+    pub(crate) topic: String,
+    pub(crate) seq: u64,
+    pub(crate) body: bytes::Bytes,
+    pub(crate) message: Message,
+    pub(crate) except: Option<Uuid>,
+}
+
+/// State shared by the broker's handle and its tasks.
+pub(crate) struct Inner {
+    pub(crate) node: Uuid,
+    pub(crate) config: RedisConfig,
+    pub(crate) client: redis::Client,
+    pub(crate) server: OnceLock<ServerHandle>,
+    seq: AtomicU64,
+    commands: OnceLock<mpsc::UnboundedSender<Command>>,
+    publishes: OnceLock<mpsc::UnboundedSender<Publish>>,
+    /// Sequence numbers of this node's publishes already delivered to its
+    /// own subscribers (while Redis was unreachable): skipped when they
+    /// come back through Redis.
+    pub(crate) delivered_locally: Mutex<HashSet<u64>>,
+    /// Subscribers of each topic on the other nodes, from the last
+    /// heartbeat.
+    pub(crate) elsewhere: Mutex<HashMap<String, usize>>,
+}
+
+impl Inner {
+    pub(crate) fn channel(&self, topic: &str) -> String {
+        format!("{}:{topic}:c", self.config.prefix)
+    }
+
+    pub(crate) fn topic_of<'a>(&self, channel: &'a str) -> Option<&'a str> {
+        channel
+            .strip_prefix(self.config.prefix.as_str())?
+            .strip_prefix(':')?
+            .strip_suffix(":c")
+    }
+
+    pub(crate) fn key(&self, topic: &str, suffix: &str) -> String {
+        format!("{}:{topic}:{suffix}", self.config.prefix)
+    }
+
+    pub(crate) fn render(&self, envelope: &Envelope) -> Message {
+        match &self.config.render {
+            Some(render) => render(envelope),
+            None => envelope.message.clone(),
+        }
+    }
+
+    pub(crate) fn notice(&self, notice: &Notice) -> Message {
+        match &self.config.notice {
+            Some(render) => render(notice),
+            None => default_notice(notice),
+        }
+    }
+
+    /// Delivers an envelope to this node's subscribers.
+    pub(crate) fn deliver_local(&self, envelope: &Envelope) {
+        if let Some(server) = self.server.get() {
+            server.publish_local(&envelope.topic, self.render(envelope), envelope.except);
+        }
+    }
+
+    pub(crate) async fn timeout<T>(
+        &self,
+        f: impl Future<Output = redis::RedisResult<T>>,
+    ) -> redis::RedisResult<T> {
+        match tokio::time::timeout(self.config.command_timeout, f).await {
+            Ok(result) => result,
+            Err(_) => Err(redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "redis command timed out",
+            ))),
+        }
+    }
+
+    /// A fresh multiplexed connection, or the reason there is none.
+    pub(crate) async fn connect(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        self.timeout(self.client.get_multiplexed_async_connection())
+            .await
+    }
+}
+
+/// A [`Broker`] on Redis. Attach it with
+/// [`hubbub::Server::with_broker`] (from inside the tokio runtime: that is
+/// where its tasks start).
+pub struct RedisBroker {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for RedisBroker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBroker")
+            .field("node", &self.inner.node)
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisBroker {
+    /// A broker for the Redis at `url` (`redis://host:port[/db]`). Nothing
+    /// is connected until the broker is attached to a server; an
+    /// unreachable Redis is retried with backoff, while local delivery goes
+    /// on.
+    ///
+    /// # Errors
+    /// A URL the `redis` crate cannot read.
+    pub fn new(url: &str, config: RedisConfig) -> Result<Arc<Self>, Error> {
+        let client =
+            redis::Client::open(url).map_err(|e| Error(format!("redis URL {url:?}: {e}")))?;
+        Ok(Arc::new(Self {
+            inner: Arc::new(Inner {
+                node: Uuid::new_v4(),
+                config,
+                client,
+                server: OnceLock::new(),
+                seq: AtomicU64::new(0),
+                commands: OnceLock::new(),
+                publishes: OnceLock::new(),
+                delivered_locally: Mutex::new(HashSet::new()),
+                elsewhere: Mutex::new(HashMap::new()),
+            }),
+        }))
+    }
+
+    /// This node's id (in every envelope it publishes).
+    pub fn node_id(&self) -> Uuid {
+        self.inner.node
+    }
+
+    /// Subscribes `conn` to `topic`. With `since`, it first receives what it
+    /// missed after that position from the topic's history, then the live
+    /// messages, with no duplicate and no gap; when the history no longer
+    /// covers it, a [`Notice::Gap`] says which offsets are lost, and when
+    /// the epoch differs, a [`Notice::EpochChanged`]. Without `since`, it
+    /// is a plain subscription.
+    pub fn resume(&self, conn: &Connection, topic: &str, since: Option<Position>) {
+        match self.inner.commands.get() {
+            Some(commands) => {
+                let _ = commands.send(Command::Resume {
+                    conn: conn.clone(),
+                    topic: topic.to_owned(),
+                    since,
+                });
+            }
+            // Not attached yet: a plain local subscription.
+            None => {
+                let _ = conn.subscribe(topic);
+            }
+        }
+    }
+
+    /// Subscribers of `topic` on every node: this node's count now plus the
+    /// other nodes' at their last heartbeat (entries of a node that stopped
+    /// beating expire after [`RedisConfig::presence_ttl`]).
+    pub fn members(&self, topic: &str) -> usize {
+        let local = self
+            .inner
+            .server
+            .get()
+            .map_or(0, |s| s.subscriber_count(topic));
+        let elsewhere = self
+            .inner
+            .elsewhere
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(topic)
+            .copied()
+            .unwrap_or(0);
+        local + elsewhere
+    }
+}
+
+impl Broker for RedisBroker {
+    fn attach(&self, server: ServerHandle) {
+        if self.inner.server.set(server).is_err() {
+            tracing::error!("a RedisBroker can serve one server; attach ignored");
+            return;
+        }
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (publishes, publish_rx) = mpsc::unbounded_channel();
+        let _ = self.inner.commands.set(commands);
+        let _ = self.inner.publishes.set(publishes);
+        tokio::spawn(delivery::run(self.inner.clone(), command_rx));
+        tokio::spawn(publisher::run(self.inner.clone(), publish_rx));
+        tracing::info!(node = %self.inner.node, "redis broker attached");
+    }
+
+    fn publish(&self, topic: &str, message: Message, except: Option<Uuid>) {
+        let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let body = wire::encode(self.inner.node, seq, except, &message);
+        let publish = Publish {
+            topic: topic.to_owned(),
+            seq,
+            body,
+            message,
+            except,
+        };
+        match self.inner.publishes.get() {
+            Some(tx) => {
+                let _ = tx.send(publish);
+            }
+            None => tracing::warn!(topic, "publish before the broker was attached: dropped"),
+        }
+    }
+
+    fn topic_added(&self, topic: &str) {
+        if let Some(commands) = self.inner.commands.get() {
+            let _ = commands.send(Command::Added(topic.to_owned()));
+        }
+    }
+
+    fn topic_removed(&self, topic: &str) {
+        if let Some(commands) = self.inner.commands.get() {
+            let _ = commands.send(Command::Removed(topic.to_owned()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_map_back_to_topics() {
+        let broker = RedisBroker::new("redis://127.0.0.1:1", RedisConfig::default()).unwrap();
+        let inner = &broker.inner;
+        let channel = inner.channel("lobby#json");
+        assert_eq!(inner.topic_of(&channel), Some("lobby#json"));
+        assert_eq!(inner.topic_of("other:lobby:c"), None);
+        assert_eq!(inner.key("a:b", "o"), "hubbub:a:b:o");
+    }
+
+    #[test]
+    fn bad_urls_are_refused_with_the_url_in_the_error() {
+        let error = RedisBroker::new("http://nope", RedisConfig::default()).unwrap_err();
+        assert!(error.to_string().contains("http://nope"), "{error}");
+    }
+
+    #[test]
+    fn default_notices_are_json() {
+        let text = |n: &Notice| match default_notice(n) {
+            Message::Text(t) => t.as_str().to_owned(),
+            Message::Binary(_) => panic!("binary notice"),
+        };
+        assert_eq!(
+            text(&Notice::Gap {
+                topic: "a\"b".into(),
+                from: 3,
+                to: 9
+            }),
+            r#"{"type":"gap","topic":"a\"b","from":3,"to":9}"#
+        );
+        assert_eq!(
+            text(&Notice::EpochChanged {
+                topic: "t".into(),
+                epoch: "e1".into()
+            }),
+            r#"{"type":"epoch","topic":"t","epoch":"e1"}"#
+        );
+    }
+}
