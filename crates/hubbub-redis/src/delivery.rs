@@ -32,8 +32,11 @@ struct TopicState {
     /// The epoch of `last` (`None`: not known yet).
     epoch: Option<String>,
     /// Whether `last` was read from Redis (a topic added while Redis was
-    /// down has no baseline: it starts at the current offset).
+    /// down has no baseline: it starts at the current offset, and its
+    /// subscribers are told that messages may be missing).
     synced: bool,
+    /// Added while Redis was unreachable.
+    blind: bool,
     /// The member count last reported to the presence callback.
     reported: Option<usize>,
 }
@@ -204,6 +207,14 @@ impl Delivery {
         state.synced = true;
         state.epoch = epoch.clone();
         if !synced {
+            if std::mem::take(&mut state.blind) {
+                self.notify(
+                    Target::Topic,
+                    &Notice::Unavailable {
+                        topic: topic.to_owned(),
+                    },
+                );
+            }
             return Ok(());
         }
         match (&old_epoch, &epoch) {
@@ -283,7 +294,14 @@ impl Delivery {
                 if self.topics.contains_key(&topic) {
                     return Ok(());
                 }
-                self.topics.insert(topic.clone(), TopicState::default());
+                let blind = link.is_none();
+                self.topics.insert(
+                    topic.clone(),
+                    TopicState {
+                        blind,
+                        ..TopicState::default()
+                    },
+                );
                 if let Some(link) = link {
                     self.sync(link, &topic).await?;
                 }
@@ -321,7 +339,7 @@ impl Delivery {
                             },
                         );
                     }
-                    self.topics.entry(topic.clone()).or_default();
+                    self.topics.entry(topic.clone()).or_default().blind = true;
                     let _ = conn.subscribe(&topic);
                     return Ok(());
                 };
@@ -375,6 +393,9 @@ impl Delivery {
         let now = now_ms();
         let node = self.inner.node.to_string();
         let topics: Vec<String> = self.topics.keys().cloned().collect();
+        if topics.is_empty() {
+            return Ok(());
+        }
         let mut pipe = redis::pipe();
         for topic in &topics {
             let key = self.inner.key(topic, "p");
@@ -475,7 +496,17 @@ pub(crate) async fn run(inner: Arc<Inner>, mut commands: mpsc::UnboundedReceiver
     let mut retry_at = Instant::now();
     let mut heartbeat = tokio::time::interval(inner.config.presence_ttl / 3);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Connect before serving the first command, so that a node starting
+    // beside a healthy Redis never takes subscriptions blind.
     let mut was_down = false;
+    match delivery.connect().await {
+        Ok(l) => link = Some(l),
+        Err(e) => {
+            tracing::warn!(error = %e, "redis unreachable at start: serving locally, retrying with backoff");
+            was_down = true;
+            retry_at = Instant::now() + backoff;
+        }
+    }
     loop {
         let result = tokio::select! {
             command = commands.recv() => match command {

@@ -55,7 +55,6 @@ mod wire;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -286,8 +285,6 @@ pub(crate) enum Command {
 /// A publish on its way to Redis.
 pub(crate) struct Publish {
     pub(crate) topic: String,
-    pub(crate) seq: u64,
-    pub(crate) body: bytes::Bytes,
     pub(crate) message: Message,
     pub(crate) except: Option<Uuid>,
 }
@@ -298,7 +295,6 @@ pub(crate) struct Inner {
     pub(crate) config: RedisConfig,
     pub(crate) client: redis::Client,
     pub(crate) server: OnceLock<ServerHandle>,
-    seq: AtomicU64,
     commands: OnceLock<mpsc::UnboundedSender<Command>>,
     publishes: OnceLock<mpsc::UnboundedSender<Publish>>,
     /// Sequence numbers of this node's publishes already delivered to its
@@ -400,7 +396,6 @@ impl RedisBroker {
                 config,
                 client,
                 server: OnceLock::new(),
-                seq: AtomicU64::new(0),
                 commands: OnceLock::new(),
                 publishes: OnceLock::new(),
                 delivered_locally: Mutex::new(HashSet::new()),
@@ -473,12 +468,11 @@ impl Broker for RedisBroker {
     }
 
     fn publish(&self, topic: &str, message: Message, except: Option<Uuid>) {
-        let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed) + 1;
-        let body = wire::encode(self.inner.node, seq, except, &message);
+        // The sequence number is assigned by the publisher task, which
+        // sees publishes in the order they are sent on: numbering here,
+        // on the publishing threads, could number them out of that order.
         let publish = Publish {
             topic: topic.to_owned(),
-            seq,
-            body,
             message,
             except,
         };

@@ -18,6 +18,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 struct Pending {
     publish: Publish,
+    /// This node's sequence number, in the order publishes reached this
+    /// task (the script drops a (node, sequence) it has seen).
+    seq: u64,
+    /// The encoded body.
+    body: bytes::Bytes,
     /// Already delivered to this node's subscribers (Redis was down).
     local: bool,
 }
@@ -27,12 +32,17 @@ struct Publisher {
     pending: VecDeque<Pending>,
     down: bool,
     dropped: u64,
+    seq: u64,
 }
 
 impl Publisher {
     fn push(&mut self, publish: Publish) {
+        self.seq += 1;
+        let body = wire::encode(self.inner.node, self.seq, publish.except, &publish.message);
         let mut pending = Pending {
             publish,
+            seq: self.seq,
+            body,
             local: false,
         };
         if self.down {
@@ -58,7 +68,7 @@ impl Publisher {
                 .delivered_locally
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .remove(&pending.publish.seq);
+                .remove(&pending.seq);
         }
     }
 
@@ -83,9 +93,9 @@ impl Publisher {
                 .arg(self.inner.key(&p.topic, "s"))
                 .arg(self.inner.key(&p.topic, "n"))
                 .arg(&node)
-                .arg(p.seq)
+                .arg(pending.seq)
                 .arg(epoch)
-                .arg(&p.body[..])
+                .arg(&pending.body[..])
                 .arg(config.history_len)
                 .arg(ttl)
                 .arg(self.inner.channel(&p.topic));
@@ -104,7 +114,7 @@ fn deliver_locally(inner: &Inner, pending: &mut Pending) {
         .delivered_locally
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .insert(pending.publish.seq);
+        .insert(pending.seq);
     let p = &pending.publish;
     inner.deliver_local(&Envelope {
         topic: p.topic.clone(),
@@ -124,6 +134,7 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Publi
         pending: VecDeque::new(),
         down: false,
         dropped: 0,
+        seq: 0,
     };
     let mut conn: Option<redis::aio::MultiplexedConnection> = None;
     let mut backoff = MIN_BACKOFF;

@@ -1,0 +1,460 @@
+//! Several hubbub nodes sharing one real `redis-server` (started here on a
+//! free port, stopped by pid): delivery exactly once and in order across
+//! nodes, exclusion, resume, presence, and a Redis restart mid-stream.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use hubbub::{Message, Server, ServerHandle};
+use hubbub_redis::{Position, RedisBroker, RedisConfig};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+const TOPIC: &str = "room";
+
+/// A `redis-server` of our own; killed when dropped.
+struct Redis {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+    persistent: bool,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Redis {
+    fn start(persistent: bool) -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("hubbub-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let child = Self::spawn(port, &dir, persistent);
+        Self {
+            child,
+            port,
+            dir,
+            persistent,
+        }
+    }
+
+    fn spawn(port: u16, dir: &std::path::Path, persistent: bool) -> Child {
+        let mut command = Command::new("redis-server");
+        command
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if persistent {
+            command.args(["--appendonly", "yes", "--appendfsync", "always"]);
+        } else {
+            command.args(["--appendonly", "no"]);
+        }
+        let child = command
+            .spawn()
+            .expect("redis-server (needs redis-server: run scripts/test)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn restart(&mut self) {
+        self.kill();
+        self.child = Self::spawn(self.port, &self.dir, self.persistent);
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A node: a hubbub server whose clients join `room` (resuming from
+/// `?since=N&epoch=E`) and publish every text they send; a text starting
+/// with `!` is published to everyone but its sender. Deliveries are framed
+/// as `offset|epoch|text`.
+struct Node {
+    addr: SocketAddr,
+    handle: ServerHandle,
+    broker: Arc<RedisBroker>,
+}
+
+async fn node(redis: &Redis) -> Node {
+    let config = RedisConfig::default()
+        .with_presence_ttl(Duration::from_millis(900))
+        .with_render(|e| {
+            let text = match &e.message {
+                Message::Text(t) => t.as_str().to_owned(),
+                Message::Binary(_) => "binary".into(),
+            };
+            Message::from(format!("{}|{}|{text}", e.offset, e.epoch))
+        });
+    let broker = RedisBroker::new(&redis.url(), config).unwrap();
+    let server = Server::bind("ws://127.0.0.1:0")
+        .await
+        .unwrap()
+        .with_broker(broker.clone());
+    let handle = server.handle();
+    let addr = server.local_addr();
+    let (b, h) = (broker.clone(), handle.clone());
+    tokio::spawn(server.start(move |socket| {
+        let (broker, handle) = (b.clone(), h.clone());
+        socket.on_open(move |conn| {
+            let query = conn.info().query().unwrap_or_default().to_owned();
+            let get = |k: &str| {
+                query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('='))
+                    .map(str::to_owned)
+            };
+            let since = get("since").zip(get("epoch")).map(|(o, e)| Position {
+                offset: o.parse().unwrap(),
+                epoch: e,
+            });
+            broker.resume(conn, TOPIC, since);
+        });
+        socket.on_message(move |conn, text| {
+            if text.starts_with('!') {
+                handle.publish_except(TOPIC, text, conn);
+            } else {
+                handle.publish(TOPIC, text);
+            }
+        });
+    }));
+    Node {
+        addr,
+        handle,
+        broker,
+    }
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn client(addr: SocketAddr, query: &str) -> Ws {
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/?{query}"))
+        .await
+        .unwrap();
+    ws
+}
+
+/// A delivery as the test's render framed it.
+#[derive(Debug, Clone, PartialEq)]
+struct Got {
+    offset: u64,
+    epoch: String,
+    text: String,
+}
+
+fn parse(text: &str) -> Got {
+    let mut parts = text.splitn(3, '|');
+    Got {
+        offset: parts.next().unwrap().parse().unwrap(),
+        epoch: parts.next().unwrap().to_owned(),
+        text: parts.next().unwrap().to_owned(),
+    }
+}
+
+/// Reads until `want(received)` or `limit`; panics on a notice.
+async fn read_until(ws: &mut Ws, limit: Duration, want: impl Fn(&[Got]) -> bool) -> Vec<Got> {
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    while !want(&got) {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(WsMessage::Text(t)))) => {
+                assert!(!t.starts_with('{'), "unexpected notice: {t}");
+                got.push(parse(&t));
+            }
+            Ok(Some(Ok(_))) => {}
+            other => panic!("after {} messages: {other:?}", got.len()),
+        }
+    }
+    got
+}
+
+async fn wait_members(nodes: &[&Node], n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for node in nodes {
+        while node.broker.members(TOPIC) != n {
+            assert!(
+                Instant::now() < deadline,
+                "members: {} (local {}), want {n}",
+                node.broker.members(TOPIC),
+                node.handle.subscriber_count(TOPIC)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Checks that `got` holds each of `expected` exactly once, each
+/// publisher's in its order, with strictly increasing offsets.
+fn check(got: &[Got], expected: &[String], who: &str) {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for g in got {
+        *seen.entry(g.text.as_str()).or_default() += 1;
+    }
+    for e in expected {
+        assert_eq!(
+            seen.get(e.as_str()),
+            Some(&1),
+            "{who}: {e} delivered {:?} times",
+            seen.get(e.as_str())
+        );
+    }
+    assert_eq!(got.len(), expected.len(), "{who}: extra deliveries");
+    for pair in got.windows(2) {
+        assert!(
+            pair[0].offset < pair[1].offset,
+            "{who}: offsets out of order: {pair:?}"
+        );
+    }
+    // Per publisher (prefix before '-'), sequence numbers increase.
+    let mut last: HashMap<&str, u32> = HashMap::new();
+    for g in got {
+        let (publisher, seq) = g.text.rsplit_once('-').unwrap();
+        let seq: u32 = seq.parse().unwrap();
+        if let Some(prev) = last.insert(publisher, seq) {
+            assert!(
+                prev < seq,
+                "{who}: {publisher} out of order ({prev} then {seq})"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server: run scripts/test"]
+async fn three_nodes_deliver_every_message_once_in_order_and_exclude_the_sender() {
+    let redis = Redis::start(false);
+    let nodes = [node(&redis).await, node(&redis).await, node(&redis).await];
+    let mut clients = Vec::new();
+    for node in &nodes {
+        for _ in 0..3 {
+            clients.push(client(node.addr, "").await);
+        }
+    }
+    wait_members(&nodes.iter().collect::<Vec<_>>(), 9).await;
+
+    // Client 0 of each node publishes 150 to all; client 1 publishes 50 to
+    // all but itself.
+    let (all, except) = (150, 50);
+    for (i, node_clients) in clients.chunks_mut(3).enumerate() {
+        for n in 0..all {
+            node_clients[0]
+                .send(WsMessage::text(format!("p{i}-{n}")))
+                .await
+                .unwrap();
+        }
+        for n in 0..except {
+            node_clients[1]
+                .send(WsMessage::text(format!("!x{i}-{n}")))
+                .await
+                .unwrap();
+        }
+    }
+    let mut epochs = Vec::new();
+    for (c, ws) in clients.iter_mut().enumerate() {
+        let (node, slot) = (c / 3, c % 3);
+        let mut expected = Vec::new();
+        for i in 0..3 {
+            expected.extend((0..all).map(|n| format!("p{i}-{n}")));
+            if !(i == node && slot == 1) {
+                expected.extend((0..except).map(|n| format!("!x{i}-{n}")));
+            }
+        }
+        let n = expected.len();
+        let got = read_until(ws, Duration::from_secs(20), |g| g.len() >= n).await;
+        check(&got, &expected, &format!("client {c}"));
+        epochs.push(got[0].epoch.clone());
+        // Nothing more arrives.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), ws.next())
+                .await
+                .is_err(),
+            "client {c}: a delivery too many"
+        );
+    }
+    assert!(
+        epochs.windows(2).all(|w| w[0] == w[1]),
+        "one epoch per topic"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server: run scripts/test"]
+async fn a_client_resumes_on_another_node_without_gap_or_duplicate_and_is_told_of_lost_history() {
+    let redis = Redis::start(false);
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let mut publisher = client(a.addr, "").await;
+    let mut reader = client(b.addr, "").await;
+    wait_members(&[&a, &b], 2).await;
+    for n in 0..20 {
+        publisher
+            .send(WsMessage::text(format!("m-{n}")))
+            .await
+            .unwrap();
+    }
+    let got = read_until(&mut reader, Duration::from_secs(10), |g| g.len() >= 10).await;
+    let last = got[9].clone();
+    assert_eq!(last.text, "m-9");
+    drop(reader);
+    // More while it is away.
+    for n in 20..30 {
+        publisher
+            .send(WsMessage::text(format!("m-{n}")))
+            .await
+            .unwrap();
+    }
+    read_until(&mut publisher, Duration::from_secs(10), |g| g.len() >= 30).await;
+
+    // Back, on node A this time, from where it was.
+    let query = format!("since={}&epoch={}", last.offset, last.epoch);
+    let mut back = client(a.addr, &query).await;
+    let expected: Vec<String> = (10..30).map(|n| format!("m-{n}")).collect();
+    let resumed = read_until(&mut back, Duration::from_secs(10), |g| g.len() >= 20).await;
+    check(&resumed, &expected, "resumed");
+    assert_eq!(resumed[0].offset, last.offset + 1);
+    // Then live, no duplicate.
+    publisher.send(WsMessage::text("m-30")).await.unwrap();
+    let live = read_until(&mut back, Duration::from_secs(10), |g| !g.is_empty()).await;
+    assert_eq!(live[0].text, "m-30");
+    assert_eq!(live[0].offset, resumed[19].offset + 1);
+
+    // A stale epoch: told so, then given the current history.
+    let mut stale = client(b.addr, "since=3&epoch=0000000000000000").await;
+    match tokio::time::timeout(Duration::from_secs(5), stale.next()).await {
+        Ok(Some(Ok(WsMessage::Text(t)))) => {
+            assert!(t.contains(r#""type":"epoch""#), "{t}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server: run scripts/test"]
+async fn history_that_was_trimmed_is_reported_as_a_gap() {
+    let redis = Redis::start(false);
+    let config = RedisConfig::default().with_history_len(5);
+    let broker = RedisBroker::new(&redis.url(), config).unwrap();
+    let server = Server::bind("ws://127.0.0.1:0")
+        .await
+        .unwrap()
+        .with_broker(broker.clone());
+    let (addr, handle) = (server.local_addr(), server.handle());
+    let b = broker.clone();
+    tokio::spawn(server.start(move |socket| {
+        let broker = b.clone();
+        socket.on_open(move |conn| {
+            let since = conn.info().query().map(|_| Position {
+                offset: 1,
+                epoch: String::new(),
+            });
+            broker.resume(conn, TOPIC, since);
+        });
+    }));
+    let mut first = client(addr, "").await;
+    // Wait for the node to hold the topic, then publish 20.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while handle.subscriber_count(TOPIC) == 0 {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for n in 0..20 {
+        handle.publish(TOPIC, format!("{n}"));
+    }
+    let mut last = None;
+    for _ in 0..20 {
+        last = tokio::time::timeout(Duration::from_secs(5), first.next())
+            .await
+            .unwrap();
+    }
+    assert!(matches!(last, Some(Ok(WsMessage::Text(t))) if t == "19"));
+    // A client that last saw offset 1 of an epoch: the epoch is wrong
+    // (empty), so it is told, and then the 5 entries left, with the gap.
+    let mut late = client(addr, "x").await;
+    let mut texts = Vec::new();
+    while texts.len() < 7 {
+        match tokio::time::timeout(Duration::from_secs(5), late.next()).await {
+            Ok(Some(Ok(WsMessage::Text(t)))) => texts.push(t.to_string()),
+            other => panic!("{texts:?} then {other:?}"),
+        }
+    }
+    assert!(texts[0].contains(r#""type":"epoch""#), "{texts:?}");
+    assert_eq!(
+        texts[1], r#"{"type":"gap","topic":"room","from":1,"to":15}"#,
+        "{texts:?}"
+    );
+    assert_eq!(&texts[2..], &["15", "16", "17", "18", "19"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server: run scripts/test"]
+async fn a_redis_restart_mid_stream_loses_and_duplicates_nothing() {
+    let mut redis = Redis::start(true);
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let mut publisher = client(a.addr, "").await;
+    let mut local = client(a.addr, "").await;
+    let mut remote = client(b.addr, "").await;
+    wait_members(&[&a, &b], 3).await;
+    let total = 200;
+    let sending = tokio::spawn(async move {
+        for n in 0..total {
+            publisher
+                .send(WsMessage::text(format!("r-{n}")))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        publisher
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.kill();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    redis.restart();
+    let _publisher = sending.await.unwrap();
+    let expected: Vec<String> = (0..total).map(|n| format!("r-{n}")).collect();
+    for (who, ws) in [("remote", &mut remote), ("local", &mut local)] {
+        let got = read_until(ws, Duration::from_secs(30), |g| g.len() >= total).await;
+        let mut texts: Vec<&str> = got.iter().map(|g| g.text.as_str()).collect();
+        if who == "remote" {
+            // The other node got everything through Redis: in order.
+            assert_eq!(texts, expected, "{who}");
+        } else {
+            // The publisher's node delivered its own publishes itself while
+            // Redis was down: every one exactly once.
+            texts.sort_by_key(|t| t[2..].parse::<u32>().unwrap());
+            assert_eq!(texts, expected, "{who}");
+        }
+    }
+}
