@@ -6,10 +6,17 @@
 //! `<room>#json` for clients that asked for `?format=json` (the page does).
 //! Every announcement is encoded once per format and published to each
 //! topic, so a message to a thousand members is two encodings.
+//!
+//! With `--redis` the rooms span every node sharing that Redis
+//! ([`cluster`]): JSON events carry the room's `offset` and `epoch`, a
+//! client that reconnects with `?since=OFFSET&epoch=EPOCH` first gets what
+//! it missed, and member counts are the cluster's.
 
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use hubbub::{Connection, HttpResponse, Request, ServerHandle, Socket};
+use hubbub::{Connection, HttpResponse, Message, Request, ServerHandle, Socket};
+use hubbub_redis::{Envelope, Notice, Position, RedisBroker, RedisConfig};
 use serde_json::json;
 
 /// The page, embedded in the binary.
@@ -48,6 +55,23 @@ fn wants_json(conn: &Connection) -> bool {
         .is_some_and(|q| q.split('&').any(|kv| kv == "format=json"))
 }
 
+/// A query parameter's value (not percent-decoded: the chat's own
+/// parameters are digits and hex).
+fn query_param<'a>(conn: &'a Connection, name: &str) -> Option<&'a str> {
+    conn.info()
+        .query()?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+}
+
+/// `?since=OFFSET&epoch=EPOCH`: where a reconnecting page left off.
+fn position(conn: &Connection) -> Option<Position> {
+    Some(Position {
+        offset: query_param(conn, "since")?.parse().ok()?,
+        epoch: query_param(conn, "epoch")?.to_owned(),
+    })
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -58,10 +82,103 @@ fn topics(room: &str) -> (String, String) {
     (format!("{room}#text"), format!("{room}#json"))
 }
 
-/// Members in a room, both formats.
+/// The cluster's broker, when `hubbub serve --redis` made this node a
+/// member of one.
+static BROKER: OnceLock<Arc<RedisBroker>> = OnceLock::new();
+
+/// Members in a room, both formats (on every node, with a broker).
 fn count(server: &ServerHandle, room: &str) -> usize {
     let (text, json) = topics(room);
-    server.subscriber_count(&text) + server.subscriber_count(&json)
+    match BROKER.get() {
+        Some(broker) => broker.members(&text) + broker.members(&json),
+        None => server.subscriber_count(&text) + server.subscriber_count(&json),
+    }
+}
+
+/// The room of a topic, and whether it is the JSON one.
+fn room_of_topic(topic: &str) -> Option<(&str, bool)> {
+    if let Some(room) = topic.strip_suffix("#json") {
+        return Some((room, true));
+    }
+    topic.strip_suffix("#text").map(|room| (room, false))
+}
+
+/// Makes this node a cluster member through the Redis at `url`: JSON
+/// events get the room's offset and epoch, lost history is announced in
+/// each format, and member counts are pushed to the page when they change.
+pub(crate) fn cluster(url: &str) -> Result<Arc<RedisBroker>, String> {
+    let config = RedisConfig::default()
+        .with_render(render)
+        .with_notice(notice)
+        .on_presence(|server, topic, _| {
+            let Some((room, _)) = room_of_topic(topic) else {
+                return;
+            };
+            let event = json!({"type": "presence", "count": count(server, room), "ts": now_ms()});
+            server.publish_local(&topics(room).1, event.to_string(), None);
+        });
+    let broker = RedisBroker::new(url, config).map_err(|e| e.to_string())?;
+    let _ = BROKER.set(broker.clone());
+    Ok(broker)
+}
+
+/// Puts `offset` and `epoch` into a JSON event (`{"offset":…,"epoch":…,…}`).
+fn render(envelope: &Envelope) -> Message {
+    let json = matches!(room_of_topic(&envelope.topic), Some((_, true)));
+    match &envelope.message {
+        Message::Text(text) if json && envelope.offset > 0 && text.starts_with('{') => {
+            let rest = &text[1..];
+            let sep = if rest.trim_start().starts_with('}') {
+                ""
+            } else {
+                ","
+            };
+            Message::from(format!(
+                r#"{{"offset":{},"epoch":{}{sep}{rest}"#,
+                envelope.offset,
+                serde_json::Value::from(envelope.epoch.as_str())
+            ))
+        }
+        other => other.clone(),
+    }
+}
+
+/// What a room is told when its order could not be kept whole.
+fn notice(notice: &Notice) -> Message {
+    let (topic, text) = match notice {
+        Notice::Gap { topic, from, to } => (
+            topic,
+            format!("Messages {from} to {to} of this room are lost: no longer in the history."),
+        ),
+        Notice::EpochChanged { topic, .. } => (
+            topic,
+            "This room's history started over: earlier messages may be missing.".to_owned(),
+        ),
+        Notice::Unavailable { topic } => (
+            topic,
+            "The cluster could not be reached: messages may be missing.".to_owned(),
+        ),
+    };
+    let kind = match notice {
+        Notice::Gap { .. } => "gap",
+        Notice::EpochChanged { .. } => "epoch",
+        Notice::Unavailable { .. } => "unavailable",
+    };
+    match room_of_topic(topic) {
+        Some((_, true)) => {
+            let mut event = json!({"type": kind, "text": text, "ts": now_ms()});
+            match notice {
+                Notice::Gap { from, to, .. } => {
+                    event["from"] = json!(from);
+                    event["to"] = json!(to);
+                }
+                Notice::EpochChanged { epoch, .. } => event["epoch"] = json!(epoch),
+                Notice::Unavailable { .. } => {}
+            }
+            Message::from(event.to_string())
+        }
+        _ => Message::from(text),
+    }
 }
 
 /// Publishes one announcement to a room in both formats, optionally not to
@@ -110,7 +227,18 @@ pub(crate) fn setup(socket: &mut Socket) {
             room: room.clone(),
         });
         let (text, json) = topics(&room);
-        let _ = conn.subscribe(if wants_json(conn) { &json } else { &text });
+        let topic = if wants_json(conn) { &json } else { &text };
+        match BROKER.get() {
+            Some(broker) => {
+                // Count both formats' members on every node.
+                broker.watch(&text);
+                broker.watch(&json);
+                broker.resume(conn, topic, position(conn));
+            }
+            None => {
+                let _ = conn.subscribe(topic);
+            }
+        }
         let members = count(&server, &room);
         let welcome = "You have just joined the conversation.";
         tell(
@@ -142,6 +270,13 @@ pub(crate) fn setup(socket: &mut Socket) {
             return;
         };
         let server = conn.server();
+        if let Some(broker) = BROKER.get() {
+            let (text, json) = topics(&member.room);
+            if server.subscriber_count(&text) + server.subscriber_count(&json) == 0 {
+                broker.unwatch(&text);
+                broker.unwatch(&json);
+            }
+        }
         let line = format!("{} left the chat room.", member.name);
         let event = json!({"type": "leave", "from": member.name, "count": count(&server, &member.room),
                            "text": line, "ts": now_ms()});

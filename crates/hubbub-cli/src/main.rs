@@ -163,6 +163,15 @@ async fn serve(args: ServeArgs) -> Result<(), hubbub::Error> {
         }
     };
     let server = server.with_config(config).with_http(chat::http);
+    let server = match &args.redis {
+        Some(url) => {
+            let broker =
+                chat::cluster(url).map_err(|e| hubbub::Error::from(std::io::Error::other(e)))?;
+            println!("cluster member through {url} (node {})", broker.node_id());
+            server.with_broker(broker)
+        }
+        None => server,
+    };
     let metrics = match &args.metrics {
         Some(at) => Some(metrics_server(at, server.handle()).await?),
         None => None,

@@ -46,6 +46,11 @@ pub(crate) struct ServeArgs {
     /// 127.0.0.1:9100).
     #[arg(long, env = "HUBBUB_METRICS", value_name = "ADDR")]
     metrics: Option<String>,
+    /// Join a cluster through this Redis (`redis://127.0.0.1:6379`): rooms
+    /// span every `hubbub serve` that names the same Redis, with history,
+    /// resume after a reconnect and member counts across the nodes.
+    #[arg(long, env = "HUBBUB_REDIS", value_name = "URL")]
+    redis: Option<String>,
     /// Print the effective settings (as TOML) and exit.
     #[arg(long)]
     pub(crate) print_config: bool,
@@ -66,6 +71,8 @@ pub(crate) struct Settings {
     pub(crate) tls_port: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) metrics: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) redis: Option<String>,
 }
 
 impl Default for Settings {
@@ -78,6 +85,7 @@ impl Default for Settings {
             tls_key: None,
             tls_port: None,
             metrics: None,
+            redis: None,
         }
     }
 }
@@ -110,6 +118,7 @@ impl Settings {
             tls_key: args.tls_key.clone().or(file.tls_key),
             tls_port: args.tls_port.or(file.tls_port),
             metrics: args.metrics.clone().or(file.metrics),
+            redis: args.redis.clone().or(file.redis),
         };
         if settings.tls_port.is_some() && settings.tls_cert.is_none() {
             return Err("--tls-port needs --tls-cert and --tls-key".into());

@@ -37,8 +37,6 @@ struct TopicState {
     synced: bool,
     /// Added while Redis was unreachable.
     blind: bool,
-    /// The member count last reported to the presence callback.
-    reported: Option<usize>,
 }
 
 struct Link {
@@ -57,6 +55,9 @@ enum Target<'a> {
 struct Delivery {
     inner: Arc<Inner>,
     topics: HashMap<String, TopicState>,
+    /// The member count last reported to the presence callback, by topic
+    /// (held or watched).
+    reported: HashMap<String, Option<usize>>,
 }
 
 fn now_ms() -> u64 {
@@ -315,6 +316,11 @@ impl Delivery {
                 if still || self.topics.remove(&topic).is_none() {
                     return Ok(());
                 }
+                self.inner
+                    .elsewhere
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&topic);
                 if let Some(link) = link {
                     self.inner
                         .timeout(link.sink.unsubscribe(self.inner.channel(&topic)))
@@ -392,20 +398,33 @@ impl Delivery {
         let ttl = self.inner.config.presence_ttl;
         let now = now_ms();
         let node = self.inner.node.to_string();
-        let topics: Vec<String> = self.topics.keys().cloned().collect();
+        let mut topics: Vec<String> = self.topics.keys().cloned().collect();
+        let watched: Vec<String> = self
+            .inner
+            .watched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|t| !self.topics.contains_key(*t))
+            .cloned()
+            .collect();
+        let held = topics.len();
+        topics.extend(watched);
         if topics.is_empty() {
             return Ok(());
         }
         let mut pipe = redis::pipe();
-        for topic in &topics {
+        for (i, topic) in topics.iter().enumerate() {
             let key = self.inner.key(topic, "p");
-            let entry = format!(
-                "{}:{}",
-                server.subscriber_count(topic),
-                now + ttl.as_millis() as u64
-            );
-            pipe.hset(&key, &node, entry).ignore();
-            pipe.pexpire(&key, (ttl.as_millis() * 2) as i64).ignore();
+            if i < held {
+                let entry = format!(
+                    "{}:{}",
+                    server.subscriber_count(topic),
+                    now + ttl.as_millis() as u64
+                );
+                pipe.hset(&key, &node, entry).ignore();
+                pipe.pexpire(&key, (ttl.as_millis() * 2) as i64).ignore();
+            }
             pipe.hgetall(&key);
         }
         let all: Vec<HashMap<String, String>> =
@@ -434,16 +453,27 @@ impl Delivery {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(topic.clone(), elsewhere);
-            let total = elsewhere + server.subscriber_count(topic);
-            if let Some(state) = self.topics.get_mut(topic)
-                && state.reported != Some(total)
-            {
-                state.reported = Some(total);
+        }
+        // Every count is up to date before anyone is told of one.
+        for topic in &topics {
+            let total = self
+                .inner
+                .elsewhere
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(topic)
+                .copied()
+                .unwrap_or(0)
+                + server.subscriber_count(topic);
+            let reported = self.reported.entry(topic.clone()).or_default();
+            if *reported != Some(total) {
+                *reported = Some(total);
                 if let Some(on_presence) = &self.inner.config.presence {
-                    on_presence(topic, total);
+                    on_presence(&server, topic, total);
                 }
             }
         }
+        self.reported.retain(|t, _| topics.contains(t));
         if any_stale {
             let _: () = self
                 .inner
@@ -490,6 +520,7 @@ pub(crate) async fn run(inner: Arc<Inner>, mut commands: mpsc::UnboundedReceiver
     let mut delivery = Delivery {
         inner: inner.clone(),
         topics: HashMap::new(),
+        reported: HashMap::new(),
     };
     let mut link: Option<Link> = None;
     let mut backoff = MIN_BACKOFF;

@@ -121,7 +121,7 @@ pub enum Notice {
 
 type Render = dyn Fn(&Envelope) -> Message + Send + Sync;
 type RenderNotice = dyn Fn(&Notice) -> Message + Send + Sync;
-type OnPresence = dyn Fn(&str, usize) + Send + Sync;
+type OnPresence = dyn Fn(&ServerHandle, &str, usize) + Send + Sync;
 
 /// Settings of a [`RedisBroker`].
 #[derive(Clone)]
@@ -201,8 +201,12 @@ impl RedisConfig {
     }
 
     /// Called on every heartbeat for each topic whose member count across
-    /// the nodes changed.
-    pub fn on_presence(mut self, f: impl Fn(&str, usize) + Send + Sync + 'static) -> Self {
+    /// the nodes changed, with the node's server (to tell its clients), the
+    /// topic and the count.
+    pub fn on_presence(
+        mut self,
+        f: impl Fn(&ServerHandle, &str, usize) + Send + Sync + 'static,
+    ) -> Self {
         self.presence = Some(Arc::new(f));
         self
     }
@@ -304,6 +308,8 @@ pub(crate) struct Inner {
     /// Subscribers of each topic on the other nodes, from the last
     /// heartbeat.
     pub(crate) elsewhere: Mutex<HashMap<String, usize>>,
+    /// Topics whose members are counted even without local subscribers.
+    pub(crate) watched: Mutex<HashSet<String>>,
 }
 
 impl Inner {
@@ -400,6 +406,7 @@ impl RedisBroker {
                 publishes: OnceLock::new(),
                 delivered_locally: Mutex::new(HashSet::new()),
                 elsewhere: Mutex::new(HashMap::new()),
+                watched: Mutex::new(HashSet::new()),
             }),
         }))
     }
@@ -429,6 +436,28 @@ impl RedisBroker {
                 let _ = conn.subscribe(topic);
             }
         }
+    }
+
+    /// Counts `topic`'s members across the nodes on every heartbeat even
+    /// while this node has no subscriber of it (so that
+    /// [`RedisBroker::members`] and the presence callback cover it).
+    /// Undone by [`RedisBroker::unwatch`].
+    pub fn watch(&self, topic: &str) {
+        self.inner
+            .watched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(topic.to_owned());
+    }
+
+    /// Stops counting a topic that [`RedisBroker::watch`] added (a topic
+    /// with local subscribers is still counted).
+    pub fn unwatch(&self, topic: &str) {
+        self.inner
+            .watched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(topic);
     }
 
     /// Subscribers of `topic` on every node: this node's count now plus the

@@ -1,0 +1,147 @@
+//! `hubbub serve --redis` as a user runs it: three real binaries sharing one
+//! real `redis-server`, chatting as one room; one node killed with SIGKILL,
+//! its presence expiring and its client resuming on another node from its
+//! last offset.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::Message;
+
+#[path = "../../hubbub-redis/tests/support/redis.rs"]
+#[allow(dead_code)] // restarts are the library tests' business
+mod redis_server;
+use redis_server::Redis;
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+/// A `hubbub serve --redis` node on a free port; killed when dropped.
+struct Node {
+    child: Child,
+    addr: String,
+}
+
+async fn node(redis: &Redis) -> Node {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hubbub"))
+        .args(["serve", "--port", "0", "--redis", &redis.url()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("hubbub binary");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next_line().await.unwrap().expect("startup line");
+    let addr = first
+        .strip_prefix("chat server on ws://")
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("address in startup line")
+        .to_owned();
+    let second = lines.next_line().await.unwrap().expect("cluster line");
+    assert!(
+        second.starts_with("cluster member through redis://"),
+        "{second}"
+    );
+    Node { child, addr }
+}
+
+async fn join(node: &Node, query: &str) -> Ws {
+    tokio_tungstenite::connect_async(format!("ws://{}/?{query}", node.addr))
+        .await
+        .unwrap()
+        .0
+}
+
+async fn next_text(ws: &mut Ws) -> String {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(20), ws.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => return text.to_string(),
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
+            other => panic!("expected a text message, got {other:?}"),
+        }
+    }
+}
+
+/// Reads JSON events until one satisfies `want`.
+async fn until(ws: &mut Ws, want: impl Fn(&Value) -> bool) -> Value {
+    loop {
+        let event: Value = serde_json::from_str(&next_text(ws).await).unwrap();
+        if want(&event) {
+            return event;
+        }
+    }
+}
+
+fn is(kind: &str) -> impl Fn(&Value) -> bool + '_ {
+    move |e| e["type"] == kind
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server: run scripts/test"]
+async fn three_nodes_chat_as_one_room_and_a_killed_nodes_client_resumes_elsewhere() {
+    tokio::time::timeout(Duration::from_secs(90), async {
+        let redis = Redis::start(false);
+        let (one, mut two, three) = (node(&redis).await, node(&redis).await, node(&redis).await);
+        let mut a = join(&one, "format=json").await;
+        let mut b = join(&two, "format=json").await;
+        let mut c = join(&three, "").await;
+        for ws in [&mut a, &mut b] {
+            until(ws, is("welcome")).await;
+        }
+        assert_eq!(
+            next_text(&mut c).await,
+            "You have just joined the conversation."
+        );
+        // Every node's heartbeat has counted everyone.
+        until(&mut a, |e| e["type"] == "presence" && e["count"] == 3).await;
+
+        a.send(Message::text("hello from one")).await.unwrap();
+        let seen = until(&mut b, is("message")).await;
+        assert_eq!(seen["text"], "hello from one");
+        let (offset, epoch) = (
+            seen["offset"].as_u64().unwrap(),
+            seen["epoch"].as_str().unwrap().to_owned(),
+        );
+        let line = loop {
+            let line = next_text(&mut c).await;
+            if line.contains(" says: ") {
+                break line;
+            }
+        };
+        assert!(line.ends_with(" says: hello from one"), "{line}");
+
+        // Node two dies without a word; the room goes on without it.
+        two.child.start_kill().unwrap();
+        two.child.wait().await.unwrap();
+        a.send(Message::text("while you were away 1"))
+            .await
+            .unwrap();
+        a.send(Message::text("while you were away 2"))
+            .await
+            .unwrap();
+        // Its presence entry expires (TTL 6 s): two members are left.
+        until(&mut a, |e| e["type"] == "presence" && e["count"] == 2).await;
+
+        // b comes back on node three from where it was.
+        drop(b);
+        let mut b = join(&three, &format!("format=json&since={offset}&epoch={epoch}")).await;
+        until(&mut b, is("welcome")).await;
+        let first = until(&mut b, is("message")).await;
+        let second = until(&mut b, is("message")).await;
+        assert_eq!(first["text"], "while you were away 1");
+        assert_eq!(first["offset"].as_u64(), Some(offset + 1));
+        assert_eq!(second["text"], "while you were away 2");
+        assert_eq!(second["offset"].as_u64(), Some(offset + 2));
+        // Then live, in order, with nothing replayed twice.
+        a.send(Message::text("welcome back")).await.unwrap();
+        let live = until(&mut b, |e| e["type"] == "message" || e["type"] == "gap").await;
+        assert_eq!(live["text"], "welcome back");
+        assert!(live["offset"].as_u64().unwrap() > offset + 2);
+    })
+    .await
+    .expect("watchdog");
+}
