@@ -30,11 +30,23 @@ enum Command {
     Echo(EchoArgs),
     /// Forwards every text and binary message, unchanged, to every
     /// connected client, sender included (the broadcast benchmark's
-    /// server).
-    Relay(EchoArgs),
+    /// server); with `--redis`, to every client of every relay sharing
+    /// that Redis.
+    Relay(RelayArgs),
     /// Generates load against a server and reports what it measured.
     #[command(subcommand)]
     Load(load::LoadCommand),
+}
+
+/// Options of `hubbub relay`.
+#[derive(clap::Args)]
+struct RelayArgs {
+    #[command(flatten)]
+    common: EchoArgs,
+    /// Relay through this Redis (`redis://127.0.0.1:6379`): every relay
+    /// naming it forwards to its own clients what any of them received.
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -279,7 +291,12 @@ async fn echo(args: EchoArgs) -> Result<(), hubbub::Error> {
         .await
 }
 
-async fn relay(args: EchoArgs) -> Result<(), hubbub::Error> {
+async fn relay(args: RelayArgs) -> Result<(), hubbub::Error> {
+    const TOPIC: &str = "relay";
+    let RelayArgs {
+        common: args,
+        redis,
+    } = args;
     let protocol = hubbub_proto_config(&args);
     let config = ServerConfig::default()
         .with_protocol_config(protocol)
@@ -288,14 +305,36 @@ async fn relay(args: EchoArgs) -> Result<(), hubbub::Error> {
         .await?
         .with_config(config);
     println!("relay server on ws://{}", server.local_addr());
+    let Some(redis) = redis else {
+        // One node: the registry's broadcast, no topic bookkeeping.
+        return server
+            .start_until(
+                |socket| {
+                    socket.on_message(|conn, text| {
+                        conn.server().broadcast(text);
+                    });
+                    socket.on_binary(|conn, data| {
+                        conn.server().broadcast(data);
+                    });
+                },
+                shutdown_signal(),
+            )
+            .await;
+    };
+    let broker = hubbub_redis::RedisBroker::new(&redis, hubbub_redis::RedisConfig::default())
+        .map_err(|e| hubbub::Error::from(std::io::Error::other(e)))?;
     server
+        .with_broker(broker)
         .start_until(
             |socket| {
+                socket.on_open(|conn| {
+                    let _ = conn.subscribe(TOPIC);
+                });
                 socket.on_message(|conn, text| {
-                    conn.server().broadcast(text);
+                    conn.server().publish(TOPIC, text);
                 });
                 socket.on_binary(|conn, data| {
-                    conn.server().broadcast(data);
+                    conn.server().publish(TOPIC, data);
                 });
             },
             shutdown_signal(),

@@ -14,8 +14,10 @@ use super::{split_url, stats};
 #[derive(Args)]
 pub(crate) struct BroadcastLoad {
     /// A relay server (`hubbub relay`): every message goes to every client.
+    /// Repeat it for relays sharing a Redis (`hubbub relay --redis`): the
+    /// subscribers are spread over them, the publisher is on the first.
     #[arg(long, default_value = "ws://127.0.0.1:9001/")]
-    url: String,
+    url: Vec<String>,
     /// Subscribers.
     #[arg(short = 'n', long, default_value_t = 1000)]
     subscribers: usize,
@@ -89,21 +91,33 @@ async fn subscribe(
 }
 
 pub(crate) async fn run(options: BroadcastLoad) -> Result<(), String> {
-    let (addr, path) = split_url(&options.url)?;
+    let servers = options
+        .url
+        .iter()
+        .map(|url| split_url(url))
+        .collect::<Result<Vec<_>, _>>()?;
     let size = options.size.max(24);
     let mut subscribers = Vec::with_capacity(options.subscribers);
     for i in 0..options.subscribers {
+        let (addr, path) = &servers[i % servers.len()];
         subscribers.push(
-            Client::connect(&addr, &path, false)
+            Client::connect(addr, path, false)
                 .await
                 .map_err(|e| format!("subscriber {i}: {e}"))?,
         );
     }
-    let mut publisher = Client::connect(&addr, &path, false)
+    let (addr, path) = &servers[0];
+    let mut publisher = Client::connect(addr, path, false)
         .await
         .map_err(|e| format!("publisher: {e}"))?;
-    // Let the relay register everyone before the first message.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Let the relays register everyone (and, through Redis, subscribe)
+    // before the first message.
+    tokio::time::sleep(Duration::from_millis(if servers.len() > 1 {
+        1000
+    } else {
+        200
+    }))
+    .await;
     let epoch = Instant::now();
     let published = Arc::new(AtomicU64::new(0));
     let finished = Arc::new(tokio::sync::Notify::new());
@@ -174,8 +188,10 @@ pub(crate) async fn run(options: BroadcastLoad) -> Result<(), String> {
         .map(|(b, a)| (b - a).as_secs_f64() * 1e6 / deliveries.max(1) as f64);
     let rate = deliveries as f64 / elapsed;
     println!(
-        "scenario          broadcast to {} subscribers x {size} B, window {}",
-        options.subscribers, options.window
+        "scenario          broadcast to {} subscribers x {size} B, window {}, {} server(s)",
+        options.subscribers,
+        options.window,
+        servers.len()
     );
     println!("published         {sent} in {publishing:.2} s");
     println!("deliveries/s      {rate:.0}");
@@ -187,6 +203,7 @@ pub(crate) async fn run(options: BroadcastLoad) -> Result<(), String> {
     }
     let json = serde_json::json!({
         "scenario": "broadcast", "subscribers": options.subscribers, "size": size,
+        "servers": servers.len(),
         "window": options.window, "published": sent, "deliveries": deliveries,
         "seconds": elapsed, "deliveries_per_second": rate,
         "latency_p50_us": histogram.value_at_quantile(0.5),
