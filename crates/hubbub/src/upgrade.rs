@@ -306,7 +306,9 @@ where
     let mut head = BytesMut::new();
     response.write(&mut head);
 
-    let span = tracing::info_span!("conn", id = %conn.id(), %peer);
+    // A span per connection costs ~400 B and an enter/exit per poll: only
+    // at debug level. Events at info and above carry the id themselves.
+    let span = tracing::debug_span!("conn", id = %conn.id(), %peer);
     tracing::debug!(parent: &span, path = conn.info().path(), "open");
     shared.register(&conn);
     // Idle connections keep no buffer: only bytes that came after the head.
