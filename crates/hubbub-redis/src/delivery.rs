@@ -335,7 +335,11 @@ impl Delivery {
                 }
             }
             Command::Resume { conn, topic, since } => {
-                let Some(link) = link else {
+                let result = match link {
+                    Some(link) => self.history(link, &conn, &topic, since.as_ref()).await,
+                    None => Ok(false),
+                };
+                if !matches!(result, Ok(true)) {
                     // No history to be had: say so, and go on live.
                     if since.is_some() {
                         self.notify(
@@ -345,49 +349,58 @@ impl Delivery {
                             },
                         );
                     }
-                    self.topics.entry(topic.clone()).or_default().blind = true;
-                    let _ = conn.subscribe(&topic);
-                    return Ok(());
-                };
-                if !self.topics.get(&topic).is_some_and(|s| s.synced) {
-                    self.topics.entry(topic.clone()).or_default();
-                    self.sync(link, &topic).await?;
-                }
-                let (last, epoch) = self
-                    .topics
-                    .get(&topic)
-                    .map(|s| (s.last, s.epoch.clone()))
-                    .unwrap_or_default();
-                if let Some(Position {
-                    offset,
-                    epoch: theirs,
-                }) = since
-                {
-                    match &epoch {
-                        Some(ours) if *ours == theirs => {
-                            self.fill(link, Target::Client(&conn), &topic, ours, offset, last)
-                                .await?;
-                        }
-                        Some(ours) => {
-                            self.notify(
-                                Target::Client(&conn),
-                                &Notice::EpochChanged {
-                                    topic: topic.clone(),
-                                    epoch: ours.clone(),
-                                },
-                            );
-                            self.fill(link, Target::Client(&conn), &topic, ours, 0, last)
-                                .await?;
-                        }
-                        None => {}
+                    let state = self.topics.entry(topic.clone()).or_default();
+                    if !state.synced {
+                        state.blind = true;
                     }
                 }
                 // Nothing else reaches the node's subscribers until this
-                // task moves on: the client's next message is `last + 1`.
+                // task moves on: the client's next message is the one after
+                // the history it was given.
                 let _ = conn.subscribe(&topic);
+                result?;
             }
         }
         Ok(())
+    }
+
+    /// Brings `topic` up to date on this node and hands `conn` what it
+    /// missed after `since`. `Ok(true)` once done.
+    async fn history(
+        &mut self,
+        link: &mut Link,
+        conn: &Connection,
+        topic: &str,
+        since: Option<&Position>,
+    ) -> redis::RedisResult<bool> {
+        if !self.topics.get(topic).is_some_and(|s| s.synced) {
+            self.topics.entry(topic.to_owned()).or_default();
+            self.sync(link, topic).await?;
+        }
+        let (last, epoch) = self
+            .topics
+            .get(topic)
+            .map(|s| (s.last, s.epoch.clone()))
+            .unwrap_or_default();
+        match (since, &epoch) {
+            (Some(since), Some(ours)) if *ours == since.epoch => {
+                self.fill(link, Target::Client(conn), topic, ours, since.offset, last)
+                    .await?;
+            }
+            (Some(_), Some(ours)) => {
+                self.notify(
+                    Target::Client(conn),
+                    &Notice::EpochChanged {
+                        topic: topic.to_owned(),
+                        epoch: ours.clone(),
+                    },
+                );
+                self.fill(link, Target::Client(conn), topic, ours, 0, last)
+                    .await?;
+            }
+            _ => {}
+        }
+        Ok(true)
     }
 
     /// Writes this node's counts and reads the others'.

@@ -110,11 +110,19 @@ fn deliver_locally(inner: &Inner, pending: &mut Pending) {
         return;
     }
     pending.local = true;
-    inner
+    let mut delivered = inner
         .delivered_locally
         .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(pending.seq);
+        .unwrap_or_else(|p| p.into_inner());
+    delivered.insert(pending.seq);
+    // A publish that never comes back (its topic lost every subscriber
+    // here meanwhile) must not stay forever: keep the recent ones only.
+    let keep = 2 * inner.config.publish_buffer.max(1) as u64;
+    if delivered.len() as u64 > keep {
+        let floor = pending.seq.saturating_sub(keep);
+        delivered.retain(|&seq| seq > floor);
+    }
+    drop(delivered);
     let p = &pending.publish;
     inner.deliver_local(&Envelope {
         topic: p.topic.clone(),

@@ -73,6 +73,10 @@ pub(crate) struct Outbox {
     pub(crate) close: Option<(CloseCode, String)>,
     /// Drop the connection now, without waiting (shutdown grace expired).
     pub(crate) force: bool,
+    /// The driver is delivering events and drains this queue before it
+    /// yields (set and cleared under the lock, so a send either sees it
+    /// and is drained, or does not and wakes the driver).
+    pub(crate) driving: bool,
 }
 
 impl Connection {
@@ -134,10 +138,7 @@ impl Connection {
     /// [`crate::Backpressure::Close`] the connection is also being closed
     /// with 1008).
     pub fn send(&self, text: impl Into<Utf8Bytes>) -> Result<(), Error> {
-        self.enqueue_outgoing(&Outgoing::from_parts(
-            OpCode::Text,
-            text.into().into_bytes(),
-        ))
+        self.send_owned(OpCode::Text, text.into().into_bytes())
     }
 
     /// Queues a text or binary [`Message`].
@@ -145,7 +146,10 @@ impl Connection {
     /// # Errors
     /// As [`Connection::send`].
     pub fn send_message(&self, message: impl Into<Message>) -> Result<(), Error> {
-        self.enqueue_outgoing(&Outgoing::new(message.into()))
+        match message.into() {
+            Message::Text(text) => self.send_owned(OpCode::Text, text.into_bytes()),
+            Message::Binary(data) => self.send_owned(OpCode::Binary, data),
+        }
     }
 
     /// Queues a binary message.
@@ -153,7 +157,23 @@ impl Connection {
     /// # Errors
     /// As [`Connection::send`].
     pub fn send_binary(&self, data: impl Into<Bytes>) -> Result<(), Error> {
-        self.enqueue_outgoing(&Outgoing::from_parts(OpCode::Binary, data.into()))
+        self.send_owned(OpCode::Binary, data.into())
+    }
+
+    /// A message for this connection alone: an uncompressed frame is built
+    /// and moved into the queue (no shared encoding to set up or clone);
+    /// compression goes the shared way.
+    fn send_owned(&self, opcode: OpCode, payload: Bytes) -> Result<(), Error> {
+        let compress = self
+            .shared
+            .deflate
+            .as_ref()
+            .is_some_and(|params| payload.len() >= params.threshold);
+        if compress {
+            return self.enqueue_outgoing(&Outgoing::from_parts(opcode, payload));
+        }
+        // At most 14 header bytes: the limit check needs no exact figure.
+        self.enqueue_with(payload.len() + 14, || Frame::new(opcode, payload))
     }
 
     /// Queues a ping (payload at most 125 bytes).
@@ -283,11 +303,17 @@ impl Connection {
             outbox.frames.push_back(body);
         }
         self.shared.buffered.fetch_add(len, Ordering::Relaxed);
+        // The driver, when it is the one running this (a handler answering
+        // an event), drains the queue before it yields: waking it would
+        // only cost it a poll.
+        let wake = !outbox.driving;
         drop(outbox);
         let metrics = &self.shared.server.metrics;
         metrics.messages_out.inc();
         metrics.bytes_out.inc_by(len as u64);
-        self.shared.waker.wake();
+        if wake {
+            self.shared.waker.wake();
+        }
         Ok(())
     }
 }

@@ -740,3 +740,54 @@ async fn message_rate_limit_closes_with_1008() {
     })
     .await;
 }
+
+/// A handler's send is written at once even when the next event's async
+/// handler is still running: a send made while events are delivered does
+/// not wake the connection (the driver drains it itself), so the driver must
+/// not go to sleep on an async handler with such sends queued.
+#[tokio::test]
+async fn a_send_before_a_slow_async_handler_is_not_held_back_by_it() {
+    watchdog(async {
+        let server = start(cfg(), |socket| {
+            socket.on_message(|conn, text| {
+                let _ = conn.send(format!("got {text}"));
+            });
+            // Sends nothing itself: nothing else wakes the connection
+            // until it is done.
+            socket.on_binary_async(|_, _| async move {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+            });
+        })
+        .await;
+        let (mut ws, _) = tokio_tungstenite::connect_async(server.url("/"))
+            .await
+            .unwrap();
+        // One write: the second text waits behind the first slow handler,
+        // then is delivered together with the second binary.
+        for message in [
+            Message::text("a"),
+            Message::binary(vec![1]),
+            Message::text("b"),
+            Message::binary(vec![2]),
+        ] {
+            ws.feed(message).await.unwrap();
+        }
+        ws.flush().await.unwrap();
+        let began = std::time::Instant::now();
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            if let Some(Ok(Message::Text(t))) = ws.next().await {
+                got.push((t.to_string(), began.elapsed()));
+            }
+        }
+        assert_eq!(got[0].0, "got a");
+        assert_eq!(got[1].0, "got b");
+        // Right after the first slow handler, not after the second.
+        assert!(
+            got[1].1 < Duration::from_millis(2500),
+            "\"got b\" took {:?}",
+            got[1].1
+        );
+    })
+    .await;
+}

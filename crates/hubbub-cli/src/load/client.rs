@@ -150,7 +150,9 @@ impl Client {
                 self.flush().await?;
                 return Ok(Some(event));
             }
-            self.input.reserve(16 * 1024);
+            // Grow by doubling, so that a large message is not copied
+            // over and over as it arrives.
+            self.input.reserve((16 * 1024).max(self.input.len()));
             if self.stream.read_buf(&mut self.input).await? == 0 {
                 return Ok(None);
             }

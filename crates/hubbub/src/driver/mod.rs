@@ -173,7 +173,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             }
             // A handler that finished this round may have queued more or
             // freed the input: go round again; otherwise wait for a wake-up.
-            if self.running.is_some() || (!self.held && !self.outbox_has_work()) {
+            // (Sends made while events were delivered did not wake this
+            // task: they are drained here, even while an async handler
+            // runs.)
+            if (self.running.is_some() || !self.held) && !self.outbox_has_work() {
                 return Poll::Pending;
             }
         }
@@ -218,6 +221,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// Feeds `input` to the protocol and delivers events until it needs
     /// more bytes or an async handler is running.
     fn deliver(&mut self, input: &mut BytesMut) {
+        self.conn.shared.lock().driving = true;
+        self.deliver_events(input);
+        self.conn.shared.lock().driving = false;
+    }
+
+    fn deliver_events(&mut self, input: &mut BytesMut) {
         while self.running.is_none() && !self.events_stopped {
             let result = self.proto.read(input, &mut self.replies);
             self.take_replies();
