@@ -60,6 +60,10 @@ struct EchoArgs {
     /// Largest message accepted, in bytes.
     #[arg(long, default_value_t = 64 << 20)]
     max_message_size: usize,
+    /// Most connections at once (a benchmark server: as many as the
+    /// open-files limit allows, which caps it anyway; then 503).
+    #[arg(long, default_value_t = 1_000_000)]
+    max_connections: usize,
     /// Refuse permessage-deflate (compression is on by default, and every
     /// echoed message is compressed, whatever its size).
     #[arg(long)]
@@ -270,6 +274,7 @@ async fn echo(args: EchoArgs) -> Result<(), hubbub::Error> {
     let protocol = hubbub_proto_config(&args);
     let config = ServerConfig::default()
         .with_protocol_config(protocol)
+        .with_max_connections(args.max_connections)
         .with_max_queue_bytes(args.max_message_size.saturating_mul(4))
         .with_close_timeout(Duration::from_secs(5));
     let server = Server::bind(&url(&args.bind, args.port))
@@ -300,6 +305,7 @@ async fn relay(args: RelayArgs) -> Result<(), hubbub::Error> {
     let protocol = hubbub_proto_config(&args);
     let config = ServerConfig::default()
         .with_protocol_config(protocol)
+        .with_max_connections(args.max_connections)
         .with_max_queue_bytes(args.max_message_size.saturating_mul(4));
     let server = Server::bind(&url(&args.bind, args.port))
         .await?

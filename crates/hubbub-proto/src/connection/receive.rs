@@ -178,6 +178,14 @@ impl Connection {
                 return whole_message(kind, payload.freeze()).map(Some);
             }
 
+            if header.fin && self.message.is_none() && !compressed && kind == MessageKind::Binary {
+                // A whole binary message still arriving: leave it in
+                // `input` until it is all there, then take it without a
+                // copy (above). Only bytes that arrived are held, as when
+                // it is gathered piece by piece; text is gathered so that
+                // invalid UTF-8 fails before the rest arrives.
+                return Ok(None);
+            }
             input.advance(header_len);
             let message = self.message.get_or_insert_with(|| MessageInProgress {
                 kind,

@@ -30,7 +30,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         if !self.leftover.is_empty() {
             // A partial frame is waiting: read straight after it.
             let mut input = std::mem::take(&mut self.leftover);
-            input.reserve(4096);
+            // Grow by doubling: a large message left whole in the buffer is
+            // copied O(1) times as it arrives, not once per read.
+            input.reserve(input.len().max(4096));
             let result = self.poll_read_with(cx, &mut input);
             // Keep the allocation only while a partial frame needs it.
             self.leftover = if input.is_empty() {
