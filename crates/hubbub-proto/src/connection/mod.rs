@@ -83,6 +83,20 @@ struct MessageInProgress {
     frame: Option<FrameInProgress>,
 }
 
+/// A single-frame, uncompressed message arriving into the caller's buffer:
+/// its bytes stay there, unmasked and checked as they arrive, and are taken
+/// without a copy once whole.
+#[derive(Debug)]
+struct InPlace {
+    kind: MessageKind,
+    header_len: usize,
+    len: usize,
+    /// Payload bytes already unmasked (and, for text, validated).
+    done: usize,
+    mask: Option<[u8; 4]>,
+    utf8: Utf8Validator,
+}
+
 /// One WebSocket connection's protocol state, for either [`Role`].
 ///
 /// Feed it received bytes with [`Connection::read`] until it returns
@@ -111,6 +125,7 @@ pub struct Connection {
     role: Role,
     config: Config,
     message: Option<MessageInProgress>,
+    in_place: Option<InPlace>,
     close_sent: bool,
     close_received: bool,
     failed: bool,
@@ -142,6 +157,7 @@ impl Connection {
             role,
             config,
             message: None,
+            in_place: None,
             close_sent: false,
             close_received: false,
             failed: false,

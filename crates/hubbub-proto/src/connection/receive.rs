@@ -2,7 +2,9 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::{Connection, Deflate, Event, FrameInProgress, MessageInProgress, MessageKind, Role};
+use super::{
+    Connection, Deflate, Event, FrameInProgress, InPlace, MessageInProgress, MessageKind, Role,
+};
 use crate::close::{CloseCode, CloseFrame};
 use crate::deflate::{Decompressor, InflateError};
 use crate::error::ProtocolError;
@@ -60,6 +62,9 @@ impl Connection {
         input: &mut BytesMut,
         out: &mut BytesMut,
     ) -> Result<Option<Event>, ProtocolError> {
+        if self.in_place.is_some() {
+            return self.read_in_place(input);
+        }
         loop {
             if let Some(message) = &mut self.message {
                 if let Some(frame) = &mut message.frame {
@@ -178,13 +183,21 @@ impl Connection {
                 return whole_message(kind, payload.freeze()).map(Some);
             }
 
-            if header.fin && self.message.is_none() && !compressed && kind == MessageKind::Binary {
-                // A whole binary message still arriving: leave it in
-                // `input` until it is all there, then take it without a
-                // copy (above). Only bytes that arrived are held, as when
-                // it is gathered piece by piece; text is gathered so that
-                // invalid UTF-8 fails before the rest arrives.
-                return Ok(None);
+            if header.fin && self.message.is_none() && !compressed {
+                // A whole message still arriving: it stays in `input`
+                // (only bytes that arrived are held, as when it is gathered
+                // piece by piece), unmasked and, for text, validated as it
+                // comes, so that invalid UTF-8 still fails early; taken
+                // without a copy once whole.
+                self.in_place = Some(InPlace {
+                    kind,
+                    header_len,
+                    len,
+                    done: 0,
+                    mask: header.mask,
+                    utf8: Utf8Validator::default(),
+                });
+                return self.read_in_place(input);
             }
             input.advance(header_len);
             let message = self.message.get_or_insert_with(|| MessageInProgress {
@@ -200,6 +213,39 @@ impl Connection {
                 offset: 0,
                 fin: header.fin,
             });
+        }
+    }
+
+    /// Unmasks and checks what arrived of the in-place message; takes it
+    /// once whole.
+    fn read_in_place(&mut self, input: &mut BytesMut) -> Result<Option<Event>, ProtocolError> {
+        let Some(p) = &mut self.in_place else {
+            return Ok(None);
+        };
+        let arrived = (input.len() - p.header_len).min(p.len);
+        if arrived > p.done {
+            let piece = &mut input[p.header_len + p.done..p.header_len + arrived];
+            if let Some(key) = p.mask {
+                apply_mask(piece, key, p.done);
+            }
+            if p.kind == MessageKind::Text && !p.utf8.feed(piece) {
+                return Err(ProtocolError::InvalidUtf8);
+            }
+            p.done = arrived;
+        }
+        if p.done < p.len {
+            return Ok(None);
+        }
+        let (kind, header_len, len, complete) = (p.kind, p.header_len, p.len, p.utf8.is_complete());
+        self.in_place = None;
+        input.advance(header_len);
+        let payload = input.split_to(len).freeze();
+        match kind {
+            MessageKind::Binary => Ok(Some(Event::Binary(payload))),
+            MessageKind::Text if complete => {
+                Ok(Some(Event::Text(Utf8Bytes::from_validated(payload))))
+            }
+            MessageKind::Text => Err(ProtocolError::InvalidUtf8),
         }
     }
 
