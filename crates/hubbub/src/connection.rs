@@ -59,7 +59,7 @@ pub(crate) struct Shared {
     /// The compressor when this side keeps its context between messages;
     /// locked inside the outbox lock so that compression order is queue
     /// order.
-    compressor: Mutex<Option<Compressor>>,
+    compressor: Mutex<Option<Box<Compressor>>>,
 }
 
 /// What handles have asked the connection's task to do.
@@ -257,7 +257,8 @@ impl Connection {
                             .compressor
                             .lock()
                             .unwrap_or_else(|p| p.into_inner());
-                        let compressor = compressor.get_or_insert_with(|| Compressor::new(&params));
+                        let compressor =
+                            compressor.get_or_insert_with(|| Box::new(Compressor::new(&params)));
                         let mut out = Vec::with_capacity(message.payload.len() / 2 + 16);
                         compressor.compress(&message.payload, &mut out);
                         Frame::with_rsv1(message.opcode, out.into(), true)

@@ -628,12 +628,16 @@ pub(crate) type ConnectionContext = (
     Arc<ServerShared>,
 );
 
-async fn handle_connection<F>(
+/// Not an `async fn`, like the functions it calls: an `async fn` keeps
+/// each argument twice in its state (as passed, and as moved into the
+/// body), and this future lives as long as the connection.
+fn handle_connection<F>(
     stream: TcpStream,
     peer: SocketAddr,
     (setup, config, shared): (Arc<F>, Arc<ServerConfig>, Arc<ServerShared>),
     tls: Option<TlsConfig>,
-) where
+) -> impl Future<Output = ()> + Send
+where
     F: Fn(&mut Socket) + Send + Sync + 'static,
 {
     let _ = stream.set_nodelay(true);
@@ -641,12 +645,14 @@ async fn handle_connection<F>(
     let setup: Arc<dyn Fn(&mut Socket) + Send + Sync> = setup;
     let timeout = config.handshake_timeout;
     let ctx: ConnectionContext = (setup, config, shared);
-    match tls {
-        None => serve_socket(stream, peer, local, false, ctx).await,
-        // Boxed: the TLS handshake's state is large, and an unboxed branch
-        // would make every task, plain ones included, that much bigger
-        // (measured: 2.3 KiB per idle connection).
-        Some(tls) => Box::pin(serve_tls(stream, peer, local, timeout, tls, ctx)).await,
+    async move {
+        match tls {
+            None => serve_socket(stream, peer, local, false, ctx).await,
+            // Boxed: the TLS handshake's state is large, and an unboxed
+            // branch would make every task, plain ones included, that much
+            // bigger (measured: 2.3 KiB per idle connection).
+            Some(tls) => Box::pin(serve_tls(stream, peer, local, timeout, tls, ctx)).await,
+        }
     }
 }
 

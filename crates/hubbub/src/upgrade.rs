@@ -77,23 +77,28 @@ fn choose_protocol(request: &Request, config: &ServerConfig) -> Option<String> {
 /// Both phases are boxed futures, so that the task itself stays a few
 /// dozen bytes: the handshake's state (timers, parser, buffers) is freed as
 /// soon as it is done, and an open connection keeps only its driver.
-pub(crate) async fn serve_socket<S>(
+pub(crate) fn serve_socket<S>(
     stream: S,
     peer: SocketAddr,
     local: SocketAddr,
     secure: bool,
     ctx: ConnectionContext,
-) where
+) -> impl Future<Output = ()> + Send
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // Not an `async fn`: see `handle_connection`. Only the two boxes and
+    // the server's handle stay in this future while the connection lives.
     let shared = ctx.2.clone();
-    let Some((driver, span, _slot)) = Box::pin(handshake(stream, peer, local, secure, ctx)).await
-    else {
-        return;
-    };
-    // The driver leaves the registry itself, before `on_close` runs.
-    Box::pin(driver.run().instrument(span)).await;
-    shared.open.fetch_sub(1, Ordering::SeqCst);
+    let handshake = Box::pin(handshake(stream, peer, local, secure, ctx));
+    async move {
+        let Some((driver, span, _slot)) = handshake.await else {
+            return;
+        };
+        // The driver leaves the registry itself, before `on_close` runs.
+        Box::pin(driver.run().instrument(span)).await;
+        shared.open.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// The opening handshake: a driver for the upgraded connection, or `None`
@@ -305,6 +310,16 @@ where
     }
     let mut head = BytesMut::new();
     response.write(&mut head);
+    // The 101 is written here, so that the driver starts with nothing
+    // queued (an idle connection keeps no write queue).
+    match tokio::time::timeout(config.handshake_timeout, stream.write_all(&head)).await {
+        Ok(Ok(())) => {}
+        _ => {
+            tracing::debug!(%peer, "could not write the 101: dropping connection");
+            shared.open.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+    }
 
     // A span per connection costs ~400 B and an enter/exit per poll: only
     // at debug level. Events at info and above carry the id themselves.
@@ -313,15 +328,7 @@ where
     shared.register(&conn);
     // Idle connections keep no buffer: only bytes that came after the head.
     let buf = if buf.is_empty() { BytesMut::new() } else { buf };
-    let driver = Driver::new(
-        stream,
-        proto,
-        conn,
-        socket.handlers,
-        buf,
-        head.freeze(),
-        &config,
-    );
+    let driver = Driver::new(stream, proto, conn, socket.handlers, buf, &config);
     Some((driver, span, slot))
 }
 

@@ -84,7 +84,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         conn: Connection,
         handlers: Handlers,
         leftover: BytesMut,
-        handshake_response: Bytes,
         config: &crate::ServerConfig,
     ) -> Self {
         let now = conn.shared.server.now_ms();
@@ -92,8 +91,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             .message_rate
             .map(|limit| (limit, crate::limits::Bucket::full(&limit, now)));
         let close_timeout = config.close_timeout;
-        let mut pending = VecDeque::new();
-        pending.push_back((handshake_response, false));
+        let pending = VecDeque::new();
         Self {
             stream,
             proto,
@@ -117,13 +115,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     }
 
     /// Runs the connection to its end and fires `on_close` once.
-    pub(crate) async fn run(mut self) {
-        match self.handlers.open.call(&self.conn, ()) {
-            Ok(future) => self.running = future,
-            Err(panic) => self.handler_panicked(panic),
+    ///
+    /// Not an `async fn`: an `async fn` keeps its argument and the local it
+    /// is moved into as two slots of its state, which for the driver (over
+    /// 600 bytes) doubled every connection's future. An `async move` block
+    /// uses the captured driver in place.
+    #[allow(clippy::manual_async_fn)] // the point: see above
+    pub(crate) fn run(mut self) -> impl Future<Output = ()> + Send
+    where
+        S: Send,
+    {
+        async move {
+            match self.handlers.open.call(&self.conn, ()) {
+                Ok(future) => self.running = future,
+                Err(panic) => self.handler_panicked(panic),
+            }
+            let info = poll_fn(|cx| self.poll_drive(cx)).await;
+            self.end(info).await;
         }
-        let info = poll_fn(|cx| self.poll_drive(cx)).await;
-        self.end(info).await;
     }
 
     fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<CloseInfo> {
