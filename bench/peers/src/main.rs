@@ -55,9 +55,45 @@ impl<M: Clone> Hub<M> {
     }
 }
 
+/// The chat of the two peers whose streams are a `Sink` and a `Stream` of
+/// messages: a writer task per client drains its queue, feeding while
+/// messages are ready and flushing when it is empty; the reader sends every
+/// data message to every client.
+async fn sink_stream_chat<M, W, R, E>(
+    mut write: W,
+    mut read: R,
+    hub: Arc<Hub<M>>,
+    is_data: fn(&M) -> bool,
+) where
+    M: Clone + Send + 'static,
+    W: futures_util::Sink<M> + Unpin + Send + 'static,
+    W::Error: Send,
+    R: futures_util::Stream<Item = Result<M, E>> + Unpin,
+{
+    use futures_util::{SinkExt, StreamExt};
+    let (id, mut rx) = hub.join();
+    let writer = tokio::spawn(async move {
+        while let Some(message) = rx.recv().await {
+            write.feed(message).await?;
+            while let Ok(message) = rx.try_recv() {
+                write.feed(message).await?;
+            }
+            write.flush().await?;
+        }
+        Ok::<_, W::Error>(())
+    });
+    while let Some(Ok(message)) = read.next().await {
+        if is_data(&message) {
+            hub.broadcast(&message);
+        }
+    }
+    hub.leave(id);
+    writer.abort();
+}
+
 mod tungstenite_peer {
     use super::*;
-    use futures_util::{SinkExt, StreamExt, TryStreamExt};
+    use futures_util::{StreamExt, TryStreamExt};
     use tokio_tungstenite::tungstenite::Message;
 
     pub(crate) async fn echo(stream: TcpStream) -> Result<(), BoxError> {
@@ -72,33 +108,15 @@ mod tungstenite_peer {
     }
 
     pub(crate) async fn chat(stream: TcpStream, hub: Arc<Hub<Message>>) -> Result<(), BoxError> {
-        let ws = tokio_tungstenite::accept_async(stream).await?;
-        let (mut write, mut read) = ws.split();
-        let (id, mut rx) = hub.join();
-        let writer = tokio::spawn(async move {
-            while let Some(message) = rx.recv().await {
-                write.feed(message).await?;
-                while let Ok(message) = rx.try_recv() {
-                    write.feed(message).await?;
-                }
-                write.flush().await?;
-            }
-            Ok::<_, BoxError>(())
-        });
-        while let Some(Ok(message)) = read.next().await {
-            if message.is_text() || message.is_binary() {
-                hub.broadcast(&message);
-            }
-        }
-        hub.leave(id);
-        writer.abort();
+        let (write, read) = tokio_tungstenite::accept_async(stream).await?.split();
+        sink_stream_chat(write, read, hub, |m| m.is_text() || m.is_binary()).await;
         Ok(())
     }
 }
 
 mod tokio_websockets_peer {
     use super::*;
-    use futures_util::{SinkExt, StreamExt, TryStreamExt};
+    use futures_util::{StreamExt, TryStreamExt};
     use tokio_websockets::{Config, Limits, Message, ServerBuilder};
 
     async fn accept(
@@ -121,25 +139,8 @@ mod tokio_websockets_peer {
     }
 
     pub(crate) async fn chat(stream: TcpStream, hub: Arc<Hub<Message>>) -> Result<(), BoxError> {
-        let (mut write, mut read) = accept(stream).await?.split();
-        let (id, mut rx) = hub.join();
-        let writer = tokio::spawn(async move {
-            while let Some(message) = rx.recv().await {
-                write.feed(message).await?;
-                while let Ok(message) = rx.try_recv() {
-                    write.feed(message).await?;
-                }
-                write.flush().await?;
-            }
-            Ok::<_, BoxError>(())
-        });
-        while let Some(Ok(message)) = read.next().await {
-            if message.is_text() || message.is_binary() {
-                hub.broadcast(&message);
-            }
-        }
-        hub.leave(id);
-        writer.abort();
+        let (write, read) = accept(stream).await?.split();
+        sink_stream_chat(write, read, hub, |m| m.is_text() || m.is_binary()).await;
         Ok(())
     }
 }

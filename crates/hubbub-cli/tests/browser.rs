@@ -1,7 +1,31 @@
 //! The chat page in headless Chromium: see `tests/browser/chat.cjs`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// Runs `tests/browser/<script>` with node and the cached playwright-core,
+/// the hubbub binary and `args`; returns its stdout once it succeeded.
+fn node(root: &Path, script: &str, args: &[&std::ffi::OsStr], env: &[(&str, &Path)]) -> String {
+    let mut command = Command::new("node");
+    command
+        .env("NODE_PATH", root.join(".cache/node/node_modules"))
+        .arg(root.join("tests/browser").join(script))
+        .arg(env!("CARGO_BIN_EXE_hubbub"))
+        .args(args);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = command
+        .output()
+        .expect("node runs (installed by scripts/test)");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{script} failed:\n{stdout}\n{stderr}"
+    );
+    stdout
+}
 
 #[test]
 #[ignore = "needs chromium and node playwright-core: run scripts/test"]
@@ -18,20 +42,11 @@ fn chat_page_in_headless_chromium() {
     );
     std::fs::write(&cert, certified.cert.pem()).unwrap();
     std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
-    let output = Command::new("node")
-        .env("HUBBUB_TEST_CERT", &cert)
-        .env("HUBBUB_TEST_KEY", &key)
-        .env("NODE_PATH", root.join(".cache/node/node_modules"))
-        .arg(root.join("tests/browser/chat.cjs"))
-        .arg(env!("CARGO_BIN_EXE_hubbub"))
-        .arg(&screenshot)
-        .output()
-        .expect("node runs (installed by scripts/test)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "browser test failed:\n{stdout}\n{stderr}"
+    let stdout = node(
+        &root,
+        "chat.cjs",
+        &[screenshot.as_os_str()],
+        &[("HUBBUB_TEST_CERT", &cert), ("HUBBUB_TEST_KEY", &key)],
     );
     assert!(stdout.contains("browser chat: ok"), "{stdout}");
     assert!(
@@ -54,19 +69,12 @@ fn cluster_pages_chat_as_one_room_in_headless_chromium() {
     std::fs::create_dir_all(&artifacts).unwrap();
     let screenshot = artifacts.join("cluster.png");
     let redis = redis_server::Redis::start(false);
-    let output = Command::new("node")
-        .env("NODE_PATH", root.join(".cache/node/node_modules"))
-        .arg(root.join("tests/browser/cluster.cjs"))
-        .arg(env!("CARGO_BIN_EXE_hubbub"))
-        .arg(redis.url())
-        .arg(&screenshot)
-        .output()
-        .expect("node runs (installed by scripts/test)");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "browser cluster test failed:\n{stdout}\n{stderr}"
+    let url = redis.url();
+    let stdout = node(
+        &root,
+        "cluster.cjs",
+        &[url.as_ref(), screenshot.as_os_str()],
+        &[],
     );
     assert!(stdout.contains("browser cluster: ok"), "{stdout}");
 }

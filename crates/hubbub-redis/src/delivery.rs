@@ -469,15 +469,7 @@ impl Delivery {
         }
         // Every count is up to date before anyone is told of one.
         for topic in &topics {
-            let total = self
-                .inner
-                .elsewhere
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(topic)
-                .copied()
-                .unwrap_or(0)
-                + server.subscriber_count(topic);
+            let total = self.inner.elsewhere(topic) + server.subscriber_count(topic);
             let reported = self.reported.entry(topic.clone()).or_default();
             if *reported != Some(total) {
                 *reported = Some(total);

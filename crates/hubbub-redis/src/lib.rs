@@ -324,6 +324,16 @@ impl Inner {
             .strip_suffix(":c")
     }
 
+    /// Subscribers of `topic` on the other nodes, at the last heartbeat.
+    pub(crate) fn elsewhere(&self, topic: &str) -> usize {
+        self.elsewhere
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(topic)
+            .copied()
+            .unwrap_or(0)
+    }
+
     pub(crate) fn key(&self, topic: &str, suffix: &str) -> String {
         format!("{}:{topic}:{suffix}", self.config.prefix)
     }
@@ -469,15 +479,7 @@ impl RedisBroker {
             .server
             .get()
             .map_or(0, |s| s.subscriber_count(topic));
-        let elsewhere = self
-            .inner
-            .elsewhere
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(topic)
-            .copied()
-            .unwrap_or(0);
-        local + elsewhere
+        local + self.inner.elsewhere(topic)
     }
 }
 
