@@ -8,41 +8,17 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tokio_tungstenite::tungstenite::Message;
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
 
-/// The chat binary on a free port; killed when dropped.
-struct Chat {
-    _child: Child,
-    addr: String,
-}
+#[path = "support/serve.rs"]
+mod support;
+use support::{Serve as Chat, serve as chat_with};
 
 async fn chat() -> Chat {
     chat_with(&[]).await
-}
-
-async fn chat_with(extra: &[&str]) -> Chat {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hubbub"))
-        .args(["serve", "--port", "0"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("hubbub binary");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next_line().await.unwrap().expect("startup line");
-    let addr = first
-        .strip_prefix("chat server on ws://")
-        .and_then(|rest| rest.split_whitespace().next())
-        .expect("address in startup line")
-        .to_owned();
-    Chat {
-        _child: child,
-        addr,
-    }
 }
 
 async fn join(chat: &Chat, path: &str) -> Ws {
@@ -342,20 +318,9 @@ async fn serve_over_tls_with_cert_files() {
 #[tokio::test]
 async fn sigterm_closes_clients_with_1001_and_exits_cleanly() {
     watchdog(async {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hubbub"))
-            .args(["serve", "--port", "0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = lines.next_line().await.unwrap().unwrap();
-        let addr = first
-            .strip_prefix("chat server on ws://")
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap()
-            .to_owned();
+        let Chat {
+            mut child, addr, ..
+        } = chat().await;
         let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/"))
             .await
             .unwrap();
@@ -381,20 +346,11 @@ async fn sigterm_closes_clients_with_1001_and_exits_cleanly() {
 async fn metrics_endpoint_counts_connections_messages_and_refusals() {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     watchdog(async {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hubbub"))
-            .args(["serve", "--port", "0", "--metrics", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = lines.next_line().await.unwrap().unwrap();
-        let addr = first
-            .strip_prefix("chat server on ws://")
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap()
-            .to_owned();
+        let Chat {
+            child,
+            addr,
+            mut lines,
+        } = chat_with(&["--metrics", "127.0.0.1:0"]).await;
         let second = lines.next_line().await.unwrap().unwrap();
         let metrics_addr = second
             .strip_prefix("metrics on http://")

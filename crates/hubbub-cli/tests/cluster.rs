@@ -3,14 +3,11 @@
 //! its presence expiring and its client resuming on another node from its
 //! last offset.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::Message;
 
 #[path = "../../hubbub-redis/tests/support/redis.rs"]
@@ -20,33 +17,19 @@ use redis_server::Redis;
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
 
-/// A `hubbub serve --redis` node on a free port; killed when dropped.
-struct Node {
-    child: Child,
-    addr: String,
-}
+#[path = "support/serve.rs"]
+mod support;
+use support::{Serve as Node, serve};
 
+/// A `hubbub serve --redis` node on a free port; killed when dropped.
 async fn node(redis: &Redis) -> Node {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hubbub"))
-        .args(["serve", "--port", "0", "--redis", &redis.url()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("hubbub binary");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next_line().await.unwrap().expect("startup line");
-    let addr = first
-        .strip_prefix("chat server on ws://")
-        .and_then(|rest| rest.split_whitespace().next())
-        .expect("address in startup line")
-        .to_owned();
-    let second = lines.next_line().await.unwrap().expect("cluster line");
+    let mut node = serve(&["--redis", &redis.url()]).await;
+    let second = node.lines.next_line().await.unwrap().expect("cluster line");
     assert!(
         second.starts_with("cluster member through redis://"),
         "{second}"
     );
-    Node { child, addr }
+    node
 }
 
 async fn join(node: &Node, query: &str) -> Ws {
