@@ -109,3 +109,46 @@ fn load_generator_smoke() {
     relay.kill().unwrap();
     let _ = relay.wait();
 }
+
+/// Nothing listens: every mode fails at once with the connect error (the
+/// echo run used to wait forever for the connections that never came).
+#[test]
+fn load_against_a_closed_port_fails_with_the_reason() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("ws://127.0.0.1:{port}/");
+    for args in [
+        &["echo", "-n", "3", "-d", "0.2"][..],
+        &["connections", "-n", "3"],
+        &["handshakes", "-c", "2", "-d", "0.2"],
+        &["broadcast", "-n", "3", "-d", "0.2"],
+    ] {
+        let mode = args[0];
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hubbub"))
+            .arg("load")
+            .args(args)
+            .args(["--url", &url])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if started.elapsed() > std::time::Duration::from_secs(10) {
+                child.kill().unwrap();
+                panic!("hubbub load {mode} still running after 10 s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert!(!status.success(), "{mode}: {stderr}");
+        assert!(stderr.contains("refused"), "{mode}: {stderr}");
+    }
+}

@@ -241,6 +241,9 @@ async fn echo_connection(
     } else {
         Client::connect(&addr.0, &addr.1, options.deflate).await
     };
+    // Past the barrier whatever the outcome: a connection that failed
+    // must not leave the others (and the run) waiting for it forever.
+    start.wait().await;
     let mut client = connecting.map_err(|e| format!("connect: {e}"))?;
     let kind = if options.binary {
         MessageKind::Binary
@@ -253,7 +256,6 @@ async fn echo_connection(
     let mut seq = 0;
     let mut messages = 0;
     let mut reported = 0;
-    start.wait().await;
     let deadline =
         *deadline.get_or_init(|| Instant::now() + Duration::from_secs_f64(options.duration));
     for _ in 0..options.in_flight {
