@@ -4,18 +4,20 @@ use std::any::Any;
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use atomic_waker::AtomicWaker;
 use bytes::Bytes;
-use hubbub_proto::{CloseCode, MAX_CLOSE_REASON, MAX_CONTROL_PAYLOAD, OpCode, Utf8Bytes};
+use hubbub_proto::{
+    CloseCode, FrameHeader, MAX_CLOSE_REASON, MAX_CONTROL_PAYLOAD, OpCode, Utf8Bytes,
+};
 use uuid::Uuid;
 
 use crate::config::Backpressure;
 use crate::error::{Error, Kind};
 use crate::info::ConnectionInfo;
-use crate::message::{Frame, Message, Outgoing};
+use crate::message::{COPY_THRESHOLD, Frame, Message, Outgoing};
 use crate::server::ServerShared;
 use hubbub_proto::DeflateParams;
 use hubbub_proto::deflate::Compressor;
@@ -40,11 +42,19 @@ pub(crate) struct Shared {
     pub(crate) outbox: Mutex<Outbox>,
     /// Wakes the connection's task when something is queued.
     pub(crate) waker: AtomicWaker,
+    /// The driver is delivering events and moves the outbox into its write
+    /// queue before it yields, so a send need not wake it. Set by the
+    /// driver without the lock; read by senders, and cleared by the
+    /// driver's last drain, under the lock: a sender that sees it set holds
+    /// the lock before that drain, so its frame is drained; one that sees
+    /// it clear wakes the driver.
+    pub(crate) driving: AtomicBool,
     /// Bytes queued or being written, for `buffered_amount` and the limit.
     pub(crate) buffered: AtomicUsize,
     pub(crate) max_queue_bytes: usize,
     pub(crate) backpressure: Backpressure,
-    /// When bytes last arrived, in the server's milliseconds.
+    /// When bytes last arrived, in the server's milliseconds, as the
+    /// keepalive sweep saw it; [`crate::keepalive::ACTIVE`] after a read.
     pub(crate) last_seen: AtomicU64,
     /// When the keepalive last pinged, in the server's milliseconds.
     pub(crate) last_ping: AtomicU64,
@@ -65,18 +75,66 @@ pub(crate) struct Shared {
 /// What handles have asked the connection's task to do.
 #[derive(Default)]
 pub(crate) struct Outbox {
-    /// Encoded frames, in order.
+    /// Encoded frames, in order; `tail` comes after them.
     pub(crate) frames: VecDeque<Bytes>,
+    /// Small frames queued since the last large one, encoded back to back
+    /// in one buffer: one allocation and one I/O slice per batch instead of
+    /// per frame. The driver takes it whole (the allocation goes with it,
+    /// so an idle connection keeps none). Grown exactly, then by doubling:
+    /// a full buffer becomes a `Bytes` without another allocation.
+    tail: Vec<u8>,
     /// Whether sends are still accepted.
     pub(crate) open: bool,
     /// A close requested by a handle, to send after `frames`.
     pub(crate) close: Option<(CloseCode, String)>,
     /// Drop the connection now, without waiting (shutdown grace expired).
     pub(crate) force: bool,
-    /// The driver is delivering events and drains this queue before it
-    /// yields (set and cleared under the lock, so a send either sees it
-    /// and is drained, or does not and wakes the driver).
-    pub(crate) driving: bool,
+}
+
+impl Outbox {
+    /// Appends an unmasked frame with a small payload to `tail`; returns
+    /// its length on the wire.
+    fn push_small(&mut self, opcode: OpCode, payload: &[u8]) -> usize {
+        let header = FrameHeader::new(opcode, payload.len() as u64).encode();
+        let header = header.as_bytes();
+        let len = header.len() + payload.len();
+        self.tail.reserve(len);
+        self.tail.extend_from_slice(header);
+        self.tail.extend_from_slice(payload);
+        len
+    }
+
+    /// Appends a small encoded frame to `tail`; returns its length.
+    fn push_encoded(&mut self, frame: &[u8]) -> usize {
+        self.tail.extend_from_slice(frame);
+        frame.len()
+    }
+
+    /// Appends an encoded frame (after `tail`); returns its length.
+    fn push_frame(&mut self, frame: Frame) -> usize {
+        self.flush_tail();
+        let len = frame.len();
+        self.frames.push_back(frame.head);
+        if let Some(body) = frame.body {
+            self.frames.push_back(body);
+        }
+        len
+    }
+
+    /// Moves `tail` to the end of `frames`.
+    pub(crate) fn flush_tail(&mut self) {
+        if !self.tail.is_empty() {
+            let tail = Bytes::from(std::mem::take(&mut self.tail));
+            self.frames.push_back(tail);
+        }
+    }
+
+    /// Drops everything queued; returns the bytes dropped.
+    pub(crate) fn clear(&mut self) -> usize {
+        let dropped = self.frames.drain(..).map(|f| f.len()).sum::<usize>() + self.tail.len();
+        self.tail = Vec::new();
+        dropped
+    }
 }
 
 impl Connection {
@@ -95,6 +153,7 @@ impl Connection {
                     ..Outbox::default()
                 }),
                 waker: AtomicWaker::new(),
+                driving: AtomicBool::new(false),
                 buffered: AtomicUsize::new(0),
                 max_queue_bytes,
                 backpressure,
@@ -172,8 +231,21 @@ impl Connection {
         if compress {
             return self.enqueue_outgoing(&Outgoing::from_parts(opcode, payload));
         }
+        self.enqueue_unshared(opcode, payload)
+    }
+
+    /// Queues a frame that no other connection shares: a small one is
+    /// copied into the outbox's `tail`.
+    fn enqueue_unshared(&self, opcode: OpCode, payload: Bytes) -> Result<(), Error> {
         // At most 14 header bytes: the limit check needs no exact figure.
-        self.enqueue_with(payload.len() + 14, || Frame::new(opcode, payload))
+        let estimate = payload.len() + 14;
+        if payload.len() <= COPY_THRESHOLD {
+            self.enqueue_with(estimate, |outbox| outbox.push_small(opcode, &payload))
+        } else {
+            self.enqueue_with(estimate, |outbox| {
+                outbox.push_frame(Frame::new(opcode, payload))
+            })
+        }
     }
 
     /// Queues a ping (payload at most 125 bytes).
@@ -231,7 +303,7 @@ impl Connection {
         if payload.len() > MAX_CONTROL_PAYLOAD {
             return Err(Error::new(Kind::PayloadTooLong));
         }
-        self.enqueue(&Frame::new(opcode, payload))
+        self.enqueue_unshared(opcode, payload)
     }
 
     /// The permessage-deflate parameters in force, if negotiated.
@@ -251,7 +323,7 @@ impl Connection {
                     // The limit is checked against the uncompressed size,
                     // so that a refused send never advances the context.
                     let estimate = message.payload.len() + 14;
-                    self.enqueue_with(estimate, || {
+                    self.enqueue_with(estimate, |outbox| {
                         let mut compressor = self
                             .shared
                             .compressor
@@ -261,7 +333,7 @@ impl Connection {
                             compressor.get_or_insert_with(|| Box::new(Compressor::new(&params)));
                         let mut out = Vec::with_capacity(message.payload.len() / 2 + 16);
                         compressor.compress(&message.payload, &mut out);
-                        Frame::with_rsv1(message.opcode, out.into(), true)
+                        outbox.push_frame(Frame::with_rsv1(message.opcode, out.into(), true))
                     })
                 }
             }
@@ -271,12 +343,23 @@ impl Connection {
 
     /// Queues an encoded frame, applying the queue limit and policy.
     pub(crate) fn enqueue(&self, frame: &Frame) -> Result<(), Error> {
-        self.enqueue_with(frame.len(), || frame.clone())
+        if frame.body.is_none() {
+            // Small (see `Frame::new`): a copy into the tail costs less
+            // than sharing, whose reference count every subscriber's
+            // thread would take and drop on one cache line.
+            self.enqueue_with(frame.len(), |outbox| outbox.push_encoded(&frame.head))
+        } else {
+            self.enqueue_with(frame.len(), |outbox| outbox.push_frame(frame.clone()))
+        }
     }
 
-    /// Queues the frame `make` builds, under the outbox lock, if `estimate`
-    /// bytes fit the queue limit.
-    fn enqueue_with(&self, estimate: usize, make: impl FnOnce() -> Frame) -> Result<(), Error> {
+    /// Runs `push` (which queues a frame and returns its length) under the
+    /// outbox lock, if `estimate` bytes fit the queue limit.
+    fn enqueue_with(
+        &self,
+        estimate: usize,
+        push: impl FnOnce(&mut Outbox) -> usize,
+    ) -> Result<(), Error> {
         let len = estimate;
         let mut outbox = self.shared.lock();
         if !outbox.open {
@@ -287,7 +370,7 @@ impl Connection {
             let max = self.shared.max_queue_bytes;
             if self.shared.backpressure == Backpressure::Close {
                 outbox.open = false;
-                let dropped: usize = outbox.frames.drain(..).map(|f| f.len()).sum();
+                let dropped = outbox.clear();
                 self.shared.buffered.fetch_sub(dropped, Ordering::Relaxed);
                 outbox.close = Some((CloseCode::POLICY_VIOLATION, "send queue full".into()));
                 drop(outbox);
@@ -297,17 +380,12 @@ impl Connection {
             self.shared.server.metrics.queue_overflows.inc();
             return Err(Error::new(Kind::QueueFull { buffered, max }));
         }
-        let frame = make();
-        let len = frame.len();
-        outbox.frames.push_back(frame.head);
-        if let Some(body) = frame.body {
-            outbox.frames.push_back(body);
-        }
+        let len = push(&mut outbox);
         self.shared.buffered.fetch_add(len, Ordering::Relaxed);
         // The driver, when it is the one running this (a handler answering
         // an event), drains the queue before it yields: waking it would
         // only cost it a poll.
-        let wake = !outbox.driving;
+        let wake = !self.shared.driving.load(Ordering::Relaxed);
         drop(outbox);
         let metrics = &self.shared.server.metrics;
         metrics.messages_out.inc();

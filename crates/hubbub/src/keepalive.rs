@@ -1,10 +1,12 @@
 //! Keepalive: one sweep per server pings silent connections and closes
 //! idle ones.
 //!
-//! Each connection records when bytes last arrived (an atomic store per
-//! read); the sweep compares. That costs each connection 16 bytes instead of
-//! a timer of its own, and the sweep touches each connection a few times per
-//! interval.
+//! Each read marks its connection [`ACTIVE`] (a plain atomic store, no
+//! clock read); the sweep replaces the mark with its own time and measures
+//! silence from there. Silence is never overestimated, and is noticed at
+//! most one sweep tick (a quarter of the shortest interval) late. That
+//! costs each connection 16 bytes instead of a timer of its own, and the
+//! sweep touches each connection a few times per interval.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -17,6 +19,9 @@ use tokio::task::JoinHandle;
 use crate::config::ServerConfig;
 use crate::connection::Connection;
 use crate::server::ServerShared;
+
+/// `last_seen` value meaning "bytes arrived since the last sweep".
+pub(crate) const ACTIVE: u64 = u64::MAX;
 
 /// Starts the sweep when the configuration asks for pings or an idle
 /// timeout.
@@ -44,7 +49,15 @@ pub(crate) fn spawn(shared: Arc<ServerShared>, config: &ServerConfig) -> Option<
 }
 
 fn check(conn: &Connection, now: u64, ping: Option<Duration>, idle: Option<Duration>) {
-    let silent = now.saturating_sub(conn.shared.last_seen.load(Ordering::Relaxed));
+    let last_seen = &conn.shared.last_seen;
+    let mut seen = last_seen.load(Ordering::Relaxed);
+    if seen == ACTIVE {
+        // Bytes arrived since the last tick: silent from now on at most. (A
+        // read that marks it again after this stays marked for the next.)
+        let _ = last_seen.compare_exchange(ACTIVE, now, Ordering::Relaxed, Ordering::Relaxed);
+        seen = now;
+    }
+    let silent = now.saturating_sub(seen);
     if let Some(idle) = idle {
         if silent >= idle.as_millis() as u64 {
             if conn

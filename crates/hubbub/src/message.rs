@@ -10,7 +10,7 @@ use hubbub_proto::{DeflateParams, FrameHeader, OpCode, Utf8Bytes};
 /// Payloads up to this size are copied next to their frame header (one
 /// allocation, one I/O slice); larger ones stay a separate shared `Bytes`
 /// and are never copied.
-const COPY_THRESHOLD: usize = 4096;
+pub(crate) const COPY_THRESHOLD: usize = 4096;
 
 /// A whole message to send: text or binary.
 ///

@@ -37,6 +37,16 @@ fn status(reply: &[u8]) -> u16 {
 /// Upgrades by hand, then sends `frames`; returns the close code the
 /// server sent.
 async fn close_code_for(addr: SocketAddr, frames: &[u8]) -> Option<u16> {
+    replies_to(addr, frames)
+        .await
+        .into_iter()
+        .find(|(opcode, payload)| *opcode == OpCode::Close && payload.len() >= 2)
+        .map(|(_, payload)| u16::from_be_bytes([payload[0], payload[1]]))
+}
+
+/// Upgrades by hand, then sends `frames`; returns every frame the server
+/// sent until it closed the connection.
+async fn replies_to(addr: SocketAddr, frames: &[u8]) -> Vec<(OpCode, Vec<u8>)> {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let mut request = ClientRequest::new(addr.to_string(), "/");
     let mut out = BytesMut::new();
@@ -54,17 +64,16 @@ async fn close_code_for(addr: SocketAddr, frames: &[u8]) -> Option<u16> {
     let mut reply = input.to_vec();
     let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut reply)).await;
     let mut at = 0;
+    let mut replies = Vec::new();
     while let Ok(Some((header, len))) = FrameHeader::parse(&reply[at..]) {
         let payload = &reply[at + len..at + len + header.payload_len as usize];
-        if header.opcode == OpCode::Close && payload.len() >= 2 {
-            return Some(u16::from_be_bytes([payload[0], payload[1]]));
-        }
+        replies.push((header.opcode, payload.to_vec()));
         at += len + header.payload_len as usize;
     }
-    None
+    replies
 }
 
-/// A masked client frame with raw first byte `b0`.
+/// Builds a masked frame whose first byte is `b0`.
 fn frame(b0: u8, payload: &[u8]) -> Vec<u8> {
     let key = [9, 8, 7, 6];
     let mut header = FrameHeader {
@@ -182,6 +191,29 @@ async fn slowloris_and_silent_connections_are_dropped_at_the_handshake_timeout()
         assert!(silent.await.unwrap().is_empty());
         assert!(started.elapsed() < Duration::from_secs(4));
         canary_is_served(&server.url("/")).await;
+        server.stop().await;
+    })
+    .await;
+}
+
+/// A message the handler answered goes out before the close that a
+/// protocol error later in the same read causes (Autobahn 4.2.3, 5.15).
+#[tokio::test]
+async fn answers_to_earlier_messages_precede_the_protocol_error_close() {
+    watchdog(async {
+        let server = start(common::quick(), echo).await;
+        let mut input = frame(0x81, b"first");
+        input.extend(frame(0x81, b"second"));
+        input.extend(frame(0x83, b"reserved opcode"));
+        let replies = replies_to(server.addr, &input).await;
+        let kinds: Vec<_> = replies
+            .iter()
+            .map(|(opcode, payload)| match opcode {
+                OpCode::Close => format!("close {}", u16::from_be_bytes([payload[0], payload[1]])),
+                _ => format!("{opcode:?} {}", String::from_utf8_lossy(payload)),
+            })
+            .collect();
+        assert_eq!(kinds, ["Text first", "Text second", "close 1002"]);
         server.stop().await;
     })
     .await;

@@ -281,6 +281,52 @@ async fn panicking_handler_closes_only_its_connection_with_1011() {
     .await;
 }
 
+/// Events that arrive in one read: what the handlers send goes out in the
+/// order of the events, around the protocol's own answers (a pong) and
+/// ahead of the close that a panic causes.
+#[tokio::test]
+async fn sends_pongs_and_a_panic_close_keep_the_order_of_one_read() {
+    watchdog(async {
+        let server = start(cfg(), |socket| {
+            socket.on_message(|conn, text| {
+                let _ = conn.send(format!("echo {text}"));
+                if text == "boom" {
+                    panic!("handler exploded after a send");
+                }
+            });
+        })
+        .await;
+        let (mut ws, _) = tokio_tungstenite::connect_async(server.url("/"))
+            .await
+            .unwrap();
+        // One flush: the server reads these together.
+        ws.feed(Message::text("a")).await.unwrap();
+        ws.feed(Message::Ping("p".into())).await.unwrap();
+        ws.feed(Message::text("b")).await.unwrap();
+        ws.feed(Message::text("boom")).await.unwrap();
+        ws.feed(Message::text("never")).await.unwrap();
+        ws.flush().await.unwrap();
+        let mut got = Vec::new();
+        loop {
+            match ws.next().await.unwrap().unwrap() {
+                Message::Text(text) => got.push(text.to_string()),
+                Message::Pong(data) => got.push(format!("pong {}", String::from_utf8_lossy(&data))),
+                Message::Close(Some(frame)) => {
+                    got.push(format!("close {}", u16::from(frame.code)));
+                    break;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(
+            got,
+            ["echo a", "pong p", "echo b", "echo boom", "close 1011"]
+        );
+        server.stop().await;
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn shutdown_sends_1001_fires_every_on_close_and_returns() {
     watchdog(async {

@@ -79,10 +79,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         if n == 0 {
             return Poll::Ready(Ok(false));
         }
-        let shared = &self.conn.shared;
-        shared
+        // "Bytes arrived": the keepalive sweep turns it into its own time
+        // (reading the clock here cost 4 % of the user time on small
+        // messages).
+        self.conn
+            .shared
             .last_seen
-            .store(shared.server.now_ms(), Ordering::Relaxed);
+            .store(crate::keepalive::ACTIVE, Ordering::Relaxed);
         if self.phase == Phase::Lingering || self.proto.close_received() {
             buf.clear();
             return Poll::Ready(Ok(true));
@@ -95,17 +98,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// Writes as much of `pending` as the socket takes, in vectored writes.
     pub(super) fn poll_write(&mut self, cx: &mut Context<'_>) -> std::io::Result<()> {
         let mut wrote = false;
-        while !self.pending.is_empty() {
-            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-            let count = self.pending.len().min(MAX_SLICES);
-            for (slice, (bytes, _)) in slices.iter_mut().zip(self.pending.iter()) {
-                *slice = IoSlice::new(bytes);
-            }
-            // One buffer: a plain write (`send`), cheaper in the kernel
-            // than a one-element `writev`, the common case for a reply.
-            let written = if count == 1 {
-                Pin::new(&mut self.stream).poll_write(cx, &slices[0])
+        while let Some(front) = self.pending.front() {
+            // One buffer, the common case for a reply: a plain write
+            // (`send`), cheaper in the kernel than a one-element `writev`,
+            // and no slice array to fill.
+            let written = if self.pending.len() == 1 {
+                Pin::new(&mut self.stream).poll_write(cx, front)
             } else {
+                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                let count = self.pending.len().min(MAX_SLICES);
+                for (slice, bytes) in slices.iter_mut().zip(self.pending.iter()) {
+                    *slice = IoSlice::new(bytes);
+                }
                 Pin::new(&mut self.stream).poll_write_vectored(cx, &slices[..count])
             };
             let n = match written {
@@ -126,27 +130,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     }
 
     /// Drops `n` written bytes from the front of `pending`.
-    fn consume(&mut self, mut n: usize) {
-        let mut counted = 0;
-        while n > 0 {
-            let Some((front, is_counted)) = self.pending.front_mut() else {
+    fn consume(&mut self, n: usize) {
+        self.conn.shared.buffered.fetch_sub(n, Ordering::Relaxed);
+        let mut left = n;
+        while left > 0 {
+            let Some(front) = self.pending.front_mut() else {
                 break;
             };
-            let take = n.min(front.len());
+            let take = left.min(front.len());
             front.advance(take);
-            n -= take;
-            if *is_counted {
-                counted += take;
-            }
+            left -= take;
             if front.is_empty() {
                 self.pending.pop_front();
             }
-        }
-        if counted > 0 {
-            self.conn
-                .shared
-                .buffered
-                .fetch_sub(counted, Ordering::Relaxed);
         }
     }
 }

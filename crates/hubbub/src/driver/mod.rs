@@ -59,9 +59,9 @@ pub(crate) struct Driver<S> {
     shut: bool,
     /// `proto`'s own output (pongs, close frames).
     replies: BytesMut,
-    /// Frames to write, in order; `true` marks bytes counted in the
-    /// connection's `buffered` total.
-    pending: VecDeque<(Bytes, bool)>,
+    /// Frames to write, in order (all counted in the connection's
+    /// `buffered` total, the protocol's own replies included).
+    pending: VecDeque<Bytes>,
     /// A spare queue swapped with the outbox's, to reuse its capacity.
     spare: VecDeque<Bytes>,
     running: Option<BoxFuture>,
@@ -137,6 +137,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
     fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<CloseInfo> {
         self.conn.shared.waker.register(cx.waker());
+        // Whether to look at the outbox this round. A round that follows a
+        // delivering read skips it: that read's `deliver` drained the outbox
+        // as it cleared `driving`, and anything queued since woke the task.
+        let mut drain = true;
         for _ in 0..ROUNDS_PER_WAKE {
             if let Some(future) = self.running.as_mut() {
                 match catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
@@ -148,7 +152,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     }
                 }
             }
-            if self.drain_outbox() {
+            if std::mem::replace(&mut drain, true) && self.drain_outbox(false) {
                 tracing::debug!(id = %self.conn.id(), "dropped at the end of the shutdown grace");
                 return Poll::Ready(self.unfinished("dropped at shutdown"));
             }
@@ -170,7 +174,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             } else {
                 Poll::Pending
             } {
-                Poll::Ready(Ok(true)) => continue,
+                Poll::Ready(Ok(true)) => {
+                    drain = false;
+                    continue;
+                }
                 Poll::Ready(Ok(false)) => return Poll::Ready(self.peer_gone()),
                 Poll::Ready(Err(e)) => return Poll::Ready(self.io_failed(e)),
                 Poll::Pending => {}
@@ -180,12 +187,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     return Poll::Ready(self.timed_out());
                 }
             }
-            // A handler that finished this round may have queued more or
-            // freed the input: go round again; otherwise wait for a wake-up.
-            // (Sends made while events were delivered did not wake this
-            // task: they are drained here, even while an async handler
-            // runs.)
-            if (self.running.is_some() || !self.held) && !self.outbox_has_work() {
+            // Input held back for a handler that finished this round: go
+            // round again. Otherwise wait for a wake-up: every send since
+            // the last drain woke the task (sends made while events were
+            // delivered did not, and `deliver` drained those).
+            if self.running.is_some() || !self.held {
                 return Poll::Pending;
             }
         }
@@ -193,34 +199,46 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         Poll::Pending
     }
 
-    fn outbox_has_work(&self) -> bool {
-        let outbox = self.conn.shared.lock();
-        !outbox.frames.is_empty() || outbox.close.is_some() || outbox.force
+    /// Moves what handles queued into `pending`; with `stop_driving`, clears
+    /// the `driving` flag under the same lock. Returns `true` when the
+    /// connection must be dropped at once (shutdown grace expired; the flag
+    /// stays set for the next drain to see).
+    fn drain_outbox(&mut self, stop_driving: bool) -> bool {
+        let keep = !self.proto.close_sent();
+        self.take_outbox(stop_driving, keep)
     }
 
-    /// Moves what handles queued into `pending`. Returns `true` when the
-    /// connection must be dropped at once (shutdown grace expired).
-    fn drain_outbox(&mut self) -> bool {
+    /// `drain_outbox`, where `keep` says whether the frames go out: not
+    /// once this side's close is queued, except for frames queued before
+    /// the reply `proto` just wrote and that is not yet in `pending`.
+    fn take_outbox(&mut self, stop_driving: bool, keep: bool) -> bool {
         let (close, force) = {
             let mut outbox = self.conn.shared.lock();
+            if stop_driving {
+                self.conn.shared.driving.store(false, Ordering::Relaxed);
+            }
+            outbox.flush_tail();
             std::mem::swap(&mut outbox.frames, &mut self.spare);
             (outbox.close.take(), outbox.force)
         };
         if force {
             return true;
         }
-        let mut frames = std::mem::take(&mut self.spare);
-        if self.proto.close_sent() {
-            let dropped: usize = frames.iter().map(Bytes::len).sum();
+        if self.spare.is_empty() {
+            // Nothing queued.
+        } else if !keep {
+            let dropped: usize = self.spare.iter().map(Bytes::len).sum();
             self.conn
                 .shared
                 .buffered
                 .fetch_sub(dropped, Ordering::Relaxed);
-            frames.clear();
+            self.spare.clear();
+        } else if self.pending.is_empty() {
+            // The usual case: the queue changes hands, nothing is copied.
+            std::mem::swap(&mut self.pending, &mut self.spare);
         } else {
-            self.pending.extend(frames.drain(..).map(|f| (f, true)));
+            self.pending.extend(self.spare.drain(..));
         }
-        self.spare = frames;
         if let Some((code, reason)) = close {
             self.send_close(code, reason);
         }
@@ -228,17 +246,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     }
 
     /// Feeds `input` to the protocol and delivers events until it needs
-    /// more bytes or an async handler is running.
+    /// more bytes or an async handler is running; then moves what the
+    /// handlers queued into `pending`, in the lock that clears `driving`.
     fn deliver(&mut self, input: &mut BytesMut) {
-        self.conn.shared.lock().driving = true;
+        self.conn.shared.driving.store(true, Ordering::Relaxed);
         self.deliver_events(input);
-        self.conn.shared.lock().driving = false;
+        // A forced drop is seen by the next round's drain.
+        let _ = self.drain_outbox(true);
     }
 
     fn deliver_events(&mut self, input: &mut BytesMut) {
         while self.running.is_none() && !self.events_stopped {
+            let closed_before = self.proto.close_sent();
             let result = self.proto.read(input, &mut self.replies);
-            self.take_replies();
+            if !self.replies.is_empty() {
+                // What handlers queued goes out before the protocol's own
+                // answer (a pong, the close reply, the close for an error
+                // in this input), even though that answer may have marked
+                // the close as sent.
+                let _ = self.take_outbox(false, !closed_before);
+                self.take_replies();
+            }
             match result {
                 Ok(Some(event)) => self.dispatch(event),
                 Ok(None) => break,
@@ -256,7 +284,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     break;
                 }
             }
-            self.drain_outbox();
         }
     }
 
@@ -312,6 +339,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     fn stop_and_close(&mut self, code: CloseCode, reason: &str) {
         self.events_stopped = true;
         self.mark_closed();
+        // What handlers queued before goes out ahead of the close.
+        let _ = self.drain_outbox(false);
         self.send_close(code, reason.to_owned());
     }
 
@@ -331,8 +360,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
     fn take_replies(&mut self) {
         if !self.replies.is_empty() {
-            self.pending
-                .push_back((self.replies.split().freeze(), false));
+            let reply = self.replies.split().freeze();
+            self.conn
+                .shared
+                .buffered
+                .fetch_add(reply.len(), Ordering::Relaxed);
+            self.pending.push_back(reply);
         }
     }
 
@@ -449,7 +482,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         {
             let mut outbox = self.conn.shared.lock();
             outbox.open = false;
-            outbox.frames.clear();
+            outbox.clear();
             outbox.close = None;
         }
         self.conn.shared.buffered.store(0, Ordering::Relaxed);
