@@ -258,6 +258,37 @@ fn absolute_form_target_yields_path_and_query() {
     .unwrap()
     .unwrap();
     assert_eq!((r.path(), r.query()), ("/a/b", Some("c=d")));
+    assert_eq!(r.method(), "GET");
+    assert_eq!(r.target(), "ws://server.example.com/a/b?c=d");
+    for (target, path, query) in [
+        ("ws://server.example.com", "/", None),
+        ("ws://server.example.com?q", "/", None),
+        ("/?", "/", Some("")),
+        ("/p?a?b", "/p", Some("a?b")),
+    ] {
+        let r = parse(&format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n"))
+            .unwrap()
+            .unwrap();
+        assert_eq!((r.target(), r.path(), r.query()), (target, path, query));
+    }
+}
+
+#[test]
+fn header_fields_keep_order_repeats_and_raw_bytes() {
+    let head = b"GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\nx-a: 2\r\nX-Bin: \xff\r\nEmpty:\r\n\r\n";
+    let r = RequestParser::new(&Config::default())
+        .parse(&mut BytesMut::from(&head[..]))
+        .unwrap()
+        .unwrap();
+    let headers = r.headers();
+    assert_eq!(headers.len(), 5);
+    assert_eq!(headers.get_all("X-A").collect::<Vec<_>>(), ["1", "2"]);
+    assert_eq!(headers.count("x-a"), 2);
+    assert_eq!(headers.get("x-bin"), None, "not UTF-8");
+    assert_eq!(headers.get_bytes("x-bin"), Some(&b"\xff"[..]));
+    assert_eq!(headers.get("empty"), Some(""));
+    let names: Vec<_> = headers.iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["Host", "X-A", "x-a", "X-Bin", "Empty"]);
 }
 
 #[test]

@@ -61,7 +61,10 @@ pub(crate) struct Shared {
     /// The server, for topics and broadcast.
     pub(crate) server: Arc<ServerShared>,
     /// Topics this connection is subscribed to (usually none or a few).
-    pub(crate) topics: Mutex<HashSet<Box<str>>>,
+    /// Boxed on the first subscription: 8 bytes, not 48, on connections
+    /// that never subscribe.
+    #[allow(clippy::box_collection)] // the point: see above
+    pub(crate) topics: Mutex<Option<Box<HashSet<Box<str>>>>>,
     /// Typed user data, one value per type.
     data: Mutex<Vec<Box<dyn Any + Send + Sync>>>,
     /// permessage-deflate, when negotiated.
@@ -86,7 +89,7 @@ pub(crate) struct Outbox {
     /// Whether sends are still accepted.
     pub(crate) open: bool,
     /// A close requested by a handle, to send after `frames`.
-    pub(crate) close: Option<(CloseCode, String)>,
+    pub(crate) close: Option<Box<(CloseCode, String)>>,
     /// Drop the connection now, without waiting (shutdown grace expired).
     pub(crate) force: bool,
 }
@@ -160,7 +163,7 @@ impl Connection {
                 last_seen: AtomicU64::new(server.now_ms()),
                 last_ping: AtomicU64::new(server.now_ms()),
                 server,
-                topics: Mutex::new(HashSet::new()),
+                topics: Mutex::new(None),
                 data: Mutex::new(Vec::new()),
                 deflate,
                 compressor: Mutex::new(None),
@@ -293,7 +296,7 @@ impl Connection {
             return Err(Error::new(Kind::Closed));
         }
         outbox.open = false;
-        outbox.close = Some((code, reason.to_owned()));
+        outbox.close = Some(Box::new((code, reason.to_owned())));
         drop(outbox);
         self.shared.waker.wake();
         Ok(())
@@ -372,7 +375,10 @@ impl Connection {
                 outbox.open = false;
                 let dropped = outbox.clear();
                 self.shared.buffered.fetch_sub(dropped, Ordering::Relaxed);
-                outbox.close = Some((CloseCode::POLICY_VIOLATION, "send queue full".into()));
+                outbox.close = Some(Box::new((
+                    CloseCode::POLICY_VIOLATION,
+                    "send queue full".into(),
+                )));
                 drop(outbox);
                 self.shared.waker.wake();
                 tracing::warn!(id = %self.id(), buffered, max, "send queue full: closing with 1008");
@@ -407,7 +413,12 @@ impl Connection {
         if !self.is_open() {
             return Err(Error::new(Kind::Closed));
         }
-        if self.shared.topics().insert(topic.into()) {
+        let added = self
+            .shared
+            .topics()
+            .get_or_insert_with(Box::default)
+            .insert(topic.into());
+        if added {
             self.shared.server.topics.subscribe(topic, self);
         }
         Ok(())
@@ -415,7 +426,11 @@ impl Connection {
 
     /// Unsubscribes from `topic`; returns whether it was subscribed.
     pub fn unsubscribe(&self, topic: &str) -> bool {
-        let was = self.shared.topics().remove(topic);
+        let was = self
+            .shared
+            .topics()
+            .as_mut()
+            .is_some_and(|topics| topics.remove(topic));
         if was {
             self.shared.server.topics.unsubscribe(topic, self.id());
         }
@@ -424,12 +439,20 @@ impl Connection {
 
     /// The topics this connection is subscribed to.
     pub fn topics(&self) -> Vec<String> {
-        self.shared.topics().iter().map(|t| t.to_string()).collect()
+        self.shared
+            .topics()
+            .iter()
+            .flat_map(|topics| topics.iter())
+            .map(|t| t.to_string())
+            .collect()
     }
 
     /// Whether this connection is subscribed to `topic`.
     pub fn is_subscribed(&self, topic: &str) -> bool {
-        self.shared.topics().contains(topic)
+        self.shared
+            .topics()
+            .as_ref()
+            .is_some_and(|topics| topics.contains(topic))
     }
 
     /// Attaches a value of type `T` (a nickname, a user id…), replacing any
@@ -488,7 +511,8 @@ impl Connection {
 }
 
 impl Shared {
-    pub(crate) fn topics(&self) -> MutexGuard<'_, HashSet<Box<str>>> {
+    #[allow(clippy::box_collection)] // see the field
+    pub(crate) fn topics(&self) -> MutexGuard<'_, Option<Box<HashSet<Box<str>>>>> {
         self.topics.lock().unwrap_or_else(|p| p.into_inner())
     }
 

@@ -92,7 +92,12 @@ impl ServerShared {
         if self.clients.remove(conn.id()) {
             self.metrics.connections_open.dec();
         }
-        let topics: Vec<Box<str>> = conn.shared.topics().drain().collect();
+        let topics: Vec<Box<str>> = conn
+            .shared
+            .topics()
+            .take()
+            .map(|topics| topics.into_iter().collect())
+            .unwrap_or_default();
         for topic in topics {
             self.topics.unsubscribe(&topic, conn.id());
         }

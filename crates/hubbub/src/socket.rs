@@ -15,19 +15,14 @@ use crate::info::{CloseInfo, ConnectionInfo};
 /// A boxed handler future.
 pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
 
-/// A plain handler closure.
-type SyncFn<A> = Box<dyn FnMut(&Connection, A) + Send>;
-/// An async handler closure.
-type AsyncFn<A> = Box<dyn FnMut(Connection, A) -> BoxFuture + Send>;
+/// A handler closure, plain or async: a plain one returns `None`, an
+/// async one its future.
+type HandlerFn<A> = Box<dyn FnMut(&Connection, A) -> Option<BoxFuture> + Send>;
 /// The error handler.
 type ErrorFn = Box<dyn FnMut(&Connection, &Error) + Send>;
 
-/// One event's handler: none, a plain closure, or an async one.
-pub(crate) enum Handler<A> {
-    None,
-    Sync(SyncFn<A>),
-    Async(AsyncFn<A>),
-}
+/// One event's handler, if any: 16 bytes (every connection keeps six).
+pub(crate) struct Handler<A>(Option<HandlerFn<A>>);
 
 /// A handler's panic payload, as text for the log.
 pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
@@ -39,18 +34,36 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
 }
 
 impl<A> Handler<A> {
+    /// No handler.
+    pub(crate) const NONE: Self = Self(None);
+
+    /// A plain closure.
+    fn plain(mut f: impl FnMut(&Connection, A) + Send + 'static) -> Self {
+        Self(Some(Box::new(move |conn, arg| {
+            f(conn, arg);
+            None
+        })))
+    }
+
+    /// An async closure.
+    fn future<Fut>(mut f: impl FnMut(Connection, A) -> Fut + Send + 'static) -> Self
+    where
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        Self(Some(Box::new(move |conn, arg| {
+            Some(Box::pin(f(conn.clone(), arg)))
+        })))
+    }
+
     /// Runs the handler. A plain closure runs to completion here; an async
     /// one returns its future for the driver to poll. A panic is caught and
     /// returned as its message.
     pub(crate) fn call(&mut self, conn: &Connection, arg: A) -> Result<Option<BoxFuture>, String> {
-        match self {
-            Self::None => Ok(None),
-            Self::Sync(f) => catch_unwind(AssertUnwindSafe(|| f(conn, arg)))
-                .map(|()| None)
-                .map_err(|p| panic_message(&*p)),
-            Self::Async(f) => catch_unwind(AssertUnwindSafe(|| f(conn.clone(), arg)))
-                .map(Some)
-                .map_err(|p| panic_message(&*p)),
+        match &mut self.0 {
+            None => Ok(None),
+            Some(f) => {
+                catch_unwind(AssertUnwindSafe(|| f(conn, arg))).map_err(|p| panic_message(&*p))
+            }
         }
     }
 }
@@ -69,12 +82,12 @@ pub(crate) struct Handlers {
 impl Default for Handlers {
     fn default() -> Self {
         Self {
-            open: Handler::None,
-            close: Handler::None,
-            message: Handler::None,
-            binary: Handler::None,
-            ping: Handler::None,
-            pong: Handler::None,
+            open: Handler::NONE,
+            close: Handler::NONE,
+            message: Handler::NONE,
+            binary: Handler::NONE,
+            ping: Handler::NONE,
+            pong: Handler::NONE,
             error: None,
         }
     }
@@ -83,24 +96,23 @@ impl Default for Handlers {
 macro_rules! handler_setters {
     ($(#[$doc:meta])* $sync:ident, $async_name:ident, $field:ident, $arg:ty) => {
         $(#[$doc])*
-        pub fn $sync<F>(&mut self, mut handler: F)
+        pub fn $sync<F>(&mut self, handler: F)
         where
             F: FnMut(&Connection, $arg) + Send + 'static,
         {
-            self.handlers.$field = Handler::Sync(Box::new(move |conn, arg| handler(conn, arg)));
+            self.handlers.$field = Handler::plain(handler);
         }
 
         $(#[$doc])*
         ///
         /// The async form: the connection's next event waits for the
         /// returned future, other connections never do.
-        pub fn $async_name<F, Fut>(&mut self, mut handler: F)
+        pub fn $async_name<F, Fut>(&mut self, handler: F)
         where
             F: FnMut(Connection, $arg) -> Fut + Send + 'static,
             Fut: Future<Output = ()> + Send + 'static,
         {
-            self.handlers.$field =
-                Handler::Async(Box::new(move |conn, arg| Box::pin(handler(conn, arg))));
+            self.handlers.$field = Handler::future(handler);
         }
     };
 }
@@ -134,7 +146,7 @@ impl Socket {
     where
         F: FnMut(&Connection) + Send + 'static,
     {
-        self.handlers.open = Handler::Sync(Box::new(move |conn, ()| handler(conn)));
+        self.handlers.open = Handler::plain(move |conn, ()| handler(conn));
     }
 
     /// Runs when the connection is open, before any message handler; the
@@ -144,7 +156,7 @@ impl Socket {
         F: FnMut(Connection) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.handlers.open = Handler::Async(Box::new(move |conn, ()| Box::pin(handler(conn))));
+        self.handlers.open = Handler::future(move |conn, ()| handler(conn));
     }
 
     handler_setters!(

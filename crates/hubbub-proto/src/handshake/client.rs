@@ -133,10 +133,7 @@ impl ClientRequest {
         if status != 101 {
             return Err(ClientHandshakeError::Status(status));
         }
-        let mut headers = Headers::default();
-        for field in parsed.headers.iter() {
-            headers.append(field.name, field.value);
-        }
+        let headers = Headers::from_fields(parsed.headers);
         if !headers.has_token("upgrade", "websocket") || !headers.has_token("connection", "upgrade")
         {
             return Err(ClientHandshakeError::MissingUpgrade);

@@ -12,62 +12,103 @@
 /// assert_eq!(headers.get("X-TAG"), Some("a"));
 /// assert_eq!(headers.get_all("x-tag").collect::<Vec<_>>(), ["a", "b"]);
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Headers {
-    entries: Vec<(Box<str>, Box<[u8]>)>,
+    /// Every name and value, back to back: two allocations per head in
+    /// all, not two per field (a connection keeps its request's fields).
+    text: Vec<u8>,
+    /// Per field: where its name ends and where its value ends in `text`
+    /// (the name starts where the previous value ended).
+    ends: Vec<(u32, u32)>,
+}
+
+impl std::fmt::Debug for Headers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(
+                self.iter()
+                    .map(|(name, value)| (name, String::from_utf8_lossy(value))),
+            )
+            .finish()
+    }
 }
 
 impl Headers {
+    /// The fields of a parsed head, in one allocation each for the text and
+    /// the index, sized exactly.
+    pub(crate) fn from_fields(fields: &[httparse::Header<'_>]) -> Self {
+        let bytes = fields.iter().map(|f| f.name.len() + f.value.len()).sum();
+        let mut headers = Self {
+            text: Vec::with_capacity(bytes),
+            ends: Vec::with_capacity(fields.len()),
+        };
+        for field in fields {
+            headers.append(field.name, field.value);
+        }
+        headers
+    }
+
     /// Adds a field at the end.
+    ///
+    /// # Panics
+    /// When the fields add up to 4 GiB or more.
     pub fn append(&mut self, name: &str, value: &[u8]) {
-        self.entries.push((name.into(), value.into()));
-    }
-
-    /// The first value of `name`, if it is UTF-8.
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.entries
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .find_map(|(_, v)| std::str::from_utf8(v).ok())
-    }
-
-    /// The first value of `name` as raw bytes.
-    pub fn get_bytes(&self, name: &str) -> Option<&[u8]> {
-        self.entries
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| &**v)
-    }
-
-    /// Every UTF-8 value of `name`, in order.
-    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.entries
-            .iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .filter_map(|(_, v)| std::str::from_utf8(v).ok())
-    }
-
-    /// How many fields `name` has.
-    pub fn count(&self, name: &str) -> usize {
-        self.entries
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .count()
+        self.text.extend_from_slice(name.as_bytes());
+        let name_end = u32::try_from(self.text.len()).expect("header fields under 4 GiB");
+        self.text.extend_from_slice(value);
+        let value_end = u32::try_from(self.text.len()).expect("header fields under 4 GiB");
+        self.ends.push((name_end, value_end));
     }
 
     /// Every field as name and raw value, in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.entries.iter().map(|(n, v)| (&**n, &**v))
+        let mut start = 0;
+        self.ends.iter().map(move |&(name_end, value_end)| {
+            let (name_end, value_end) = (name_end as usize, value_end as usize);
+            let name = &self.text[start..name_end];
+            start = value_end;
+            // Names come in as `&str` and are stored whole.
+            let name = std::str::from_utf8(name).unwrap_or_default();
+            (name, &self.text[name_end..value_end])
+        })
+    }
+
+    /// The raw values of `name`, in order.
+    fn values<'a, 'n>(&'a self, name: &'n str) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
+        self.iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+
+    /// The first value of `name`, if it is UTF-8.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.values(name).find_map(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// The first value of `name` as raw bytes.
+    pub fn get_bytes(&self, name: &str) -> Option<&[u8]> {
+        self.values(name).next()
+    }
+
+    /// Every UTF-8 value of `name`, in order.
+    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.values(name)
+            .filter_map(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// How many fields `name` has.
+    pub fn count(&self, name: &str) -> usize {
+        self.values(name).count()
     }
 
     /// The number of fields.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.ends.len()
     }
 
     /// Whether there are no fields.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.ends.is_empty()
     }
 
     /// The comma-separated elements of every value of `name`, trimmed, empty

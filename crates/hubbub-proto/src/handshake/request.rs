@@ -71,38 +71,51 @@ impl RequestParser {
 /// A parsed request head: what the client asked for, with every field kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
-    method: String,
-    target: String,
-    path: String,
-    query: Option<String>,
+    /// The method and the target, back to back (one allocation).
+    line: Box<str>,
+    /// Where the method ends in `line`.
+    method_end: u32,
+    /// The path's range in `line`.
+    path: (u32, u32),
+    /// The query's range in `line`, without the `?`.
+    query: Option<(u32, u32)>,
     minor_version: u8,
     headers: Headers,
 }
 
 impl Request {
     fn from_parsed(parsed: &httparse::Request<'_, '_>) -> Result<Self, HandshakeError> {
-        let method = parsed.method.unwrap_or_default().to_owned();
-        let target = parsed.path.unwrap_or_default().to_owned();
+        let method = parsed.method.unwrap_or_default();
+        let target = parsed.path.unwrap_or_default();
         let minor_version = parsed.version.unwrap_or_default();
-        let mut headers = Headers::default();
-        for field in parsed.headers.iter() {
-            headers.append(field.name, field.value);
-        }
-        let path_and_query = if target.starts_with('/') {
-            target.as_str()
-        } else if let Some((_, rest)) = target.split_once("://") {
-            // Absolute form: drop scheme and authority.
-            rest.find('/').map_or("/", |i| &rest[i..])
+        let headers = Headers::from_fields(parsed.headers);
+        // The head is at most the parser's size limit: offsets fit in u32.
+        let too_long = || HandshakeError::bad_request("request line too long");
+        let method_end = u32::try_from(method.len()).map_err(|_| too_long())?;
+        let line: Box<str> = [method, target].concat().into();
+        let at = |offset: usize| u32::try_from(method.len() + offset).map_err(|_| too_long());
+        // Where the path starts in the target, and where it ends.
+        let start = if target.starts_with('/') {
+            0
+        } else if let Some((scheme, rest)) = target.split_once("://") {
+            // Absolute form: drop scheme and authority; "/" when no path.
+            match rest.find('/') {
+                Some(i) => scheme.len() + 3 + i,
+                None => target.len(),
+            }
         } else {
             return Err(HandshakeError::bad_request("invalid request target"));
         };
-        let (path, query) = match path_and_query.split_once('?') {
-            Some((path, query)) => (path.to_owned(), Some(query.to_owned())),
-            None => (path_and_query.to_owned(), None),
+        let (path, query) = match target[start..].find('?') {
+            Some(q) => (
+                (at(start)?, at(start + q)?),
+                Some((at(start + q + 1)?, at(target.len())?)),
+            ),
+            None => ((at(start)?, at(target.len())?), None),
         };
         Ok(Self {
-            method,
-            target,
+            line,
+            method_end,
             path,
             query,
             minor_version,
@@ -112,22 +125,27 @@ impl Request {
 
     /// The method, such as `GET`.
     pub fn method(&self) -> &str {
-        &self.method
+        &self.line[..self.method_end as usize]
     }
 
     /// The request target as sent.
     pub fn target(&self) -> &str {
-        &self.target
+        &self.line[self.method_end as usize..]
     }
 
     /// The path part of the target, such as `/chat`.
     pub fn path(&self) -> &str {
-        &self.path
+        match &self.line[self.path.0 as usize..self.path.1 as usize] {
+            // An absolute-form target without a path.
+            "" => "/",
+            path => path,
+        }
     }
 
     /// The query, without the `?`.
     pub fn query(&self) -> Option<&str> {
-        self.query.as_deref()
+        self.query
+            .map(|(start, end)| &self.line[start as usize..end as usize])
     }
 
     /// The HTTP minor version: 1 for HTTP/1.1, 0 for HTTP/1.0.
@@ -195,7 +213,7 @@ impl Request {
     /// version.
     pub fn validate_upgrade(&self) -> Result<String, HandshakeError> {
         use base64::Engine as _;
-        if self.method != "GET" {
+        if self.method() != "GET" {
             return Err(HandshakeError::method_not_allowed());
         }
         if self.minor_version < 1 {

@@ -62,13 +62,12 @@ pub(crate) struct Driver<S> {
     /// Frames to write, in order (all counted in the connection's
     /// `buffered` total, the protocol's own replies included).
     pending: VecDeque<Bytes>,
-    /// A spare queue swapped with the outbox's, to reuse its capacity.
-    spare: VecDeque<Bytes>,
     running: Option<BoxFuture>,
     /// No more events are delivered (a handler panicked).
     events_stopped: bool,
     /// The first close: code, reason, and whether the peer sent it.
-    first_close: Option<(CloseCode, String)>,
+    /// Boxed: set once, late, and an idle connection carries the slot.
+    first_close: Option<Box<(CloseCode, String)>>,
     deadline: Option<Pin<Box<Sleep>>>,
     close_timeout: Duration,
     phase: Phase,
@@ -102,7 +101,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             shut: false,
             replies: BytesMut::new(),
             pending,
-            spare: VecDeque::new(),
             running: None,
             events_stopped: false,
             first_close: None,
@@ -212,34 +210,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// once this side's close is queued, except for frames queued before
     /// the reply `proto` just wrote and that is not yet in `pending`.
     fn take_outbox(&mut self, stop_driving: bool, keep: bool) -> bool {
-        let (close, force) = {
+        let close = {
             let mut outbox = self.conn.shared.lock();
             if stop_driving {
                 self.conn.shared.driving.store(false, Ordering::Relaxed);
             }
+            if outbox.force {
+                return true;
+            }
             outbox.flush_tail();
-            std::mem::swap(&mut outbox.frames, &mut self.spare);
-            (outbox.close.take(), outbox.force)
+            if outbox.frames.is_empty() {
+                // Nothing queued.
+            } else if !keep {
+                let dropped = outbox.clear();
+                self.conn
+                    .shared
+                    .buffered
+                    .fetch_sub(dropped, Ordering::Relaxed);
+            } else if self.pending.is_empty() {
+                // The usual case: the queues trade places, nothing is
+                // copied.
+                std::mem::swap(&mut self.pending, &mut outbox.frames);
+            } else {
+                self.pending.extend(outbox.frames.drain(..));
+            }
+            outbox.close.take()
         };
-        if force {
-            return true;
-        }
-        if self.spare.is_empty() {
-            // Nothing queued.
-        } else if !keep {
-            let dropped: usize = self.spare.iter().map(Bytes::len).sum();
-            self.conn
-                .shared
-                .buffered
-                .fetch_sub(dropped, Ordering::Relaxed);
-            self.spare.clear();
-        } else if self.pending.is_empty() {
-            // The usual case: the queue changes hands, nothing is copied.
-            std::mem::swap(&mut self.pending, &mut self.spare);
-        } else {
-            self.pending.extend(self.spare.drain(..));
-        }
-        if let Some((code, reason)) = close {
+        if let Some(close) = close {
+            let (code, reason) = *close;
             self.send_close(code, reason);
         }
         false
@@ -277,7 +275,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                         "protocol error from client: {e}"
                     );
                     self.first_close
-                        .get_or_insert((e.close_code(), e.to_string()));
+                        .get_or_insert_with(|| Box::new((e.close_code(), e.to_string())));
                     self.mark_closed();
                     self.report(&Error::new(Kind::Protocol(e)));
                     self.start_deadline(self.close_timeout);
@@ -309,7 +307,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     (f.code, f.reason)
                 });
                 tracing::debug!(id = %self.conn.id(), code = code.0, "close received");
-                self.first_close.get_or_insert((code, reason));
+                self.first_close
+                    .get_or_insert_with(|| Box::new((code, reason)));
                 self.mark_closed();
                 Ok(None)
             }
@@ -352,7 +351,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             .close(Some(code), &reason, &mut self.replies)
             .is_ok()
         {
-            self.first_close.get_or_insert((code, reason));
+            self.first_close
+                .get_or_insert_with(|| Box::new((code, reason)));
             self.start_deadline(self.close_timeout);
         }
         self.take_replies();
@@ -454,7 +454,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     fn unfinished(&self, why: &str) -> CloseInfo {
         let (code, reason) = self
             .first_close
-            .clone()
+            .as_deref()
+            .cloned()
             .unwrap_or((CloseCode::ABNORMAL, why.to_owned()));
         CloseInfo {
             code,
@@ -467,7 +468,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     fn outcome(&self) -> CloseInfo {
         let (code, reason) = self
             .first_close
-            .clone()
+            .as_deref()
+            .cloned()
             .unwrap_or((CloseCode::ABNORMAL, String::new()));
         let clean = self.proto.close_sent() && self.proto.close_received();
         CloseInfo {
