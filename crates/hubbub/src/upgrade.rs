@@ -19,7 +19,7 @@ use crate::hook::{Accept, Decision, HandshakeRequest};
 use crate::info::ConnectionInfo;
 use crate::limits::Refusal;
 use crate::server::ConnectionContext;
-use crate::socket::{Handlers, Socket, panic_message};
+use crate::socket::{BoxFuture, Handlers, Socket, panic_message};
 
 /// Reads the request head within the handshake timeout.
 async fn read_request<S: AsyncRead + Unpin>(
@@ -96,14 +96,23 @@ where
             return;
         };
         // The driver leaves the registry itself, before `on_close` runs.
-        // Without a subscriber for the span (debug level) the driver runs
-        // bare: a disabled span still takes 40 bytes per connection.
-        if span.is_disabled() {
-            Box::pin(driver.run()).await;
-        } else {
-            Box::pin(driver.run().instrument(span)).await;
-        }
+        run_in(driver, span).await;
         shared.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The driver's future, boxed, in the connection's span when something
+/// records it: a disabled span would still take 40 bytes per connection.
+/// (A function, so that the span is moved here and never kept in the
+/// connection's task across the wait.)
+fn run_in<S>(driver: Driver<S>, span: tracing::Span) -> BoxFuture
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    if span.is_disabled() {
+        Box::pin(driver.run())
+    } else {
+        Box::pin(driver.run().instrument(span))
     }
 }
 
