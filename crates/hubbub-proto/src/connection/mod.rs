@@ -124,8 +124,11 @@ struct InPlace {
 pub struct Connection {
     role: Role,
     config: Config,
-    message: Option<MessageInProgress>,
-    in_place: Option<InPlace>,
+    /// Boxed, like `in_place`: only a message that spans reads or frames
+    /// needs one, and every idle connection would carry the slots (96 of
+    /// this struct's bytes).
+    message: Option<Box<MessageInProgress>>,
+    in_place: Option<Box<InPlace>>,
     close_sent: bool,
     close_received: bool,
     failed: bool,

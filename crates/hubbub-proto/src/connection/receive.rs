@@ -111,7 +111,7 @@ impl Connection {
                                 return Err(ProtocolError::InvalidUtf8);
                             }
                         }
-                        return finish_message(done).map(Some);
+                        return finish_message(*done).map(Some);
                     }
                     continue;
                 }
@@ -189,23 +189,25 @@ impl Connection {
                 // piece by piece), unmasked and, for text, validated as it
                 // comes, so that invalid UTF-8 still fails early; taken
                 // without a copy once whole.
-                self.in_place = Some(InPlace {
+                self.in_place = Some(Box::new(InPlace {
                     kind,
                     header_len,
                     len,
                     done: 0,
                     mask: header.mask,
                     utf8: Utf8Validator::default(),
-                });
+                }));
                 return self.read_in_place(input);
             }
             input.advance(header_len);
-            let message = self.message.get_or_insert_with(|| MessageInProgress {
-                kind,
-                compressed,
-                buf: Vec::with_capacity(len.min(INITIAL_MESSAGE_CAPACITY)),
-                utf8: Utf8Validator::default(),
-                frame: None,
+            let message = self.message.get_or_insert_with(|| {
+                Box::new(MessageInProgress {
+                    kind,
+                    compressed,
+                    buf: Vec::with_capacity(len.min(INITIAL_MESSAGE_CAPACITY)),
+                    utf8: Utf8Validator::default(),
+                    frame: None,
+                })
             });
             message.frame = Some(FrameInProgress {
                 remaining: header.payload_len,

@@ -73,7 +73,8 @@ pub(crate) struct Driver<S> {
     phase: Phase,
     close_fired: bool,
     /// The per-connection message rate limit and its bucket.
-    message_rate: Option<(crate::RateLimit, crate::limits::Bucket)>,
+    /// Boxed: most servers set no rate, and each connection carries the slot.
+    message_rate: Option<Box<(crate::RateLimit, crate::limits::Bucket)>>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
@@ -88,7 +89,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         let now = conn.shared.server.now_ms();
         let message_rate = config
             .message_rate
-            .map(|limit| (limit, crate::limits::Bucket::full(&limit, now)));
+            .map(|limit| Box::new((limit, crate::limits::Bucket::full(&limit, now))));
         let close_timeout = config.close_timeout;
         let pending = VecDeque::new();
         Self {
@@ -322,7 +323,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// Counts a message against the rate limit; past it, closes with 1008
     /// and delivers no more events.
     fn within_message_rate(&mut self) -> bool {
-        let Some((limit, bucket)) = self.message_rate.as_mut() else {
+        let Some((limit, bucket)) = self.message_rate.as_deref_mut() else {
             return true;
         };
         if bucket.take(limit, self.conn.shared.server.now_ms()) {
