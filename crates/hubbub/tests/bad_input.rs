@@ -7,7 +7,6 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use common::{echo, start, watchdog};
 use futures_util::{SinkExt, StreamExt};
 use hubbub::CloseCode;
@@ -47,19 +46,9 @@ async fn close_code_for(addr: SocketAddr, frames: &[u8]) -> Option<u16> {
 /// Upgrades by hand, then sends `frames`; returns every frame the server
 /// sent until it closed the connection.
 async fn replies_to(addr: SocketAddr, frames: &[u8]) -> Vec<(OpCode, Vec<u8>)> {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let mut request = ClientRequest::new(addr.to_string(), "/");
-    let mut out = BytesMut::new();
-    request.write(&mut out);
-    stream.write_all(&out).await.unwrap();
-    let mut input = BytesMut::new();
-    while request
-        .parse_response(&mut input, &Default::default())
-        .unwrap()
-        .is_none()
-    {
-        assert!(stream.read_buf(&mut input).await.unwrap() > 0);
-    }
+    let (mut stream, input, response) =
+        common::upgrade(addr, ClientRequest::new(addr.to_string(), "/")).await;
+    response.unwrap();
     let _ = stream.write_all(frames).await;
     let mut reply = input.to_vec();
     let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut reply)).await;

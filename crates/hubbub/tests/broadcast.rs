@@ -27,25 +27,9 @@ struct Client {
 
 impl Client {
     async fn connect(addr: SocketAddr) -> Self {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        let mut request = ClientRequest::new(addr.to_string(), "/");
-        let mut out = BytesMut::new();
-        request.write(&mut out);
-        stream.write_all(&out).await.unwrap();
-        let mut input = BytesMut::new();
-        loop {
-            assert!(
-                stream.read_buf(&mut input).await.unwrap() > 0,
-                "closed during handshake"
-            );
-            if request
-                .parse_response(&mut input, &Config::default())
-                .unwrap()
-                .is_some()
-            {
-                break;
-            }
-        }
+        let (stream, input, response) =
+            common::upgrade(addr, ClientRequest::new(addr.to_string(), "/")).await;
+        response.unwrap();
         Self {
             stream,
             proto: Proto::new(Role::Client, Config::default()),
@@ -301,24 +285,12 @@ async fn compressed_broadcast(deflate: hubbub::DeflateConfig) {
         let server = start(config, relay).await;
         let mut clients = Vec::new();
         for deflate in [true, true, false] {
-            let mut stream = TcpStream::connect(server.addr).await.unwrap();
             let mut request = ClientRequest::new(server.addr.to_string(), "/");
             if deflate {
                 request = request.extension("permessage-deflate; client_max_window_bits");
             }
-            let mut out = BytesMut::new();
-            request.write(&mut out);
-            stream.write_all(&out).await.unwrap();
-            let mut input = BytesMut::new();
-            let response = loop {
-                stream.read_buf(&mut input).await.unwrap();
-                if let Some(r) = request
-                    .parse_response(&mut input, &Config::default())
-                    .unwrap()
-                {
-                    break r;
-                }
-            };
+            let (stream, input, response) = common::upgrade(server.addr, request).await;
+            let response = response.unwrap();
             let mut proto = Proto::new(Role::Client, Config::default());
             match response.extensions.first() {
                 Some(answer) => {

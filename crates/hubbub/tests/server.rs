@@ -22,22 +22,10 @@ use common::quick as cfg;
 
 /// Opens a raw TCP connection and completes the upgrade by hand.
 async fn raw_client(addr: std::net::SocketAddr) -> (TcpStream, BytesMut) {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let mut request = ClientRequest::new(addr.to_string(), "/");
-    let mut out = BytesMut::new();
-    request.write(&mut out);
-    stream.write_all(&out).await.unwrap();
-    let mut buf = BytesMut::new();
-    loop {
-        stream.read_buf(&mut buf).await.unwrap();
-        if request
-            .parse_response(&mut buf, &Default::default())
-            .unwrap()
-            .is_some()
-        {
-            return (stream, buf);
-        }
-    }
+    let (stream, buf, response) =
+        common::upgrade(addr, ClientRequest::new(addr.to_string(), "/")).await;
+    response.unwrap();
+    (stream, buf)
 }
 
 /// Reads until the server closes the socket; returns everything read.
@@ -668,25 +656,14 @@ async fn subprotocol_order_and_requirement_are_configurable() {
             offer: &str,
         ) -> Result<Option<String>, u16> {
             let server = start(config, echo).await;
-            let mut stream = TcpStream::connect(server.addr).await.unwrap();
             let mut request = ClientRequest::new(server.addr.to_string(), "/");
             for protocol in offer.split(", ").filter(|p| !p.is_empty()) {
                 request = request.protocol(protocol);
             }
-            let mut out = BytesMut::new();
-            request.write(&mut out);
-            stream.write_all(&out).await.unwrap();
-            let mut buf = BytesMut::new();
-            let result = loop {
-                assert!(stream.read_buf(&mut buf).await.unwrap() > 0);
-                match request.parse_response(&mut buf, &Default::default()) {
-                    Ok(None) => continue,
-                    Ok(Some(response)) => break Ok(response.protocol),
-                    Err(hubbub_proto::handshake::ClientHandshakeError::Status(status)) => {
-                        break Err(status);
-                    }
-                    Err(e) => panic!("{e}"),
-                }
+            let result = match common::upgrade(server.addr, request).await.2 {
+                Ok(response) => Ok(response.protocol),
+                Err(hubbub_proto::handshake::ClientHandshakeError::Status(status)) => Err(status),
+                Err(e) => panic!("{e}"),
             };
             server.stop().await;
             result

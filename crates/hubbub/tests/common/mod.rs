@@ -8,8 +8,42 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use hubbub::{CloseInfo, Server, ServerConfig, ServerHandle, Socket};
+use hubbub_proto::Config;
+use hubbub_proto::handshake::{ClientHandshakeError, ClientRequest, ClientResponse};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
+
+/// Sends `request` on a new TCP connection to `addr` and reads the answer
+/// by hand: the socket, the bytes that came after the response head, and
+/// the parsed response (or why it is not a `101`).
+pub async fn upgrade(
+    addr: SocketAddr,
+    mut request: ClientRequest,
+) -> (
+    TcpStream,
+    BytesMut,
+    Result<ClientResponse, ClientHandshakeError>,
+) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut out = BytesMut::new();
+    request.write(&mut out);
+    stream.write_all(&out).await.unwrap();
+    let mut input = BytesMut::new();
+    loop {
+        assert!(
+            stream.read_buf(&mut input).await.unwrap() > 0,
+            "closed during the handshake"
+        );
+        match request.parse_response(&mut input, &Config::default()) {
+            Ok(None) => {}
+            Ok(Some(response)) => return (stream, input, Ok(response)),
+            Err(e) => return (stream, input, Err(e)),
+        }
+    }
+}
 
 /// Fails the test instead of hanging CI.
 pub async fn watchdog<F: Future>(future: F) -> F::Output {
