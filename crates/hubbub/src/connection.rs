@@ -9,15 +9,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use atomic_waker::AtomicWaker;
 use bytes::Bytes;
-use hubbub_proto::{
-    CloseCode, FrameHeader, MAX_CLOSE_REASON, MAX_CONTROL_PAYLOAD, OpCode, Utf8Bytes,
-};
+use hubbub_proto::{CloseCode, MAX_CLOSE_REASON, MAX_CONTROL_PAYLOAD, OpCode, Utf8Bytes};
 use uuid::Uuid;
 
 use crate::config::Backpressure;
 use crate::error::{Error, Kind};
 use crate::info::ConnectionInfo;
-use crate::message::{COPY_THRESHOLD, Frame, Message, Outgoing};
+use crate::message::{COPY_THRESHOLD, Frame, Message, Outgoing, encode_small};
 use crate::server::ServerShared;
 use hubbub_proto::DeflateParams;
 use hubbub_proto::deflate::Compressor;
@@ -98,13 +96,7 @@ impl Outbox {
     /// Appends an unmasked frame with a small payload to `tail`; returns
     /// its length on the wire.
     fn push_small(&mut self, opcode: OpCode, payload: &[u8]) -> usize {
-        let header = FrameHeader::new(opcode, payload.len() as u64).encode();
-        let header = header.as_bytes();
-        let len = header.len() + payload.len();
-        self.tail.reserve(len);
-        self.tail.extend_from_slice(header);
-        self.tail.extend_from_slice(payload);
-        len
+        encode_small(&mut self.tail, opcode, false, payload)
     }
 
     /// Appends a small encoded frame to `tail`; returns its length.
@@ -133,7 +125,7 @@ impl Outbox {
     }
 
     /// Drops everything queued; returns the bytes dropped.
-    pub(crate) fn clear(&mut self) -> usize {
+    fn clear(&mut self) -> usize {
         let dropped = self.frames.drain(..).map(|f| f.len()).sum::<usize>() + self.tail.len();
         self.tail = Vec::new();
         dropped
@@ -373,8 +365,7 @@ impl Connection {
             let max = self.shared.max_queue_bytes;
             if self.shared.backpressure == Backpressure::Close {
                 outbox.open = false;
-                let dropped = outbox.clear();
-                self.shared.buffered.fetch_sub(dropped, Ordering::Relaxed);
+                self.shared.discard(&mut outbox);
                 outbox.close = Some(Box::new((
                     CloseCode::POLICY_VIOLATION,
                     "send queue full".into(),
@@ -511,6 +502,13 @@ impl Connection {
 }
 
 impl Shared {
+    /// Drops everything `outbox` holds (this connection's outbox, locked)
+    /// and takes it off the `buffered` total.
+    pub(crate) fn discard(&self, outbox: &mut Outbox) {
+        let dropped = outbox.clear();
+        self.buffered.fetch_sub(dropped, Ordering::Relaxed);
+    }
+
     #[allow(clippy::box_collection)] // see the field
     pub(crate) fn topics(&self) -> MutexGuard<'_, Option<Box<HashSet<Box<str>>>>> {
         self.topics.lock().unwrap_or_else(|p| p.into_inner())

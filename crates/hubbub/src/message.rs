@@ -3,7 +3,7 @@
 use std::cell::RefCell;
 use std::sync::{Mutex, OnceLock};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use hubbub_proto::deflate::Compressor;
 use hubbub_proto::{DeflateParams, FrameHeader, OpCode, Utf8Bytes};
 
@@ -71,6 +71,22 @@ pub(crate) struct Frame {
     pub(crate) body: Option<Bytes>,
 }
 
+/// Appends an unmasked frame, header then `payload`, to `out`, growing it
+/// exactly when it is empty (then by doubling); returns the frame's length.
+pub(crate) fn encode_small(out: &mut Vec<u8>, opcode: OpCode, rsv1: bool, payload: &[u8]) -> usize {
+    let header = FrameHeader {
+        rsv1,
+        ..FrameHeader::new(opcode, payload.len() as u64)
+    }
+    .encode();
+    let header = header.as_bytes();
+    let len = header.len() + payload.len();
+    out.reserve(len);
+    out.extend_from_slice(header);
+    out.extend_from_slice(payload);
+    len
+}
+
 impl Frame {
     pub(crate) fn new(opcode: OpCode, payload: Bytes) -> Self {
         Self::with_rsv1(opcode, payload, false)
@@ -78,23 +94,22 @@ impl Frame {
 
     /// A frame whose RSV1 bit says whether `payload` is compressed.
     pub(crate) fn with_rsv1(opcode: OpCode, payload: Bytes, rsv1: bool) -> Self {
-        let header = FrameHeader {
-            rsv1,
-            ..FrameHeader::new(opcode, payload.len() as u64)
-        }
-        .encode();
-        let header = header.as_bytes();
         if payload.len() <= COPY_THRESHOLD {
-            let mut frame = BytesMut::with_capacity(header.len() + payload.len());
-            frame.extend_from_slice(header);
-            frame.extend_from_slice(&payload);
+            let mut frame = Vec::new();
+            encode_small(&mut frame, opcode, rsv1, &payload);
+            // Sized exactly: no second allocation to become `Bytes`.
             Self {
-                head: frame.freeze(),
+                head: frame.into(),
                 body: None,
             }
         } else {
+            let header = FrameHeader {
+                rsv1,
+                ..FrameHeader::new(opcode, payload.len() as u64)
+            }
+            .encode();
             Self {
-                head: Bytes::copy_from_slice(header),
+                head: Bytes::copy_from_slice(header.as_bytes()),
                 body: Some(payload),
             }
         }

@@ -60,23 +60,29 @@ impl Headers {
         self.ends.push((name_end, value_end));
     }
 
-    /// Every field as name and raw value, in order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+    /// Every field as raw name and raw value, in order.
+    fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         let mut start = 0;
         self.ends.iter().map(move |&(name_end, value_end)| {
             let (name_end, value_end) = (name_end as usize, value_end as usize);
             let name = &self.text[start..name_end];
             start = value_end;
-            // Names come in as `&str` and are stored whole.
-            let name = std::str::from_utf8(name).unwrap_or_default();
             (name, &self.text[name_end..value_end])
         })
     }
 
-    /// The raw values of `name`, in order.
+    /// Every field as name and raw value, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        // Names come in as `&str` and are stored whole.
+        self.fields()
+            .map(|(name, value)| (std::str::from_utf8(name).unwrap_or_default(), value))
+    }
+
+    /// The raw values of `name`, in order (names compared as bytes: no
+    /// UTF-8 check per field on a lookup).
     fn values<'a, 'n>(&'a self, name: &'n str) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
-        self.iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+        self.fields()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
             .map(|(_, v)| v)
     }
 

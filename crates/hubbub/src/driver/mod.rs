@@ -223,11 +223,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             if outbox.frames.is_empty() {
                 // Nothing queued.
             } else if !keep {
-                let dropped = outbox.clear();
-                self.conn
-                    .shared
-                    .buffered
-                    .fetch_sub(dropped, Ordering::Relaxed);
+                self.conn.shared.discard(&mut outbox);
             } else if self.pending.is_empty() {
                 // The usual case: the queues trade places, nothing is
                 // copied.
@@ -485,7 +481,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         {
             let mut outbox = self.conn.shared.lock();
             outbox.open = false;
-            outbox.clear();
+            self.conn.shared.discard(&mut outbox);
             outbox.close = None;
         }
         self.conn.shared.buffered.store(0, Ordering::Relaxed);
