@@ -87,11 +87,11 @@ fn topics(room: &str) -> (String, String) {
 static BROKER: OnceLock<Arc<RedisBroker>> = OnceLock::new();
 
 /// Members in a room, both formats (on every node, with a broker).
-fn count(server: &ServerHandle, room: &str) -> usize {
+fn count(local: impl Fn(&str) -> usize, room: &str) -> usize {
     let (text, json) = topics(room);
     match BROKER.get() {
         Some(broker) => broker.members(&text) + broker.members(&json),
-        None => server.subscriber_count(&text) + server.subscriber_count(&json),
+        None => local(&text) + local(&json),
     }
 }
 
@@ -114,7 +114,8 @@ pub(crate) fn cluster(url: &str) -> Result<Arc<RedisBroker>, String> {
             let Some((room, _)) = room_of_topic(topic) else {
                 return;
             };
-            let event = json!({"type": "presence", "count": count(server, room), "ts": now_ms()});
+            let count = count(|topic| server.subscriber_count(topic), room);
+            let event = json!({"type": "presence", "count": count, "ts": now_ms()});
             server.publish_local(&topics(room).1, event.to_string(), None);
         });
     let broker = RedisBroker::new(url, config).map_err(|e| e.to_string())?;
@@ -239,7 +240,7 @@ pub(crate) fn setup(socket: &mut Socket) {
                 let _ = conn.subscribe(topic);
             }
         }
-        let members = count(&server, &room);
+        let members = count(|t| server.subscriber_count(t), &room);
         let welcome = "You have just joined the conversation.";
         tell(
             conn,
@@ -278,7 +279,7 @@ pub(crate) fn setup(socket: &mut Socket) {
             }
         }
         let line = format!("{} left the chat room.", member.name);
-        let event = json!({"type": "leave", "from": member.name, "count": count(&server, &member.room),
+        let event = json!({"type": "leave", "from": member.name, "count": count(|t| server.subscriber_count(t), &member.room),
                            "text": line, "ts": now_ms()});
         announce(&server, &member.room, line, event, None);
     });

@@ -50,10 +50,8 @@ pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
     }
 }
 
-/// The byte-at-a-time definition, kept as the reference for tests and the
-/// benchmark.
-#[doc(hidden)]
-pub fn apply_mask_bytewise(buf: &mut [u8], key: [u8; 4], offset: usize) {
+/// The byte-at-a-time definition, kept as the reference for the tests.
+pub(crate) fn apply_mask_bytewise(buf: &mut [u8], key: [u8; 4], offset: usize) {
     for (i, byte) in buf.iter_mut().enumerate() {
         *byte ^= key[(i + offset) & 3];
     }

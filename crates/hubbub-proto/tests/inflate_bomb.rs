@@ -7,8 +7,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::BytesMut;
-use hubbub_proto::deflate::{Compressor, INFLATE_STEP};
-use hubbub_proto::{Config, Connection, DeflateParams, FrameHeader, OpCode, ProtocolError, Role};
+use hubbub_proto::{Config, Connection, DeflateParams, ProtocolError, Role};
 
 struct Counting;
 
@@ -48,6 +47,9 @@ unsafe impl GlobalAlloc for Counting {
 static ALLOCATOR: Counting = Counting;
 
 const LIMIT: usize = 1 << 20;
+/// Most bytes the decompressor inflates per step (`INFLATE_STEP` in
+/// `src/deflate/codec.rs`): the most a message may pass the limit by.
+const INFLATE_STEP: usize = 64 * 1024;
 /// The stated slack: one inflate step, plus the decompressor's state and
 /// window (about 50 KiB with zlib-rs), rounded up.
 const SLACK: usize = INFLATE_STEP + 128 * 1024;
@@ -63,22 +65,15 @@ fn params() -> DeflateParams {
 }
 
 /// One masked, compressed frame whose payload inflates to `inflated` zero
-/// bytes.
+/// bytes, as a client with permessage-deflate sends it.
 fn bomb(inflated: usize) -> Vec<u8> {
-    let mut compressor = Compressor::new(&params());
-    let mut payload = Vec::new();
-    compressor.compress(&vec![0u8; inflated], &mut payload);
-    let key = [1, 2, 3, 4];
-    let header = FrameHeader {
-        rsv1: true,
-        mask: Some(key),
-        ..FrameHeader::new(OpCode::Binary, payload.len() as u64)
-    };
-    let mut frame = header.encode().as_bytes().to_vec();
-    let start = frame.len();
-    frame.extend_from_slice(&payload);
-    hubbub_proto::apply_mask(&mut frame[start..], key, 0);
-    frame
+    let mut client = Connection::new(Role::Client, Config::default());
+    client.set_deflate(params());
+    let mut frame = BytesMut::new();
+    client
+        .send_binary(&vec![0u8; inflated], &mut frame)
+        .unwrap();
+    frame.to_vec()
 }
 
 fn server() -> Connection {

@@ -8,7 +8,7 @@
 //!   is lost (expired, or Redis lost its data).
 //! - **Only what is needed.** A node subscribes only to the topics its own
 //!   clients hold, and frames each message once for all of them (the
-//!   server's [`hubbub::ServerHandle::publish_local`]). The subscriber task
+//!   node's [`hubbub::Node::publish_local`]). The subscriber task
 //!   never waits on a client: queues are bounded by the server's own
 //!   backpressure policy, so Redis never cuts the node's subscription.
 //! - **No silent loss.** A node remembers the last offset it delivered per
@@ -58,7 +58,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use hubbub::{Broker, Connection, Message, ServerHandle, Uuid};
+use hubbub::{Broker, Connection, Message, Node, Uuid};
 use tokio::sync::mpsc;
 
 /// Where a client is in a topic: the last offset it received, and the
@@ -121,7 +121,7 @@ pub enum Notice {
 
 type Render = dyn Fn(&Envelope) -> Message + Send + Sync;
 type RenderNotice = dyn Fn(&Notice) -> Message + Send + Sync;
-type OnPresence = dyn Fn(&ServerHandle, &str, usize) + Send + Sync;
+type OnPresence = dyn Fn(&Node, &str, usize) + Send + Sync;
 
 /// Settings of a [`RedisBroker`].
 #[derive(Clone)]
@@ -201,12 +201,9 @@ impl RedisConfig {
     }
 
     /// Called on every heartbeat for each topic whose member count across
-    /// the nodes changed, with the node's server (to tell its clients), the
+    /// the nodes changed, with this node (to tell its clients), the
     /// topic and the count.
-    pub fn on_presence(
-        mut self,
-        f: impl Fn(&ServerHandle, &str, usize) + Send + Sync + 'static,
-    ) -> Self {
+    pub fn on_presence(mut self, f: impl Fn(&Node, &str, usize) + Send + Sync + 'static) -> Self {
         self.presence = Some(Arc::new(f));
         self
     }
@@ -298,7 +295,7 @@ pub(crate) struct Inner {
     pub(crate) node: Uuid,
     pub(crate) config: RedisConfig,
     pub(crate) client: redis::Client,
-    pub(crate) server: OnceLock<ServerHandle>,
+    pub(crate) server: OnceLock<Node>,
     commands: OnceLock<mpsc::UnboundedSender<Command>>,
     publishes: OnceLock<mpsc::UnboundedSender<Publish>>,
     /// Sequence numbers of this node's publishes already delivered to its
@@ -484,7 +481,7 @@ impl RedisBroker {
 }
 
 impl Broker for RedisBroker {
-    fn attach(&self, server: ServerHandle) {
+    fn attach(&self, server: Node) {
         if self.inner.server.set(server).is_err() {
             tracing::error!("a RedisBroker can serve one server; attach ignored");
             return;

@@ -69,10 +69,13 @@ pub struct ServerConfig {
     /// shorter of the two (at most every 5 s), so the timers cost each
     /// connection 16 bytes, not a timer of its own.
     pub idle_timeout: Option<Duration>,
-    /// Which `Origin`s may upgrade; others get 403. `None`: any (the
-    /// default; set one for browser-facing servers, see
-    /// [`crate::OriginPolicy`]).
-    pub origins: Option<crate::OriginPolicy>,
+    /// Which `Origin`s may upgrade; others get 403. Default: pages of the
+    /// same origin as the request's `Host`, and clients that send no
+    /// `Origin` (not browsers), as [`crate::OriginPolicy::default`]: a page
+    /// on another site cannot open a socket with its visitors' cookies
+    /// (cross-site WebSocket hijacking). [`crate::OriginPolicy::any`]
+    /// allows every origin.
+    pub origins: crate::OriginPolicy,
     /// Most open connections from one client IP address; more are answered
     /// 429. `None`: no limit (the default: many users may share an address
     /// behind a NAT or proxy).
@@ -105,7 +108,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(5),
             ping_interval: Some(Duration::from_secs(30)),
             idle_timeout: Some(Duration::from_secs(75)),
-            origins: None,
+            origins: crate::OriginPolicy::default(),
             max_connections_per_ip: None,
             handshake_rate_per_ip: None,
             message_rate: None,
@@ -183,7 +186,7 @@ impl ServerConfig {
     /// Sets [`ServerConfig::origins`].
     #[must_use]
     pub fn with_origins(mut self, policy: crate::OriginPolicy) -> Self {
-        self.origins = Some(policy);
+        self.origins = policy;
         self
     }
 

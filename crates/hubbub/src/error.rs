@@ -15,8 +15,13 @@ pub struct Error {
 pub(crate) enum Kind {
     /// The connection is closing or closed.
     Closed,
-    /// The send queue is full.
-    QueueFull { buffered: usize, max: usize },
+    /// The send queue is full; `closing` when the policy closes the
+    /// connection for it.
+    QueueFull {
+        buffered: usize,
+        max: usize,
+        closing: bool,
+    },
     /// A control payload over 125 bytes, or a close reason over 123.
     PayloadTooLong,
     /// A close code that may not be sent.
@@ -79,12 +84,15 @@ impl Error {
         matches!(self.kind, Kind::HandlerPanic(_))
     }
 
-    /// The close code this error led to, when it ended a connection.
+    /// The close code this error led to, when it ends a connection: a
+    /// protocol error's, 1011 after a handler panic, 1008 for a full queue
+    /// under [`crate::Backpressure::Close`] (none under
+    /// [`crate::Backpressure::Refuse`], where nothing closes).
     pub fn close_code(&self) -> Option<CloseCode> {
         match &self.kind {
             Kind::Protocol(e) => Some(e.close_code()),
             Kind::HandlerPanic(_) => Some(CloseCode::INTERNAL_ERROR),
-            Kind::QueueFull { .. } => Some(CloseCode::POLICY_VIOLATION),
+            Kind::QueueFull { closing: true, .. } => Some(CloseCode::POLICY_VIOLATION),
             _ => None,
         }
     }
@@ -94,7 +102,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
             Kind::Closed => f.write_str("connection is closing or closed"),
-            Kind::QueueFull { buffered, max } => {
+            Kind::QueueFull { buffered, max, .. } => {
                 write!(
                     f,
                     "send queue full ({buffered} bytes buffered, limit {max})"

@@ -96,10 +96,13 @@ pub(crate) type Hook = Arc<dyn Fn(HandshakeRequest) -> HookFuture + Send + Sync>
 /// cross-site WebSocket hijacking, where a page on another site uses the
 /// visitor's cookies to connect.
 ///
-/// Patterns are exact origins (`https://example.com`,
-/// `http://localhost:8181`) or a wildcard for subdomains
-/// (`https://*.example.com`, or `*.example.com` for any scheme). Matching
-/// ignores ASCII case.
+/// The default ([`OriginPolicy::new`]) allows pages of the same origin as
+/// the request's `Host` and clients that send no `Origin` (browsers always
+/// send one); add other sites with [`OriginPolicy::allow`], or allow every
+/// origin with [`OriginPolicy::any`]. Patterns are exact origins
+/// (`https://example.com`, `http://localhost:8181`) or a wildcard for
+/// subdomains (`https://*.example.com`, or `*.example.com` for any scheme).
+/// Matching ignores ASCII case.
 ///
 /// ```
 /// use hubbub::OriginPolicy;
@@ -107,14 +110,18 @@ pub(crate) type Hook = Arc<dyn Fn(HandshakeRequest) -> HookFuture + Send + Sync>
 /// assert!(policy.allows(Some("https://chat.example.com"), None));
 /// assert!(!policy.allows(Some("https://example.com.evil.net"), None));
 /// assert!(policy.allows(Some("http://localhost:8181"), None));
+/// assert!(policy.allows(Some("http://app.test:80"), Some("app.test:80"))); // same origin
+/// assert!(!policy.allows(Some("https://evil.example"), Some("app.test:80")));
 /// assert!(policy.allows(None, None)); // no Origin: not a browser
 /// assert!(!policy.allow_missing(false).allows(None, None));
+/// assert!(OriginPolicy::any().allows(Some("https://evil.example"), Some("app.test")));
 /// ```
 #[derive(Debug, Clone)]
 pub struct OriginPolicy {
     patterns: Vec<String>,
     allow_missing: bool,
     same_origin: bool,
+    any: bool,
 }
 
 impl Default for OriginPolicy {
@@ -124,13 +131,24 @@ impl Default for OriginPolicy {
 }
 
 impl OriginPolicy {
-    /// Allows nothing but requests without an `Origin` header (non-browser
-    /// clients); add patterns with [`OriginPolicy::allow`].
+    /// Allows pages of the same origin as the request's `Host` and requests
+    /// without an `Origin` header; add patterns with [`OriginPolicy::allow`].
     pub fn new() -> Self {
         Self {
             patterns: Vec::new(),
             allow_missing: true,
-            same_origin: false,
+            same_origin: true,
+            any: false,
+        }
+    }
+
+    /// Allows every origin: for servers whose clients authenticate with
+    /// something a cross-site page cannot send (a token in the first
+    /// message, not a cookie).
+    pub fn any() -> Self {
+        Self {
+            any: true,
+            ..Self::new()
         }
     }
 
@@ -150,8 +168,8 @@ impl OriginPolicy {
         self
     }
 
-    /// Also allow pages served by this server itself: an `Origin` whose host
-    /// and port equal the request's `Host`. Default: no.
+    /// Whether pages served by this server itself are allowed: an `Origin`
+    /// whose host and port equal the request's `Host`. Default: yes.
     #[must_use]
     pub fn allow_same_origin(mut self, allow: bool) -> Self {
         self.same_origin = allow;
@@ -161,6 +179,9 @@ impl OriginPolicy {
     /// Whether a request with `origin` (and `host`, for the same-origin
     /// rule) may upgrade.
     pub fn allows(&self, origin: Option<&str>, host: Option<&str>) -> bool {
+        if self.any {
+            return true;
+        }
         let Some(origin) = origin.map(|o| o.trim().to_ascii_lowercase()) else {
             return self.allow_missing;
         };
@@ -196,6 +217,7 @@ mod tests {
     #[test]
     fn origin_patterns_match_exactly_or_by_subdomain() {
         let policy = OriginPolicy::new()
+            .allow_same_origin(false)
             .allow("https://*.example.com")
             .allow("http://localhost:8181/")
             .allow("*.any-scheme.org");
@@ -213,8 +235,13 @@ mod tests {
 
     #[test]
     fn same_origin_compares_with_host() {
-        let policy = OriginPolicy::new().allow_same_origin(true);
+        let policy = OriginPolicy::default();
         assert!(policy.allows(Some("http://127.0.0.1:8181"), Some("127.0.0.1:8181")));
+        assert!(
+            !OriginPolicy::new()
+                .allow_same_origin(false)
+                .allows(Some("http://127.0.0.1:8181"), Some("127.0.0.1:8181"))
+        );
         assert!(!policy.allows(Some("http://evil.net"), Some("127.0.0.1:8181")));
         assert!(policy.allows(None, Some("x")));
         assert!(!policy.clone().allow_missing(false).allows(None, Some("x")));

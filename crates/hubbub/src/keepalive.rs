@@ -13,19 +13,18 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use hubbub_proto::CloseCode;
+use hubbub_proto::{CloseCode, OpCode};
 use tokio::task::JoinHandle;
 
 use crate::config::ServerConfig;
-use crate::connection::Connection;
-use crate::server::ServerShared;
+use crate::hub::{Hub, Member};
 
 /// `last_seen` value meaning "bytes arrived since the last sweep".
 pub(crate) const ACTIVE: u64 = u64::MAX;
 
 /// Starts the sweep when the configuration asks for pings or an idle
 /// timeout.
-pub(crate) fn spawn(shared: Arc<ServerShared>, config: &ServerConfig) -> Option<JoinHandle<()>> {
+pub(crate) fn spawn(hub: Arc<Hub>, config: &ServerConfig) -> Option<JoinHandle<()>> {
     let ping = config.ping_interval;
     let idle = config.idle_timeout;
     let shortest = match (ping, idle) {
@@ -39,17 +38,16 @@ pub(crate) fn spawn(shared: Arc<ServerShared>, config: &ServerConfig) -> Option<
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             interval.tick().await;
-            let now = shared.now_ms();
-            let clients: Vec<Connection> = shared.clients.read().values().cloned().collect();
-            for conn in clients {
-                check(&conn, now, ping, idle);
+            let now = hub.now_ms();
+            for member in hub.clients.all() {
+                check(&member, now, ping, idle);
             }
         }
     }))
 }
 
-fn check(conn: &Connection, now: u64, ping: Option<Duration>, idle: Option<Duration>) {
-    let last_seen = &conn.shared.last_seen;
+fn check(member: &Member, now: u64, ping: Option<Duration>, idle: Option<Duration>) {
+    let last_seen = &member.last_seen;
     let mut seen = last_seen.load(Ordering::Relaxed);
     if seen == ACTIVE {
         // Bytes arrived since the last tick: silent from now on at most. (A
@@ -60,21 +58,18 @@ fn check(conn: &Connection, now: u64, ping: Option<Duration>, idle: Option<Durat
     let silent = now.saturating_sub(seen);
     if let Some(idle) = idle {
         if silent >= idle.as_millis() as u64 {
-            if conn
-                .close_with(CloseCode::GOING_AWAY, "idle timeout")
-                .is_ok()
-            {
-                tracing::info!(id = %conn.id(), silent_ms = silent, "idle timeout: closing with 1001");
+            if member.close(CloseCode::GOING_AWAY, "idle timeout").is_ok() {
+                tracing::info!(id = %member.id(), silent_ms = silent, "idle timeout: closing with 1001");
             }
             return;
         }
     }
     if let Some(ping) = ping {
         let interval = ping.as_millis() as u64;
-        let since_ping = now.saturating_sub(conn.shared.last_ping.load(Ordering::Relaxed));
+        let since_ping = now.saturating_sub(member.last_ping.load(Ordering::Relaxed));
         if silent >= interval && since_ping >= interval {
-            conn.shared.last_ping.store(now, Ordering::Relaxed);
-            let _ = conn.ping(Bytes::new());
+            member.last_ping.store(now, Ordering::Relaxed);
+            let _ = member.send_control(OpCode::Ping, Bytes::new());
         }
     }
 }

@@ -41,36 +41,39 @@
 //! panicking handler closes only its own connection (1011); every queue is
 //! bounded in bytes ([`Backpressure`]).
 
-mod broker;
+#![forbid(unsafe_code)]
+
+mod accept;
 mod config;
-mod connection;
 mod driver;
 mod error;
+mod handle;
+mod handshake;
 mod hook;
+mod hub;
 mod info;
 mod keepalive;
 mod limits;
 mod message;
 mod metrics;
-mod registry;
+mod outbox;
 mod server;
 mod socket;
 mod tls;
-mod upgrade;
 
-pub use broker::Broker;
 pub use config::{Backpressure, ProtocolOrder, ServerConfig};
-pub use connection::Connection;
 pub use error::Error;
+pub use handle::{Connection, ServerHandle};
 pub use hook::{Accept, Decision, HandshakeRequest, OriginPolicy};
-pub use hubbub_proto::handshake::{HttpResponse, Request};
+pub use hub::{Broker, Node};
+pub use hubbub_proto::handshake::{Headers, HttpResponse, Request};
 pub use hubbub_proto::{
     CloseCode, Config as ProtocolConfig, DeflateConfig, DeflateParams, Utf8Bytes,
 };
 pub use info::{CloseInfo, ConnectionInfo};
 pub use limits::RateLimit;
 pub use message::Message;
-pub use server::{Server, ServerHandle};
+pub use server::Server;
 pub use socket::Socket;
 pub use tls::TlsConfig;
 

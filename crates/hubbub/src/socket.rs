@@ -8,8 +8,8 @@ use std::pin::Pin;
 use bytes::Bytes;
 use hubbub_proto::Utf8Bytes;
 
-use crate::connection::Connection;
 use crate::error::Error;
+use crate::handle::Connection;
 use crate::info::{CloseInfo, ConnectionInfo};
 
 /// A boxed handler future.

@@ -58,6 +58,39 @@ async fn origin_allow_list_answers_403_to_other_sites() {
     .await;
 }
 
+/// A server built with the library's defaults refuses a cross-site page
+/// (cross-site WebSocket hijacking) and accepts its own page and clients
+/// without `Origin`.
+#[tokio::test]
+async fn default_server_refuses_cross_origin_pages() {
+    watchdog(async {
+        let server = Server::bind("ws://127.0.0.1:0").await.unwrap();
+        let addr = server.local_addr();
+        let handle = server.handle();
+        let task = tokio::spawn(server.start(common::echo));
+        let evil = upgrade(addr, "Origin: https://evil.example\r\n").await;
+        assert!(evil.starts_with("HTTP/1.1 403 "), "{evil}");
+        let same = upgrade(addr, &format!("Origin: http://{addr}\r\n")).await;
+        assert!(same.starts_with("HTTP/1.1 101 "), "{same}");
+        let none = upgrade(addr, "").await;
+        assert!(none.starts_with("HTTP/1.1 101 "), "{none}");
+        let any = Server::bind("ws://127.0.0.1:0")
+            .await
+            .unwrap()
+            .with_config(hubbub::ServerConfig::default().with_origins(OriginPolicy::any()));
+        let any_addr = any.local_addr();
+        let any_handle = any.handle();
+        let any_task = tokio::spawn(any.start(common::echo));
+        let evil = upgrade(any_addr, "Origin: https://evil.example\r\n").await;
+        assert!(evil.starts_with("HTTP/1.1 101 "), "{evil}");
+        for (handle, task) in [(handle, task), (any_handle, any_task)] {
+            handle.shutdown();
+            task.await.unwrap().unwrap();
+        }
+    })
+    .await;
+}
+
 #[derive(Clone, Debug, PartialEq)]
 struct User(String);
 

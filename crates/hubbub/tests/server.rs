@@ -40,7 +40,9 @@ async fn echo_text_binary_and_connection_info() {
     watchdog(async {
         let seen = Arc::new(Mutex::new(None));
         let seen2 = seen.clone();
-        let config = cfg().with_protocols(["v2", "v1"]);
+        let config = cfg()
+            .with_protocols(["v2", "v1"])
+            .with_origins(hubbub::OriginPolicy::new().allow("http://localhost"));
         let server = start(config, move |socket| {
             *seen2.lock().unwrap() = Some(socket.info().clone());
             echo(socket);

@@ -36,7 +36,8 @@ pub enum MessageKind {
 }
 
 impl MessageKind {
-    fn opcode(self) -> OpCode {
+    /// The opcode of a message's first frame.
+    pub fn opcode(self) -> OpCode {
         match self {
             Self::Text => OpCode::Text,
             Self::Binary => OpCode::Binary,
@@ -132,6 +133,9 @@ pub struct Connection {
     close_sent: bool,
     close_received: bool,
     failed: bool,
+    /// The first close of the connection, sent or received (boxed: set
+    /// once, late).
+    first_close: Option<Box<CloseFrame>>,
     /// The kind of the fragmented message being sent, if any.
     sending: Option<MessageKind>,
     /// Mask keys for the client role.
@@ -164,6 +168,7 @@ impl Connection {
             close_sent: false,
             close_received: false,
             failed: false,
+            first_close: None,
             sending: None,
             rng,
             deflate: None,
@@ -221,6 +226,15 @@ impl Connection {
     /// client should give the server a moment to close it first.
     pub fn is_closed(&self) -> bool {
         self.failed || (self.close_sent && self.close_received)
+    }
+
+    /// The connection's first close: the close frame this side sent first
+    /// (after a protocol error, the one carrying the error's code), or the
+    /// peer's if it closed first (code 1005 when its frame had none).
+    /// `None` while neither side has closed. It is what the connection
+    /// ended with.
+    pub fn first_close(&self) -> Option<&CloseFrame> {
+        self.first_close.as_deref()
     }
 
     /// Bytes held for a message still being received (memory accounting).

@@ -301,6 +301,12 @@ impl Connection {
             _ => {
                 let frame = parse_close_payload(&payload)?;
                 self.close_received = true;
+                if self.first_close.is_none() {
+                    self.first_close = Some(Box::new(frame.clone().unwrap_or(CloseFrame {
+                        code: CloseCode::NO_STATUS,
+                        reason: String::new(),
+                    })));
+                }
                 self.message = None;
                 if !self.close_sent {
                     self.write_close(frame.as_ref().map(|f| f.code), "", out);

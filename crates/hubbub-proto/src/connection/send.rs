@@ -1,13 +1,14 @@
 //! Sending: frames from messages.
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use rand::RngCore;
 
 use super::{Connection, MessageKind, Role};
-use crate::close::{CloseCode, MAX_CLOSE_REASON, truncate_reason};
+use crate::close::{CloseCode, CloseFrame, MAX_CLOSE_REASON, truncate_reason};
 use crate::deflate::Compressor;
+use crate::encode::EncodedFrame;
 use crate::error::SendError;
-use crate::frame::{EncodedHeader, FrameHeader, MAX_CONTROL_PAYLOAD, OpCode};
+use crate::frame::{FrameHeader, MAX_CONTROL_PAYLOAD, OpCode};
 use crate::mask::apply_mask;
 
 impl Connection {
@@ -103,26 +104,39 @@ impl Connection {
         Ok(())
     }
 
-    /// The header of a whole unmasked message of `len` bytes, for a server
-    /// that queues the payload separately (a shared `Bytes` sent to many
-    /// connections) instead of copying it into an output buffer.
+    /// A whole message of `kind` as an unmasked frame for the server role,
+    /// compressed with this connection's own context when permessage-deflate
+    /// is negotiated with context takeover on this side and `payload` is at
+    /// least the threshold; otherwise as [`EncodedFrame::message`] (frames
+    /// for receivers without context takeover are best made once for all of
+    /// them with [`crate::encode::Deflater`]).
+    ///
+    /// It neither checks nor changes the close state: a driver that queues
+    /// messages apart from the protocol's own replies encodes, in order, the
+    /// ones it accepted before its close point.
     ///
     /// # Errors
-    /// [`SendError::MaskRequired`] in the client role, plus the errors of
-    /// [`Connection::send`].
-    pub fn message_header(
+    /// [`SendError::MaskRequired`] in the client role.
+    pub fn encode_message(
         &mut self,
         kind: MessageKind,
-        len: usize,
-    ) -> Result<EncodedHeader, SendError> {
-        self.check_open()?;
+        payload: Bytes,
+    ) -> Result<EncodedFrame, SendError> {
         if self.role == Role::Client {
             return Err(SendError::MaskRequired);
         }
-        if self.sending.is_some() {
-            return Err(SendError::FragmentInProgress);
+        if let Some(deflate) = self.deflate.as_mut() {
+            let params = deflate.params;
+            if payload.len() >= params.threshold && !params.local_no_context_takeover {
+                let compressor = deflate
+                    .compressor
+                    .get_or_insert_with(|| Compressor::new(&params));
+                let mut out = Vec::with_capacity(payload.len() / 2 + 16);
+                compressor.compress(&payload, &mut out);
+                return Ok(EncodedFrame::new(kind.opcode(), out.into(), true));
+            }
         }
-        Ok(FrameHeader::new(kind.opcode(), len as u64).encode())
+        Ok(EncodedFrame::message(kind, payload))
     }
 
     /// Appends a ping with `payload` (at most 125 bytes).
@@ -202,6 +216,12 @@ impl Connection {
         reason: &str,
         out: &mut BytesMut,
     ) {
+        if self.first_close.is_none() {
+            self.first_close = Some(Box::new(CloseFrame {
+                code: code.unwrap_or(CloseCode::NO_STATUS),
+                reason: truncate_reason(reason).to_owned(),
+            }));
+        }
         let mut payload = [0u8; MAX_CONTROL_PAYLOAD];
         let len = match code {
             None => 0,

@@ -1,6 +1,6 @@
 //! Rule-by-rule tests on byte literals.
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 use super::*;
 use crate::close::CloseCode;
@@ -444,18 +444,69 @@ fn client_masks_every_frame_with_fresh_key() {
 }
 
 #[test]
-fn message_header_lets_server_share_payload_but_not_client() {
+fn encode_message_shares_large_payloads_and_refuses_the_client_role() {
     let mut conn = server();
-    let header = conn.message_header(MessageKind::Binary, 70_000).unwrap();
+    let payload = Bytes::from(vec![9u8; 70_000]);
+    let frame = conn
+        .encode_message(MessageKind::Binary, payload.clone())
+        .unwrap();
     assert_eq!(
-        header.as_bytes(),
+        &frame.head()[..],
         &[0x82, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]
     );
+    // The payload is shared, not copied.
+    assert_eq!(frame.body().unwrap().as_ptr(), payload.as_ptr());
+    let small = conn
+        .encode_message(MessageKind::Text, Bytes::from_static(b"hi"))
+        .unwrap();
+    assert_eq!(&small.head()[..], &[0x81, 2, b'h', b'i']);
     let mut client = Connection::new(Role::Client, Config::default());
     assert_eq!(
-        client.message_header(MessageKind::Text, 1),
+        client.encode_message(MessageKind::Text, Bytes::new()),
         Err(SendError::MaskRequired)
     );
+}
+
+#[test]
+fn encode_message_keeps_the_compression_context_between_messages() {
+    let params = |local_nct| DeflateParams {
+        local_no_context_takeover: local_nct,
+        remote_no_context_takeover: local_nct,
+        local_max_window_bits: 15,
+        threshold: 0,
+        level: 1,
+    };
+    let mut server = server();
+    server.set_deflate(params(false));
+    let mut client = Connection::new(Role::Client, Config::default());
+    client.set_deflate(params(false));
+    let text = Bytes::from("the same words again and again ".repeat(8));
+    let first = server
+        .encode_message(MessageKind::Text, text.clone())
+        .unwrap();
+    let second = server
+        .encode_message(MessageKind::Text, text.clone())
+        .unwrap();
+    // The second refers back to the first: much shorter.
+    assert!(
+        second.len() * 2 < first.len(),
+        "{} vs {}",
+        second.len(),
+        first.len()
+    );
+    let mut wire = BytesMut::new();
+    for frame in [first, second] {
+        wire.extend_from_slice(frame.head());
+        if let Some(body) = frame.body() {
+            wire.extend_from_slice(body);
+        }
+    }
+    for _ in 0..2 {
+        let Ok(Some(Event::Text(got))) = client.read(&mut wire, &mut BytesMut::new()) else {
+            panic!("expected text");
+        };
+        assert_eq!(got.as_bytes(), &text[..]);
+    }
 }
 
 #[test]

@@ -10,10 +10,10 @@ const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 
 /// Most bytes inflated per step: the slack past `max_message_size` that a
 /// bomb can make the decompressor allocate before it is refused.
-pub const INFLATE_STEP: usize = 64 * 1024;
+pub(crate) const INFLATE_STEP: usize = 64 * 1024;
 
 /// Compresses messages for one direction of one connection.
-pub struct Compressor {
+pub(crate) struct Compressor {
     inner: Compress,
     no_context_takeover: bool,
 }
@@ -28,7 +28,7 @@ impl std::fmt::Debug for Compressor {
 
 impl Compressor {
     /// A compressor with the window, level and context rule of `params`.
-    pub fn new(params: &DeflateParams) -> Self {
+    pub(crate) fn new(params: &DeflateParams) -> Self {
         Self {
             inner: Compress::new_with_window_bits(
                 Compression::new(params.level),
@@ -41,7 +41,7 @@ impl Compressor {
 
     /// Compresses one whole message, appending the deflate data without
     /// its trailing `00 00 ff ff` to `out`.
-    pub fn compress(&mut self, mut input: &[u8], out: &mut Vec<u8>) {
+    pub(crate) fn compress(&mut self, mut input: &[u8], out: &mut Vec<u8>) {
         let start = out.len();
         loop {
             out.reserve(input.len() / 2 + 64);
@@ -73,7 +73,7 @@ impl Compressor {
 
 /// Why inflating a message failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InflateError {
+pub(crate) enum InflateError {
     /// The inflated message would pass the limit.
     TooLarge,
     /// The data is not a valid deflate stream.
@@ -82,7 +82,7 @@ pub enum InflateError {
 
 /// Inflates messages for one direction of one connection, never growing a
 /// message past a limit.
-pub struct Decompressor {
+pub(crate) struct Decompressor {
     inner: Decompress,
     no_context_takeover: bool,
     /// The peer ended its stream with a final block: the next message
@@ -101,7 +101,7 @@ impl std::fmt::Debug for Decompressor {
 impl Decompressor {
     /// A decompressor for a peer that compresses with `params`'s remote
     /// context rule; its window is 15 bits, which reads any smaller one.
-    pub fn new(params: &DeflateParams) -> Self {
+    pub(crate) fn new(params: &DeflateParams) -> Self {
         Self {
             inner: Decompress::new(false),
             no_context_takeover: params.remote_no_context_takeover,
@@ -116,7 +116,7 @@ impl Decompressor {
     /// # Errors
     /// [`InflateError::TooLarge`] as soon as the output would pass `limit`;
     /// [`InflateError::Corrupt`] for invalid data.
-    pub fn inflate(
+    pub(crate) fn inflate(
         &mut self,
         mut input: &[u8],
         out: &mut Vec<u8>,
@@ -161,7 +161,7 @@ impl Decompressor {
     ///
     /// # Errors
     /// As [`Decompressor::inflate`].
-    pub fn finish(&mut self, out: &mut Vec<u8>, limit: usize) -> Result<(), InflateError> {
+    pub(crate) fn finish(&mut self, out: &mut Vec<u8>, limit: usize) -> Result<(), InflateError> {
         let result = self.inflate(&TAIL, out, limit);
         if self.no_context_takeover || self.ended {
             self.inner.reset(false);
@@ -171,7 +171,7 @@ impl Decompressor {
     }
 
     /// Forgets any partial message (after an error).
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.inner.reset(false);
         self.ended = false;
     }

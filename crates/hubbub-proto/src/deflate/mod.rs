@@ -9,7 +9,7 @@
 
 mod codec;
 
-pub use codec::{Compressor, Decompressor, INFLATE_STEP, InflateError};
+pub(crate) use codec::{Compressor, Decompressor, InflateError};
 
 use crate::handshake::ExtensionOffer;
 

@@ -1,3 +1,4 @@
+use super::codec::INFLATE_STEP;
 use super::*;
 
 fn offer(params: &[(&str, Option<&str>)]) -> ExtensionOffer {

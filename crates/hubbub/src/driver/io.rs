@@ -10,6 +10,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{Driver, Phase};
+use crate::outbox::Item;
 
 /// Size of each worker thread's read buffer.
 const READ_BUFFER: usize = 64 * 1024;
@@ -83,7 +84,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         // (reading the clock here cost 4 % of the user time on small
         // messages).
         self.conn
-            .shared
+            .member
             .last_seen
             .store(crate::keepalive::ACTIVE, Ordering::Relaxed);
         if self.phase == Phase::Lingering || self.proto.close_received() {
@@ -97,8 +98,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
     /// Writes as much of `pending` as the socket takes, in vectored writes.
     pub(super) fn poll_write(&mut self, cx: &mut Context<'_>) -> std::io::Result<()> {
+        self.encode_deferred();
         let mut wrote = false;
         while let Some(front) = self.pending.front() {
+            let front = front.bytes();
             // One buffer, the common case for a reply: a plain write
             // (`send`), cheaper in the kernel than a one-element `writev`,
             // and no slice array to fill.
@@ -107,8 +110,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             } else {
                 let mut slices = [IoSlice::new(&[]); MAX_SLICES];
                 let count = self.pending.len().min(MAX_SLICES);
-                for (slice, bytes) in slices.iter_mut().zip(self.pending.iter()) {
-                    *slice = IoSlice::new(bytes);
+                for (slice, item) in slices.iter_mut().zip(self.pending.iter()) {
+                    *slice = IoSlice::new(item.bytes());
                 }
                 Pin::new(&mut self.stream).poll_write_vectored(cx, &slices[..count])
             };
@@ -131,10 +134,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
     /// Drops `n` written bytes from the front of `pending`.
     fn consume(&mut self, n: usize) {
-        self.conn.shared.buffered.fetch_sub(n, Ordering::Relaxed);
+        self.conn.member.queue.sub_buffered(n);
         let mut left = n;
         while left > 0 {
-            let Some(front) = self.pending.front_mut() else {
+            let Some(Item::Bytes(front)) = self.pending.front_mut() else {
                 break;
             };
             let take = left.min(front.len());

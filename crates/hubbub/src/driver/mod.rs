@@ -12,18 +12,22 @@ use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use hubbub_proto::CloseFrame;
 use hubbub_proto::{CloseCode, Connection as Proto, Event};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Sleep;
 
-use crate::connection::Connection;
+use crate::config::{Backpressure, ServerConfig};
 use crate::error::{Error, Kind};
+use crate::handle::Connection;
 use crate::info::CloseInfo;
+use crate::limits::{Bucket, RateLimit};
+use crate::metrics::Count;
+use crate::outbox::{Drained, Item, estimate};
 use crate::socket::{BoxFuture, Handlers, panic_message};
 
 /// How long to keep reading after shutting down the write side, so that
@@ -59,37 +63,40 @@ pub(crate) struct Driver<S> {
     shut: bool,
     /// `proto`'s own output (pongs, close frames).
     replies: BytesMut,
-    /// Frames to write, in order (all counted in the connection's
-    /// `buffered` total, the protocol's own replies included).
-    pending: VecDeque<Bytes>,
+    /// What to write, in order: the queue's items and the protocol's own
+    /// replies (all counted in the queue's `buffered` total).
+    pending: VecDeque<Item>,
+    /// `pending` may hold messages still to compress with this
+    /// connection's context.
+    deferred: bool,
     running: Option<BoxFuture>,
     /// No more events are delivered (a handler panicked).
     events_stopped: bool,
-    /// The first close: code, reason, and whether the peer sent it.
-    /// Boxed: set once, late, and an idle connection carries the slot.
-    first_close: Option<Box<(CloseCode, String)>>,
     deadline: Option<Pin<Box<Sleep>>>,
     close_timeout: Duration,
     phase: Phase,
     close_fired: bool,
     /// The per-connection message rate limit and its bucket.
     /// Boxed: most servers set no rate, and each connection carries the slot.
-    message_rate: Option<Box<(crate::RateLimit, crate::limits::Bucket)>>,
+    message_rate: Option<Box<(RateLimit, Bucket)>>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
+    /// A driver for an upgraded connection over `stream`: `proto` in the
+    /// open state, `conn` registered with its hub, and `leftover` the bytes
+    /// that came after the request head.
     pub(crate) fn new(
         stream: S,
         proto: Proto,
         conn: Connection,
         handlers: Handlers,
         leftover: BytesMut,
-        config: &crate::ServerConfig,
+        config: &ServerConfig,
     ) -> Self {
-        let now = conn.shared.server.now_ms();
+        let now = conn.member.hub.now_ms();
         let message_rate = config
             .message_rate
-            .map(|limit| Box::new((limit, crate::limits::Bucket::full(&limit, now))));
+            .map(|limit| Box::new((limit, Bucket::full(&limit, now))));
         let close_timeout = config.close_timeout;
         let pending = VecDeque::new();
         Self {
@@ -102,9 +109,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             shut: false,
             replies: BytesMut::new(),
             pending,
+            deferred: false,
             running: None,
             events_stopped: false,
-            first_close: None,
             deadline: None,
             close_timeout,
             phase: Phase::Running,
@@ -135,7 +142,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     }
 
     fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<CloseInfo> {
-        self.conn.shared.waker.register(cx.waker());
+        self.conn.member.queue.waker.register(cx.waker());
         // Whether to look at the outbox this round. A round that follows a
         // delivering read skips it: that read's `deliver` drained the outbox
         // as it cleared `driving`, and anything queued since woke the task.
@@ -199,52 +206,47 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     }
 
     /// Moves what handles queued into `pending`; with `stop_driving`, clears
-    /// the `driving` flag under the same lock. Returns `true` when the
-    /// connection must be dropped at once (shutdown grace expired; the flag
-    /// stays set for the next drain to see).
+    /// the queue's `driving` flag under the same lock. Returns `true` when
+    /// the connection must be dropped at once (shutdown grace expired; the
+    /// flag stays set for the next drain to see).
     fn drain_outbox(&mut self, stop_driving: bool) -> bool {
-        let keep = !self.proto.close_sent();
-        self.take_outbox(stop_driving, keep)
+        let drained = self
+            .conn
+            .member
+            .queue
+            .drain(&mut self.pending, stop_driving);
+        self.took(drained)
     }
 
-    /// `drain_outbox`, where `keep` says whether the frames go out: not
-    /// once this side's close is queued, except for frames queued before
-    /// the reply `proto` just wrote and that is not yet in `pending`.
-    fn take_outbox(&mut self, stop_driving: bool, keep: bool) -> bool {
-        let close = {
-            let mut outbox = self.conn.shared.lock();
-            if stop_driving {
-                self.conn.shared.driving.store(false, Ordering::Relaxed);
-            }
-            if outbox.force {
-                return true;
-            }
-            outbox.flush_tail();
-            if outbox.frames.is_empty() {
-                // Nothing queued.
-            } else if !keep {
-                self.conn.shared.discard(&mut outbox);
-            } else if self.pending.is_empty() {
-                // The usual case: the queues trade places, nothing is
-                // copied.
-                std::mem::swap(&mut self.pending, &mut outbox.frames);
-            } else {
-                self.pending.extend(outbox.frames.drain(..));
-            }
-            outbox.close.take()
-        };
-        if let Some(close) = close {
-            let (code, reason) = *close;
+    /// The close point: stops the queue accepting sends and moves what it
+    /// accepted to `pending`, ahead of the close frame that follows.
+    fn close_point(&mut self) {
+        let drained = self.conn.member.queue.close_point(&mut self.pending);
+        self.took(drained);
+    }
+
+    /// Acts on what a drain brought besides frames.
+    fn took(&mut self, drained: Drained) -> bool {
+        self.deferred |= drained.deferred;
+        if let Some((buffered, max)) = drained.overflow {
+            let closing = self.conn.member.queue.policy() == Backpressure::Close;
+            self.report(&Error::new(Kind::QueueFull {
+                buffered,
+                max,
+                closing,
+            }));
+        }
+        if let Some((code, reason)) = drained.close {
             self.send_close(code, reason);
         }
-        false
+        drained.force
     }
 
     /// Feeds `input` to the protocol and delivers events until it needs
     /// more bytes or an async handler is running; then moves what the
     /// handlers queued into `pending`, in the lock that clears `driving`.
     fn deliver(&mut self, input: &mut BytesMut) {
-        self.conn.shared.driving.store(true, Ordering::Relaxed);
+        self.conn.member.queue.start_driving();
         self.deliver_events(input);
         // A forced drop is seen by the next round's drain.
         let _ = self.drain_outbox(true);
@@ -252,14 +254,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
     fn deliver_events(&mut self, input: &mut BytesMut) {
         while self.running.is_none() && !self.events_stopped {
-            let closed_before = self.proto.close_sent();
             let result = self.proto.read(input, &mut self.replies);
             if !self.replies.is_empty() {
-                // What handlers queued goes out before the protocol's own
-                // answer (a pong, the close reply, the close for an error
-                // in this input), even though that answer may have marked
-                // the close as sent.
-                let _ = self.take_outbox(false, !closed_before);
+                // What handlers queued for earlier events goes out before
+                // the protocol's own answer (a pong; or the close reply, or
+                // the close for an error in this input, which is the close
+                // point).
+                if self.proto.is_open() {
+                    let _ = self.drain_outbox(false);
+                } else {
+                    self.close_point();
+                }
                 self.take_replies();
             }
             match result {
@@ -271,9 +276,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                         code = e.close_code().0,
                         "protocol error from client: {e}"
                     );
-                    self.first_close
-                        .get_or_insert_with(|| Box::new((e.close_code(), e.to_string())));
-                    self.mark_closed();
                     self.report(&Error::new(Kind::Protocol(e)));
                     self.start_deadline(self.close_timeout);
                     break;
@@ -286,13 +288,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         if matches!(event, Event::Text(_) | Event::Binary(_)) && !self.within_message_rate() {
             return;
         }
-        let metrics = &self.conn.shared.server.metrics;
+        let metrics = &self.conn.member.hub.metrics;
         if let Event::Text(text) = &event {
-            metrics.messages_in.inc();
-            metrics.bytes_in.inc_by(text.len() as u64);
+            metrics.add(Count::MessagesIn, 1);
+            metrics.add(Count::BytesIn, text.len() as u64);
         } else if let Event::Binary(data) = &event {
-            metrics.messages_in.inc();
-            metrics.bytes_in.inc_by(data.len() as u64);
+            metrics.add(Count::MessagesIn, 1);
+            metrics.add(Count::BytesIn, data.len() as u64);
         }
         let result = match event {
             Event::Text(text) => self.handlers.message.call(&self.conn, text),
@@ -300,13 +302,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             Event::Ping(data) => self.handlers.ping.call(&self.conn, data),
             Event::Pong(data) => self.handlers.pong.call(&self.conn, data),
             Event::Close(frame) => {
-                let (code, reason) = frame.map_or((CloseCode::NO_STATUS, String::new()), |f| {
-                    (f.code, f.reason)
-                });
+                let code = frame.map_or(CloseCode::NO_STATUS, |f| f.code);
                 tracing::debug!(id = %self.conn.id(), code = code.0, "close received");
-                self.first_close
-                    .get_or_insert_with(|| Box::new((code, reason)));
-                self.mark_closed();
                 Ok(None)
             }
         };
@@ -322,7 +319,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         let Some((limit, bucket)) = self.message_rate.as_deref_mut() else {
             return true;
         };
-        if bucket.take(limit, self.conn.shared.server.now_ms()) {
+        if bucket.take(limit, self.conn.member.hub.now_ms()) {
             return true;
         }
         tracing::info!(id = %self.conn.id(), "message rate limit: closing with 1008");
@@ -334,41 +331,68 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// handshake with `code`.
     fn stop_and_close(&mut self, code: CloseCode, reason: &str) {
         self.events_stopped = true;
-        self.mark_closed();
         // What handlers queued before goes out ahead of the close.
-        let _ = self.drain_outbox(false);
+        self.close_point();
         self.send_close(code, reason.to_owned());
     }
 
-    /// Writes this side's close frame (unless one was sent), remembers it as
-    /// the first close, and starts waiting for the peer's answer.
+    /// Writes this side's close frame (unless one was sent) and starts
+    /// waiting for the peer's answer.
     fn send_close(&mut self, code: CloseCode, reason: String) {
         if self
             .proto
             .close(Some(code), &reason, &mut self.replies)
             .is_ok()
         {
-            self.first_close
-                .get_or_insert_with(|| Box::new((code, reason)));
             self.start_deadline(self.close_timeout);
         }
         self.take_replies();
     }
 
+    /// Moves the protocol's replies to `pending`.
     fn take_replies(&mut self) {
         if !self.replies.is_empty() {
             let reply = self.replies.split().freeze();
-            self.conn
-                .shared
-                .buffered
-                .fetch_add(reply.len(), Ordering::Relaxed);
-            self.pending.push_back(reply);
+            self.conn.member.queue.add_buffered(reply.len());
+            self.pending.push_back(Item::Bytes(reply));
         }
     }
 
-    /// Stops accepting sends from handles.
-    fn mark_closed(&mut self) {
-        self.conn.shared.lock().open = false;
+    /// Encodes the messages in `pending` that wait for this connection's
+    /// compression context, in order.
+    fn encode_deferred(&mut self) {
+        if !std::mem::take(&mut self.deferred) {
+            return;
+        }
+        let queue = &self.conn.member.queue;
+        let mut i = 0;
+        while i < self.pending.len() {
+            match std::mem::replace(&mut self.pending[i], Item::Bytes(Bytes::new())) {
+                Item::Bytes(bytes) => self.pending[i] = Item::Bytes(bytes),
+                Item::Deflate(kind, payload) => {
+                    queue.sub_buffered(estimate(payload.len()));
+                    match self.proto.encode_message(kind, payload) {
+                        Ok(frame) => {
+                            queue.add_buffered(frame.len());
+                            let (head, body) = frame.into_parts();
+                            self.pending[i] = Item::Bytes(head);
+                            if let Some(body) = body {
+                                i += 1;
+                                self.pending.insert(i, Item::Bytes(body));
+                            }
+                        }
+                        Err(e) => {
+                            // Only the client role refuses, and a driver
+                            // serves the server role.
+                            tracing::error!(id = %self.conn.id(), "cannot encode a queued message: {e}");
+                            self.pending.remove(i);
+                            continue;
+                        }
+                    }
+                }
+            }
+            i += 1;
+        }
     }
 
     fn report(&mut self, error: &Error) {
@@ -449,11 +473,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// The outcome when the close handshake could not finish: the first
     /// close's code if there was one, else 1006.
     fn unfinished(&self, why: &str) -> CloseInfo {
-        let (code, reason) = self
-            .first_close
-            .as_deref()
-            .cloned()
-            .unwrap_or((CloseCode::ABNORMAL, why.to_owned()));
+        let CloseFrame { code, reason } = self.proto.first_close().cloned().unwrap_or(CloseFrame {
+            code: CloseCode::ABNORMAL,
+            reason: why.to_owned(),
+        });
         CloseInfo {
             code,
             reason,
@@ -463,11 +486,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
     /// The outcome once the close handshake is over.
     fn outcome(&self) -> CloseInfo {
-        let (code, reason) = self
-            .first_close
-            .as_deref()
-            .cloned()
-            .unwrap_or((CloseCode::ABNORMAL, String::new()));
+        let CloseFrame { code, reason } = self.proto.first_close().cloned().unwrap_or(CloseFrame {
+            code: CloseCode::ABNORMAL,
+            reason: String::new(),
+        });
         let clean = self.proto.close_sent() && self.proto.close_received();
         CloseInfo {
             code,
@@ -478,21 +500,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
     /// Marks the connection ended and fires `on_close`.
     async fn end(&mut self, info: CloseInfo) {
-        {
-            let mut outbox = self.conn.shared.lock();
-            outbox.open = false;
-            self.conn.shared.discard(&mut outbox);
-            outbox.close = None;
-        }
-        self.conn.shared.buffered.store(0, Ordering::Relaxed);
+        self.conn.member.queue.end();
         self.pending.clear();
         self.running = None;
         self.close_fired = true;
         // Out of the registry and its topics before `on_close`, so that the
         // handler sees the others only (a "left" notice, a member count).
-        self.conn.shared.server.unregister(&self.conn);
+        let hub = &self.conn.member.hub;
+        hub.unregister(&self.conn.member);
         tracing::debug!(id = %self.conn.id(), code = info.code.0, clean = info.clean, "connection ended");
-        self.conn.shared.server.metrics.closed(info.code.0);
+        hub.metrics.closed(info.code.0);
         match self.handlers.close.call(&self.conn, info) {
             Ok(None) => {}
             Ok(Some(future)) => {
@@ -515,8 +532,10 @@ impl<S> Drop for Driver<S> {
             return;
         }
         self.close_fired = true;
-        self.conn.shared.lock().open = false;
-        self.conn.shared.server.unregister(&self.conn);
+        self.conn.member.queue.end();
+        let hub = &self.conn.member.hub;
+        hub.unregister(&self.conn.member);
+        hub.metrics.closed(CloseCode::ABNORMAL.0);
         let info = CloseInfo::abnormal("connection task cancelled");
         if let Ok(Some(future)) = self.handlers.close.call(&self.conn, info) {
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {

@@ -3,35 +3,33 @@
 //! Both are maps behind a std `RwLock`: never held across an `.await`, read
 //! by every broadcast and publish (which run in parallel), written only when
 //! a connection opens, closes, subscribes or unsubscribes. A message is
-//! encoded once; each receiver's queue gets a reference-counted copy of the
-//! same bytes.
+//! encoded once; each receiver's queue gets the same bytes.
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use uuid::Uuid;
 
-use crate::broker::Broker;
-use crate::connection::Connection;
+use crate::hub::{Broker, Member};
 use crate::message::Outgoing;
 
 /// Open connections by id.
 #[derive(Default)]
 pub(crate) struct Clients {
-    map: RwLock<HashMap<Uuid, Connection>>,
+    map: RwLock<HashMap<Uuid, Arc<Member>>>,
 }
 
 impl Clients {
-    pub(crate) fn read(&self) -> RwLockReadGuard<'_, HashMap<Uuid, Connection>> {
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, HashMap<Uuid, Arc<Member>>> {
         self.map.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, HashMap<Uuid, Connection>> {
+    fn write(&self) -> RwLockWriteGuard<'_, HashMap<Uuid, Arc<Member>>> {
         self.map.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn insert(&self, conn: &Connection) {
-        self.write().insert(conn.id(), conn.clone());
+    pub(crate) fn insert(&self, member: &Arc<Member>) {
+        self.write().insert(member.id(), member.clone());
     }
 
     /// Removes a connection; returns whether it was there.
@@ -39,7 +37,12 @@ impl Clients {
         self.write().remove(&id).is_some()
     }
 
-    /// Queues `frame` to every client but `except`; returns how many
+    /// Every open connection, at this moment.
+    pub(crate) fn all(&self) -> Vec<Arc<Member>> {
+        self.read().values().cloned().collect()
+    }
+
+    /// Queues `message` to every client but `except`; returns how many
     /// queues took it.
     pub(crate) fn broadcast(&self, message: &Outgoing, except: Option<Uuid>) -> usize {
         deliver(self.read().values(), message, except)
@@ -49,26 +52,28 @@ impl Clients {
 /// Subscribers by topic.
 #[derive(Default)]
 pub(crate) struct Topics {
-    map: RwLock<HashMap<Box<str>, HashMap<Uuid, Connection>>>,
+    map: RwLock<TopicMap>,
     /// Told (under the write lock, so in order) when a topic gains its
     /// first or loses its last local subscriber.
     pub(crate) broker: OnceLock<Arc<dyn Broker>>,
 }
 
+type TopicMap = HashMap<Box<str>, HashMap<Uuid, Arc<Member>>>;
+
 impl Topics {
-    fn read(&self) -> RwLockReadGuard<'_, HashMap<Box<str>, HashMap<Uuid, Connection>>> {
+    fn read(&self) -> RwLockReadGuard<'_, TopicMap> {
         self.map.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, HashMap<Box<str>, HashMap<Uuid, Connection>>> {
+    fn write(&self) -> RwLockWriteGuard<'_, TopicMap> {
         self.map.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn subscribe(&self, topic: &str, conn: &Connection) {
+    pub(crate) fn subscribe(&self, topic: &str, member: &Arc<Member>) {
         let mut map = self.write();
         let members = map.entry(topic.into()).or_default();
         let first = members.is_empty();
-        members.insert(conn.id(), conn.clone());
+        members.insert(member.id(), member.clone());
         if first && let Some(broker) = self.broker.get() {
             broker.topic_added(topic);
         }
@@ -87,7 +92,7 @@ impl Topics {
         }
     }
 
-    /// Queues `frame` to every subscriber of `topic` but `except`.
+    /// Queues `message` to every subscriber of `topic` but `except`.
     pub(crate) fn publish(&self, topic: &str, message: &Outgoing, except: Option<Uuid>) -> usize {
         match self.read().get(topic) {
             Some(members) => deliver(members.values(), message, except),
@@ -99,7 +104,7 @@ impl Topics {
         self.read().get(topic).map_or(0, HashMap::len)
     }
 
-    pub(crate) fn subscribers(&self, topic: &str) -> Vec<Connection> {
+    pub(crate) fn subscribers(&self, topic: &str) -> Vec<Arc<Member>> {
         self.read()
             .get(topic)
             .map(|m| m.values().cloned().collect())
@@ -115,12 +120,12 @@ impl Topics {
 /// connection's problem (its backpressure policy applies); the others
 /// are not delayed.
 fn deliver<'a>(
-    conns: impl Iterator<Item = &'a Connection>,
+    members: impl Iterator<Item = &'a Arc<Member>>,
     message: &Outgoing,
     except: Option<Uuid>,
 ) -> usize {
-    conns
-        .filter(|conn| Some(conn.id()) != except)
-        .filter(|conn| conn.enqueue_outgoing(message).is_ok())
+    members
+        .filter(|member| Some(member.id()) != except)
+        .filter(|member| member.enqueue(message).is_ok())
         .count()
 }

@@ -1,8 +1,13 @@
-//! The opening handshake of one accepted socket, then its driver.
+//! The opening handshake of one stream, ending in a driver for the
+//! upgraded connection (or an HTTP answer).
+//!
+//! One deadline covers the whole handshake (TLS, the request head, the
+//! hook and the `101`): a client cannot stretch it by trickling each part.
 
 use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use hubbub_proto::handshake::{
@@ -10,16 +15,46 @@ use hubbub_proto::handshake::{
 };
 use hubbub_proto::{Connection as Proto, Role};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tracing::Instrument;
+use tokio::time::{Instant, timeout, timeout_at};
 
 use crate::config::{ProtocolOrder, ServerConfig};
-use crate::connection::Connection;
 use crate::driver::Driver;
-use crate::hook::{Accept, Decision, HandshakeRequest};
+use crate::handle::Connection;
+use crate::hook::{Accept, Decision, HandshakeRequest, Hook};
+use crate::hub::{Hub, Member, Permit};
 use crate::info::ConnectionInfo;
 use crate::limits::Refusal;
-use crate::server::ConnectionContext;
-use crate::socket::{BoxFuture, Handlers, Socket, panic_message};
+use crate::socket::{Handlers, Socket, panic_message};
+
+/// How long a refusal (an HTTP error answer) may take to write: it is sent
+/// past the deadline too, but never held up by a client that does not read.
+const RESPOND_GRACE: Duration = Duration::from_secs(1);
+
+/// A handler for plain HTTP requests on the WebSocket port.
+pub(crate) type HttpHandler = Box<dyn Fn(&Request) -> HttpResponse + Send + Sync>;
+
+/// The per-connection setup closure.
+pub(crate) type Setup = Box<dyn Fn(&mut Socket) + Send + Sync>;
+
+/// What every handshake of a running server needs: fixed when it starts.
+pub(crate) struct Service {
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) config: ServerConfig,
+    pub(crate) setup: Setup,
+    pub(crate) http: Option<HttpHandler>,
+    pub(crate) hook: Option<Hook>,
+}
+
+/// An upgraded connection, ready to run: its driver and what it holds
+/// while it lives.
+pub(crate) struct Upgraded<S> {
+    pub(crate) driver: Driver<S>,
+    pub(crate) span: tracing::Span,
+    /// Its place among the open connections.
+    pub(crate) _permit: Permit,
+    /// Its place in its address's count.
+    pub(crate) _slot: AddressSlot,
+}
 
 /// Reads the request head within the handshake timeout.
 async fn read_request<S: AsyncRead + Unpin>(
@@ -40,21 +75,21 @@ async fn read_request<S: AsyncRead + Unpin>(
 }
 
 /// Answers a refused request, counted by status.
-async fn refuse<S: AsyncWrite + Unpin>(
-    stream: &mut S,
-    response: HttpResponse,
-    metrics: &crate::metrics::Metrics,
-) {
-    metrics.rejected(response.status);
+async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, response: HttpResponse, hub: &Hub) {
+    hub.metrics.rejected(response.status);
     respond(stream, response).await;
 }
 
-/// Writes an HTTP response and closes the write side.
+/// Writes an HTTP response and closes the write side, within
+/// [`RESPOND_GRACE`].
 async fn respond<S: AsyncWrite + Unpin>(stream: &mut S, response: HttpResponse) {
     let mut out = BytesMut::new();
     response.write(&mut out);
-    let _ = stream.write_all(&out).await;
-    let _ = stream.shutdown().await;
+    let _ = timeout(RESPOND_GRACE, async {
+        stream.write_all(&out).await?;
+        stream.shutdown().await
+    })
+    .await;
 }
 
 /// Chooses the subprotocol by the configured order.
@@ -72,69 +107,29 @@ fn choose_protocol(request: &Request, config: &ServerConfig) -> Option<String> {
     }
 }
 
-/// Serves one accepted socket: the opening handshake, then the driver.
-///
-/// Both phases are boxed futures, so that the task itself stays a few
-/// dozen bytes: the handshake's state (timers, parser, buffers) is freed as
-/// soon as it is done, and an open connection keeps only its driver.
-pub(crate) fn serve_socket<S>(
-    stream: S,
-    peer: SocketAddr,
-    local: SocketAddr,
-    secure: bool,
-    ctx: ConnectionContext,
-) -> impl Future<Output = ()> + Send
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    // Not an `async fn`: see `handle_connection`. Only the two boxes and
-    // the server's handle stay in this future while the connection lives.
-    let shared = ctx.2.clone();
-    let handshake = Box::pin(handshake(stream, peer, local, secure, ctx));
-    async move {
-        let Some((driver, span, _slot)) = handshake.await else {
-            return;
-        };
-        // The driver leaves the registry itself, before `on_close` runs.
-        run_in(driver, span).await;
-        shared.open.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// The driver's future, boxed, in the connection's span when something
-/// records it: a disabled span would still take 40 bytes per connection.
-/// (A function, so that the span is moved here and never kept in the
-/// connection's task across the wait.)
-fn run_in<S>(driver: Driver<S>, span: tracing::Span) -> BoxFuture
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    if span.is_disabled() {
-        Box::pin(driver.run())
-    } else {
-        Box::pin(driver.run().instrument(span))
-    }
-}
-
-/// The opening handshake: a driver for the upgraded connection, or `None`
-/// when the request was answered or dropped.
-async fn handshake<S>(
+/// The opening handshake, to finish by `deadline`: the upgraded
+/// connection, or `None` when the request was answered or dropped.
+pub(crate) async fn handshake<S>(
     mut stream: S,
     peer: SocketAddr,
     local: SocketAddr,
     secure: bool,
-    (setup, config, shared): ConnectionContext,
-) -> Option<(Driver<S>, tracing::Span, AddressSlot)>
+    service: &Service,
+    deadline: Instant,
+) -> Option<Upgraded<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let Service {
+        hub,
+        config,
+        setup,
+        http,
+        hook,
+    } = service;
     let mut parser = RequestParser::new(&config.protocol);
     let mut buf = BytesMut::with_capacity(1024);
-    let request = match tokio::time::timeout(
-        config.handshake_timeout,
-        read_request(&mut stream, &mut parser, &mut buf),
-    )
-    .await
+    let request = match timeout_at(deadline, read_request(&mut stream, &mut parser, &mut buf)).await
     {
         Err(_) => {
             tracing::debug!(%peer, "handshake timeout: dropping connection");
@@ -143,13 +138,13 @@ where
         Ok(Ok(None)) => return None,
         Ok(Err(e)) => {
             tracing::info!(%peer, status = e.status(), "handshake refused: {}", e.reason());
-            refuse(&mut stream, e.response(), &shared.metrics).await;
+            refuse(&mut stream, e.response(), hub).await;
             return None;
         }
         Ok(Ok(Some(request))) => request,
     };
     if !request.is_upgrade() && request.method() == "GET" {
-        if let Some(http) = &shared.http {
+        if let Some(http) = http {
             let response = match catch_unwind(AssertUnwindSafe(|| http(&request))) {
                 Ok(response) => response,
                 Err(panic) => {
@@ -166,25 +161,25 @@ where
             .header("Sec-WebSocket-Version", "13")
             .header("Content-Type", "text/plain; charset=utf-8")
             .body("this is a WebSocket endpoint\n");
-        refuse(&mut stream, response, &shared.metrics).await;
+        refuse(&mut stream, response, hub).await;
         return None;
     }
     let accept = match request.validate_upgrade() {
         Ok(accept) => accept,
         Err(e) => {
             tracing::info!(%peer, status = e.status(), "handshake refused: {}", e.reason());
-            refuse(&mut stream, e.response(), &shared.metrics).await;
+            refuse(&mut stream, e.response(), hub).await;
             return None;
         }
     };
-    let slot = match shared.per_address.admit(
+    let slot = match hub.per_address.admit(
         peer.ip(),
         config.max_connections_per_ip,
         config.handshake_rate_per_ip.as_ref(),
-        shared.now_ms(),
+        hub.now_ms(),
     ) {
         Ok(()) => AddressSlot {
-            shared: shared.clone(),
+            hub: hub.clone(),
             ip: peer.ip(),
         },
         Err((refusal, first)) => {
@@ -200,36 +195,34 @@ where
                         "too many connection attempts from your address\n"
                     }
                 });
-            refuse(&mut stream, response, &shared.metrics).await;
+            refuse(&mut stream, response, hub).await;
             return None;
         }
     };
-    if let Some(policy) = &config.origins {
-        if !policy.allows(request.origin(), request.host()) {
-            tracing::info!(%peer, origin = request.origin(), "origin not allowed: 403");
-            let response = HttpResponse::new(403)
-                .header("Content-Type", "text/plain; charset=utf-8")
-                .body("origin not allowed\n");
-            refuse(&mut stream, response, &shared.metrics).await;
-            return None;
-        }
+    if !config.origins.allows(request.origin(), request.host()) {
+        tracing::info!(%peer, origin = request.origin(), "origin not allowed: 403");
+        let response = HttpResponse::new(403)
+            .header("Content-Type", "text/plain; charset=utf-8")
+            .body("origin not allowed\n");
+        refuse(&mut stream, response, hub).await;
+        return None;
     }
     let mut accepted = Accept::default();
-    if let Some(hook) = &shared.hook {
+    if let Some(hook) = hook {
         let asked = HandshakeRequest {
             request: request.clone(),
             peer,
             secure,
         };
         let decision = match catch_unwind(AssertUnwindSafe(|| hook(asked))) {
-            Ok(future) => tokio::time::timeout(config.handshake_timeout, guarded(future)).await,
+            Ok(future) => timeout_at(deadline, guarded(future)).await,
             Err(panic) => Ok(Err(panic_message(&*panic))),
         };
         match decision {
             Ok(Ok(Decision::Accept(accept))) => accepted = accept,
             Ok(Ok(Decision::Reject(response))) => {
                 tracing::info!(%peer, status = response.status, "handshake hook refused the upgrade");
-                refuse(&mut stream, response, &shared.metrics).await;
+                refuse(&mut stream, response, hub).await;
                 return None;
             }
             Ok(Err(panic)) => {
@@ -237,7 +230,7 @@ where
                 refuse(
                     &mut stream,
                     HttpResponse::new(500).body("internal error\n"),
-                    &shared.metrics,
+                    hub,
                 )
                 .await;
                 return None;
@@ -247,24 +240,24 @@ where
                 refuse(
                     &mut stream,
                     HttpResponse::new(503).body("try again later\n"),
-                    &shared.metrics,
+                    hub,
                 )
                 .await;
                 return None;
             }
         }
     }
-    // Reserve a slot, or answer 503.
-    if shared.open.fetch_add(1, Ordering::SeqCst) >= config.max_connections {
-        shared.open.fetch_sub(1, Ordering::SeqCst);
+    // A place among the open connections, or 503. Every way out of this
+    // function from here on gives it back by dropping it.
+    let Some(permit) = hub.permit(config.max_connections) else {
         tracing::warn!(%peer, limit = config.max_connections, "connection limit reached: 503");
         let response = HttpResponse::new(503)
             .header("Retry-After", "1")
             .body("too many connections\n");
-        refuse(&mut stream, response, &shared.metrics).await;
+        refuse(&mut stream, response, hub).await;
         return None;
-    }
-    let mut protocol = choose_protocol(&request, &config);
+    };
+    let mut protocol = choose_protocol(&request, config);
     if let Some(chosen) = accepted.protocol.take() {
         if request.protocols().contains(&chosen) {
             protocol = Some(chosen);
@@ -273,40 +266,38 @@ where
         }
     }
     if protocol.is_none() && config.require_protocol && !config.protocols.is_empty() {
-        shared.open.fetch_sub(1, Ordering::SeqCst);
         tracing::info!(%peer, offered = ?request.protocols(), "no supported subprotocol: 400");
         let body = format!("supported subprotocols: {}\n", config.protocols.join(", "));
         let response = HttpResponse::new(400)
             .header("Content-Type", "text/plain; charset=utf-8")
             .header("Sec-WebSocket-Protocol", config.protocols.join(", "))
             .body(body);
-        refuse(&mut stream, response, &shared.metrics).await;
+        refuse(&mut stream, response, hub).await;
         return None;
     }
     let info = ConnectionInfo::new(peer, local, request, protocol.clone());
     let deflate =
         hubbub_proto::deflate::negotiate(&info.request().extensions(), &config.protocol.deflate);
-    let conn = Connection::new(
+    let conn = Connection::new(Arc::new(Member::new(
         info,
+        hub.clone(),
         config.max_queue_bytes,
         config.backpressure,
-        shared.clone(),
         deflate.as_ref().map(|(params, _)| *params),
-    );
+    )));
     for value in accepted.data.drain(..) {
-        conn.set_boxed_data(value);
+        conn.member.set_data(value);
     }
     let mut socket = Socket {
         conn: conn.clone(),
         handlers: Handlers::default(),
     };
     if let Err(panic) = catch_unwind(AssertUnwindSafe(|| setup(&mut socket))) {
-        shared.open.fetch_sub(1, Ordering::SeqCst);
         tracing::error!(%peer, "connection setup panicked: {}", panic_message(&*panic));
         refuse(
             &mut stream,
             HttpResponse::new(500).body("internal error\n"),
-            &shared.metrics,
+            hub,
         )
         .await;
         return None;
@@ -327,11 +318,10 @@ where
     response.write(&mut head);
     // The 101 is written here, so that the driver starts with nothing
     // queued (an idle connection keeps no write queue).
-    match tokio::time::timeout(config.handshake_timeout, stream.write_all(&head)).await {
+    match timeout_at(deadline, stream.write_all(&head)).await {
         Ok(Ok(())) => {}
         _ => {
             tracing::debug!(%peer, "could not write the 101: dropping connection");
-            shared.open.fetch_sub(1, Ordering::SeqCst);
             return None;
         }
     }
@@ -340,22 +330,27 @@ where
     // at debug level. Events at info and above carry the id themselves.
     let span = tracing::debug_span!("conn", id = %conn.id(), %peer);
     tracing::debug!(parent: &span, path = conn.info().path(), "open");
-    shared.register(&conn);
+    hub.register(&conn.member);
     // Idle connections keep no buffer: only bytes that came after the head.
     let buf = if buf.is_empty() { BytesMut::new() } else { buf };
-    let driver = Driver::new(stream, proto, conn, socket.handlers, buf, &config);
-    Some((driver, span, slot))
+    let driver = Driver::new(stream, proto, conn, socket.handlers, buf, config);
+    Some(Upgraded {
+        driver,
+        span,
+        _permit: permit,
+        _slot: slot,
+    })
 }
 
 /// A connection's place in its address's count, given back on drop.
 pub(crate) struct AddressSlot {
-    shared: std::sync::Arc<crate::server::ServerShared>,
+    hub: Arc<Hub>,
     ip: std::net::IpAddr,
 }
 
 impl Drop for AddressSlot {
     fn drop(&mut self) {
-        self.shared.per_address.release(self.ip);
+        self.hub.per_address.release(self.ip);
     }
 }
 

@@ -1,0 +1,193 @@
+//! Accepting: the listeners' loop, TLS, one task per connection from its
+//! first byte to its end, and the graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tokio::time::{Instant, timeout_at};
+use tracing::Instrument;
+
+use crate::driver::Driver;
+use crate::handshake::{Service, Upgraded, handshake};
+use crate::socket::BoxFuture;
+use crate::tls::TlsConfig;
+
+/// A listener and, for `wss://`, its TLS configuration.
+pub(crate) type Listener = (TcpListener, Option<TlsConfig>);
+
+/// Serves one stream of any kind (TCP, TLS, a Unix socket, an in-memory
+/// pipe): the opening handshake, to finish by `deadline`, then the driver
+/// until the connection ends.
+///
+/// Each phase is a boxed future, so that the task itself stays small: the
+/// handshake's state (timers, parser, buffers) is freed as soon as it is
+/// done, and an open connection keeps only its driver, its permit and its
+/// address slot.
+pub(crate) fn serve_stream<S>(
+    stream: S,
+    peer: SocketAddr,
+    local: SocketAddr,
+    secure: bool,
+    service: Arc<Service>,
+    deadline: Instant,
+) -> impl Future<Output = ()> + Send
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let handshake =
+        Box::pin(async move { handshake(stream, peer, local, secure, &service, deadline).await });
+    async move {
+        let Some(Upgraded {
+            driver,
+            span,
+            _permit,
+            _slot,
+        }) = handshake.await
+        else {
+            return;
+        };
+        // The driver leaves the registry itself, before `on_close` runs;
+        // the permit and the slot are given back when this ends, however
+        // it ends.
+        run_in(driver, span).await;
+    }
+}
+
+/// The driver's future, boxed, in the connection's span when something
+/// records it: a disabled span would still take 40 bytes per connection.
+/// (A function, so that the span is moved here and never kept in the
+/// connection's task across the wait.)
+fn run_in<S>(driver: Driver<S>, span: tracing::Span) -> BoxFuture
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    if span.is_disabled() {
+        Box::pin(driver.run())
+    } else {
+        Box::pin(driver.run().instrument(span))
+    }
+}
+
+/// The task of one accepted TCP connection, boxed: the task itself then
+/// holds one pointer, where an `async` block here would keep every
+/// captured argument for the connection's whole life. The TLS handshake's
+/// large state is a box of its own, so plain connections never carry it.
+fn serve_tcp(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsConfig>,
+    service: Arc<Service>,
+) -> BoxFuture {
+    // One deadline for TLS, the request head, the hook and the `101`.
+    let deadline = Instant::now() + service.config.handshake_timeout;
+    let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().unwrap_or(peer);
+    match tls {
+        None => Box::pin(serve_stream(stream, peer, local, false, service, deadline)),
+        Some(tls) => Box::pin(async move {
+            match timeout_at(deadline, tls.acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => serve_stream(stream, peer, local, true, service, deadline).await,
+                Ok(Err(e)) => tracing::info!(%peer, "TLS handshake failed: {e}"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timeout: dropping connection"),
+            }
+        }),
+    }
+}
+
+/// Waits for a connection on any listener; returns its index.
+async fn accept_any(listeners: &[Listener]) -> (usize, std::io::Result<(TcpStream, SocketAddr)>) {
+    std::future::poll_fn(|cx| {
+        for (i, (listener, _)) in listeners.iter().enumerate() {
+            if let std::task::Poll::Ready(result) = listener.poll_accept(cx) {
+                return std::task::Poll::Ready((i, result));
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+/// Accepts on `listeners` until the hub's shutdown, then closes every
+/// connection with 1001, waits up to the grace period, drops the rest, and
+/// returns once every connection task has ended.
+pub(crate) async fn run(listeners: Vec<Listener>, service: Arc<Service>) {
+    let hub = service.hub.clone();
+    let config = &service.config;
+    let mut tasks = JoinSet::new();
+    let mut backoff = Duration::from_millis(10);
+    for (listener, tls) in &listeners {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, tls = tls.is_some(), "listening");
+        }
+    }
+    let keepalive = crate::keepalive::spawn(hub.clone(), config);
+    let address_sweep = config.handshake_rate_per_ip.map(|rate| {
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(crate::limits::SWEEP_EVERY);
+            loop {
+                interval.tick().await;
+                hub.per_address.sweep(Some(&rate), hub.now_ms());
+            }
+        })
+    });
+    loop {
+        tokio::select! {
+            () = hub.shutdown.cancelled() => break,
+            (which, accepted) = accept_any(&listeners) => match accepted {
+                Ok((stream, peer)) => {
+                    backoff = Duration::from_millis(10);
+                    let tls = listeners[which].1.clone();
+                    tasks.spawn(serve_tcp(stream, peer, tls, service.clone()));
+                }
+                Err(e) => {
+                    // EMFILE and friends: wait instead of spinning.
+                    tracing::warn!("accept failed: {e}; retrying in {backoff:?}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            },
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    }
+    drop(listeners);
+    for task in [keepalive, address_sweep].into_iter().flatten() {
+        task.abort();
+    }
+    let members = hub.clients.all();
+    tracing::info!(connections = members.len(), "shutting down");
+    for member in &members {
+        let _ = member.close(hubbub_proto::CloseCode::GOING_AWAY, "server shutdown");
+    }
+    drop(members);
+    let drained = tokio::time::timeout(config.shutdown_grace, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        let left = hub.clients.all();
+        tracing::warn!(
+            connections = left.len(),
+            "grace period over: dropping connections"
+        );
+        for member in &left {
+            member.queue.force();
+        }
+        drop(left);
+        // Handshakes still in progress are simply dropped.
+        let leftover = tokio::time::timeout(Duration::from_secs(1), async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if leftover.is_err() {
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+        }
+    }
+    tracing::info!("server stopped");
+}

@@ -1,0 +1,161 @@
+//! The hub: what a server's connections share. The registry of open
+//! connections and topics (with the broker that carries topics to other
+//! nodes), the metrics, the clock, the per-address limits, the
+//! open-connection permits and the shutdown signal.
+//!
+//! It knows nothing of sockets, handshakes or drivers: those sit above it
+//! and reach it through an `Arc<Hub>`. Each open connection is a
+//! [`Member`]: its outbound queue and what handles share about it.
+
+mod broker;
+mod member;
+mod registry;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+
+pub use broker::{Broker, Node};
+pub(crate) use member::Member;
+pub(crate) use registry::{Clients, Topics};
+
+use crate::limits::PerAddress;
+use crate::message::Outgoing;
+use crate::metrics::Metrics;
+
+/// State shared by a server's connections, tasks and handles.
+pub(crate) struct Hub {
+    /// The address handles report (the first listener's, or whatever the
+    /// embedding application says).
+    pub(crate) local_addr: Option<SocketAddr>,
+    /// Connections' activity times are milliseconds since this.
+    epoch: Instant,
+    /// Open connections by id.
+    pub(crate) clients: Clients,
+    /// Subscribers by topic.
+    pub(crate) topics: Topics,
+    /// Per-address connection counts and handshake buckets.
+    pub(crate) per_address: PerAddress,
+    /// Counters for the metrics endpoint.
+    pub(crate) metrics: Metrics,
+    /// Connections holding a [`Permit`].
+    open: AtomicUsize,
+    /// Cancelled to start a graceful shutdown.
+    pub(crate) shutdown: CancellationToken,
+}
+
+impl Hub {
+    /// A hub for a server listening on `local_addr`.
+    pub(crate) fn new(local_addr: Option<SocketAddr>) -> Arc<Self> {
+        Arc::new(Self {
+            local_addr,
+            epoch: Instant::now(),
+            clients: Clients::default(),
+            topics: Topics::default(),
+            per_address: PerAddress::default(),
+            metrics: Metrics::default(),
+            open: AtomicUsize::new(0),
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    /// Milliseconds since the hub was made (a coarse, cheap clock for
+    /// keepalive and rate limits).
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// A place among at most `max` open connections, given back when the
+    /// permit is dropped (however its holder ends: refusal, panic,
+    /// cancellation).
+    pub(crate) fn permit(self: &Arc<Self>, max: usize) -> Option<Permit> {
+        let mut open = self.open.load(Ordering::Relaxed);
+        loop {
+            if open >= max {
+                return None;
+            }
+            match self.open.compare_exchange_weak(
+                open,
+                open + 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Some(Permit(self.clone())),
+                Err(now) => open = now,
+            }
+        }
+    }
+
+    /// Connections holding a permit.
+    #[cfg(test)]
+    pub(crate) fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// Adds an open connection to the registry.
+    pub(crate) fn register(&self, member: &Arc<Member>) {
+        self.clients.insert(member);
+        self.metrics.opened();
+    }
+
+    /// Forgets a connection that ended, with its subscriptions; after this
+    /// it can subscribe to nothing.
+    pub(crate) fn unregister(&self, member: &Member) {
+        self.clients.remove(member.id());
+        for topic in member.leave_topics() {
+            self.topics.unsubscribe(&topic, member.id());
+        }
+    }
+
+    /// Publishes through the broker when one is attached, else locally.
+    pub(crate) fn publish(
+        &self,
+        topic: &str,
+        message: crate::Message,
+        except: Option<crate::Uuid>,
+    ) -> usize {
+        match self.topics.broker.get() {
+            Some(broker) => {
+                broker.publish(topic, message, except);
+                self.topics.subscriber_count(topic)
+            }
+            None => self.topics.publish(topic, &Outgoing::new(message), except),
+        }
+    }
+}
+
+/// A place among the open connections (see [`Hub::permit`]).
+pub(crate) struct Permit(Arc<Hub>);
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permits_are_given_back_however_their_holder_ends() {
+        let hub = Hub::new(None);
+        let a = hub.permit(2).unwrap();
+        let b = hub.permit(2).unwrap();
+        assert!(hub.permit(2).is_none());
+        drop(a);
+        let c = hub.permit(2).unwrap();
+        // A holder that panics gives its place back while unwinding.
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let _held = c;
+            panic!("handshake hook blew up");
+        }));
+        assert!(panicked.is_err());
+        assert_eq!(hub.open(), 1);
+        drop(b);
+        assert_eq!(hub.open(), 0);
+    }
+}
