@@ -46,6 +46,8 @@
 mod accept;
 mod config;
 mod driver;
+#[cfg(test)]
+mod driver_tests;
 mod error;
 mod handle;
 mod handshake;

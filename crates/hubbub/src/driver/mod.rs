@@ -253,7 +253,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     }
 
     fn deliver_events(&mut self, input: &mut BytesMut) {
-        while self.running.is_none() && !self.events_stopped {
+        // After events stop (a handler panicked, the message rate was
+        // passed) the protocol still reads, to finish the close handshake.
+        while self.running.is_none() {
             let result = self.proto.read(input, &mut self.replies);
             if !self.replies.is_empty() {
                 // What handlers queued for earlier events goes out before
@@ -268,7 +270,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 self.take_replies();
             }
             match result {
-                Ok(Some(event)) => self.dispatch(event),
+                Ok(Some(event)) if !self.events_stopped => self.dispatch(event),
+                Ok(Some(_)) => {}
                 Ok(None) => break,
                 Err(e) => {
                     tracing::info!(
@@ -448,7 +451,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             self.outcome()
         } else {
             tracing::debug!(id = %self.conn.id(), "connection dropped without a close frame");
-            CloseInfo::abnormal("connection dropped without a close frame")
+            self.unfinished("connection dropped without a close frame")
         }
     }
 

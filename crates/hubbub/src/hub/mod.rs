@@ -14,8 +14,8 @@ mod registry;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
 
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use broker::{Broker, Node};
@@ -31,7 +31,8 @@ pub(crate) struct Hub {
     /// The address handles report (the first listener's, or whatever the
     /// embedding application says).
     pub(crate) local_addr: Option<SocketAddr>,
-    /// Connections' activity times are milliseconds since this.
+    /// Connections' activity times are milliseconds since this (tokio's
+    /// clock, so that tests with the clock paused control it too).
     epoch: Instant,
     /// Open connections by id.
     pub(crate) clients: Clients,
