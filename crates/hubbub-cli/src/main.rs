@@ -1,6 +1,8 @@
 //! `hubbub`: the chat server (default), an echo server for conformance runs
 //! and benchmarks.
 
+#![forbid(unsafe_code)]
+
 mod chat;
 mod load;
 mod settings;
@@ -141,7 +143,13 @@ async fn serve(args: ServeArgs) -> Result<(), hubbub::Error> {
             tokio::spawn(reload_certificates(tls.clone()));
             Some(tls)
         }
-        _ => None,
+        _ => {
+            // SIGHUP means "reload the certificate"; with none, it must not
+            // end the server (the signal's default).
+            #[cfg(unix)]
+            ignore_hangup();
+            None
+        }
     };
     let server = match (&tls, args.tls_port) {
         (Some(tls), None) => Server::bind_tls(&listen, tls.clone()).await,
@@ -198,6 +206,23 @@ async fn serve(args: ServeArgs) -> Result<(), hubbub::Error> {
         let _ = task.await;
     }
     result
+}
+
+/// Takes SIGHUP over from its default (terminate) and logs it: a plain
+/// server has nothing to reload.
+#[cfg(unix)]
+fn ignore_hangup() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::hangup()) {
+        Ok(mut hangup) => {
+            tokio::spawn(async move {
+                while hangup.recv().await.is_some() {
+                    tracing::info!("SIGHUP ignored: no certificate to reload");
+                }
+            });
+        }
+        Err(e) => tracing::warn!("cannot handle SIGHUP: {e}"),
+    }
 }
 
 /// Reloads the certificate on SIGHUP, and when either file changes

@@ -314,6 +314,34 @@ async fn serve_over_tls_with_cert_files() {
     .await;
 }
 
+/// SIGHUP asks a TLS server to reload its certificate; a plain one has
+/// none, and must keep serving (the signal's default would end it).
+#[cfg(unix)]
+#[tokio::test]
+async fn sighup_leaves_a_plain_server_running() {
+    watchdog(async {
+        let Chat {
+            mut child, addr, ..
+        } = chat().await;
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/"))
+            .await
+            .unwrap();
+        next_text(&mut ws).await;
+        let pid = child.id().unwrap().to_string();
+        assert!(signal(&pid, "HUP"));
+        ws.send(Message::text("still there?")).await.unwrap();
+        assert!(next_text(&mut ws).await.ends_with("says: still there?"));
+        // A new client is still served too.
+        let (mut other, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/"))
+            .await
+            .unwrap();
+        next_text(&mut other).await;
+        assert!(child.try_wait().unwrap().is_none(), "the server exited");
+        drop(child);
+    })
+    .await;
+}
+
 #[cfg(unix)]
 #[tokio::test]
 async fn sigterm_closes_clients_with_1001_and_exits_cleanly() {

@@ -49,6 +49,8 @@
 //! # }
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod delivery;
 mod publisher;
 mod wire;

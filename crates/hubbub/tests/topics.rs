@@ -132,3 +132,53 @@ async fn typed_user_data_per_connection() {
     })
     .await;
 }
+
+/// The server holds its broker and the broker only a weak `Node`: once the
+/// server and its handles are gone, so is the server's hold on the broker,
+/// and the broker's node delivers to nobody.
+#[tokio::test]
+async fn dropping_the_server_frees_its_broker() {
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Keeper(Mutex<Option<hubbub::Node>>);
+    impl hubbub::Broker for Keeper {
+        fn attach(&self, node: hubbub::Node) {
+            *self.0.lock().unwrap() = Some(node);
+        }
+        fn publish(&self, topic: &str, message: hubbub::Message, except: Option<hubbub::Uuid>) {
+            if let Some(node) = &*self.0.lock().unwrap() {
+                node.publish_local(topic, message, except);
+            }
+        }
+        fn topic_added(&self, _: &str) {}
+        fn topic_removed(&self, _: &str) {}
+    }
+
+    common::watchdog(async {
+        let broker = std::sync::Arc::new(Keeper::default());
+        let server = hubbub::Server::bind("ws://127.0.0.1:0")
+            .await
+            .unwrap()
+            .with_broker(broker.clone());
+        let handle = server.handle();
+        let task = tokio::spawn(server.start(|_| {}));
+        // Attached when the server starts.
+        while broker.0.lock().unwrap().is_none() {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(std::sync::Arc::strong_count(&broker), 2);
+        handle.shutdown();
+        task.await.unwrap().unwrap();
+        drop(handle);
+        assert_eq!(
+            std::sync::Arc::strong_count(&broker),
+            1,
+            "the server still holds the broker"
+        );
+        let node = broker.0.lock().unwrap().clone().unwrap();
+        assert!(!node.is_alive());
+        assert_eq!(node.publish_local("t", "x", None), 0);
+    })
+    .await;
+}
