@@ -138,15 +138,13 @@ async fn typed_user_data_per_connection() {
 /// and the broker's node delivers to nobody.
 #[tokio::test]
 async fn dropping_the_server_frees_its_broker() {
-    use std::sync::Mutex;
-
     #[derive(Default)]
     struct Keeper(Mutex<Option<hubbub::Node>>);
     impl hubbub::Broker for Keeper {
         fn attach(&self, node: hubbub::Node) {
             *self.0.lock().unwrap() = Some(node);
         }
-        fn publish(&self, topic: &str, message: hubbub::Message, except: Option<hubbub::Uuid>) {
+        fn publish(&self, topic: &str, message: Message, except: Option<hubbub::Uuid>) {
             if let Some(node) = &*self.0.lock().unwrap() {
                 node.publish_local(topic, message, except);
             }
@@ -155,8 +153,8 @@ async fn dropping_the_server_frees_its_broker() {
         fn topic_removed(&self, _: &str) {}
     }
 
-    common::watchdog(async {
-        let broker = std::sync::Arc::new(Keeper::default());
+    watchdog(async {
+        let broker = Arc::new(Keeper::default());
         let server = hubbub::Server::bind("ws://127.0.0.1:0")
             .await
             .unwrap()
@@ -167,12 +165,12 @@ async fn dropping_the_server_frees_its_broker() {
         while broker.0.lock().unwrap().is_none() {
             tokio::task::yield_now().await;
         }
-        assert_eq!(std::sync::Arc::strong_count(&broker), 2);
+        assert_eq!(Arc::strong_count(&broker), 2);
         handle.shutdown();
         task.await.unwrap().unwrap();
         drop(handle);
         assert_eq!(
-            std::sync::Arc::strong_count(&broker),
+            Arc::strong_count(&broker),
             1,
             "the server still holds the broker"
         );
