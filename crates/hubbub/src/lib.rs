@@ -49,6 +49,9 @@ mod driver;
 #[cfg(test)]
 mod driver_tests;
 mod error;
+#[cfg(any(test, feature = "__fuzz"))]
+#[doc(hidden)]
+pub mod fuzz;
 mod handle;
 mod handshake;
 mod hook;
