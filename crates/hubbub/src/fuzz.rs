@@ -275,7 +275,7 @@ async fn run(mut script: Script<'_>) {
     if let Some(sweep) = sweep {
         sweep.abort();
     }
-    let _ = (&mut client).shutdown().await;
+    let _ = client.shutdown().await;
 }
 
 #[cfg(test)]
