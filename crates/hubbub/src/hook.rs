@@ -22,6 +22,7 @@ pub struct HandshakeRequest {
 }
 
 /// A hook's answer: upgrade (with extras) or refuse with an HTTP response.
+#[derive(Debug)]
 pub enum Decision {
     /// Upgrade the connection.
     Accept(Accept),
@@ -84,6 +85,16 @@ impl Accept {
     pub fn data<T: Any + Send + Sync>(mut self, value: T) -> Self {
         self.data.push(Box::new(value));
         self
+    }
+}
+
+impl std::fmt::Debug for Accept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Accept")
+            .field("headers", &self.headers)
+            .field("protocol", &self.protocol)
+            .field("data", &format_args!("{} value(s)", self.data.len()))
+            .finish()
     }
 }
 

@@ -118,6 +118,7 @@ impl ConnectionInfo {
 
 /// How a connection ended, given to `on_close`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CloseInfo {
     /// The close code: the peer's if it closed first (1005 when its frame
     /// had none), the server's if it closed first (1001 on shutdown, 1002,

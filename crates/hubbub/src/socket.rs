@@ -130,6 +130,12 @@ pub struct Socket {
     pub(crate) handlers: Handlers,
 }
 
+impl std::fmt::Debug for Socket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Socket").field("conn", &self.conn).finish_non_exhaustive()
+    }
+}
+
 impl Socket {
     /// What the opening handshake told about the connection.
     pub fn info(&self) -> &ConnectionInfo {
