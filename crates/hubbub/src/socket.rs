@@ -132,7 +132,9 @@ pub struct Socket {
 
 impl std::fmt::Debug for Socket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Socket").field("conn", &self.conn).finish_non_exhaustive()
+        f.debug_struct("Socket")
+            .field("conn", &self.conn)
+            .finish_non_exhaustive()
     }
 }
 

@@ -126,7 +126,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// is moved into as two slots of its state, which for the driver (over
     /// 600 bytes) doubled every connection's future. An `async move` block
     /// uses the captured driver in place.
-    #[expect(clippy::manual_async_fn, reason = "an async fn would store the driver twice: see above")]
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn would store the driver twice: see above"
+    )]
     pub(crate) fn run(mut self) -> impl Future<Output = ()> + Send
     where
         S: Send,

@@ -128,3 +128,17 @@ pub fn quick() -> ServerConfig {
         .with_close_timeout(Duration::from_millis(500))
         .with_shutdown_grace(Duration::from_millis(500))
 }
+
+/// Opens a raw TCP connection and completes the upgrade by hand.
+pub async fn raw_client(addr: SocketAddr) -> (TcpStream, BytesMut) {
+    let (stream, buf, response) = upgrade(addr, ClientRequest::new(addr.to_string(), "/")).await;
+    response.unwrap();
+    (stream, buf)
+}
+
+/// Reads until the server closes the socket; returns everything read.
+pub async fn read_to_end(stream: &mut TcpStream) -> Vec<u8> {
+    let mut all = Vec::new();
+    let _ = stream.read_to_end(&mut all).await;
+    all
+}
