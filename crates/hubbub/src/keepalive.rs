@@ -17,10 +17,8 @@ use hubbub_proto::{CloseCode, OpCode};
 use tokio::task::JoinHandle;
 
 use crate::config::ServerConfig;
-use crate::hub::{Hub, Member};
+use crate::hub::{ACTIVE, Hub, Member};
 
-/// `last_seen` value meaning "bytes arrived since the last sweep".
-pub(crate) const ACTIVE: u64 = u64::MAX;
 
 /// Starts the sweep when the configuration asks for pings or an idle
 /// timeout.

@@ -86,7 +86,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         self.conn
             .member
             .last_seen
-            .store(crate::keepalive::ACTIVE, Ordering::Relaxed);
+            .store(crate::hub::ACTIVE, Ordering::Relaxed);
         if self.phase == Phase::Lingering || self.proto.close_received() {
             buf.clear();
             return Poll::Ready(Ok(true));

@@ -18,6 +18,11 @@ use crate::message::{Outgoing, compress_alone};
 use crate::metrics::Count;
 use crate::outbox::Queue;
 
+/// `last_seen` value meaning "bytes arrived since the keepalive sweep last
+/// looked": a read stores it (no clock read per read), the sweep turns it
+/// into its own time.
+pub(crate) const ACTIVE: u64 = u64::MAX;
+
 /// A connection's subscriptions.
 #[derive(Default)]
 struct Subscriptions {
@@ -37,7 +42,7 @@ pub(crate) struct Member {
     pub(crate) info: ConnectionInfo,
     pub(crate) queue: Queue,
     /// When bytes last arrived, in the hub's milliseconds, as the keepalive
-    /// sweep saw it; [`crate::keepalive::ACTIVE`] after a read.
+    /// sweep saw it; [`ACTIVE`] after a read.
     pub(crate) last_seen: AtomicU64,
     /// When the keepalive last pinged, in the hub's milliseconds.
     pub(crate) last_ping: AtomicU64,

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use broker::{Broker, Node};
-pub(crate) use member::Member;
+pub(crate) use member::{ACTIVE, Member};
 pub(crate) use registry::{Clients, Topics};
 
 use crate::limits::PerAddress;
