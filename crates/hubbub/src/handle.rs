@@ -295,9 +295,7 @@ impl ServerHandle {
         message: impl Into<Message>,
         except: Option<Uuid>,
     ) -> usize {
-        self.hub
-            .topics
-            .publish(topic, &Outgoing::new(message.into()), except)
+        self.hub.publish_local(topic, message.into(), except)
     }
 
     /// How many connections of this node are subscribed to `topic`.

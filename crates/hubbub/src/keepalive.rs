@@ -19,7 +19,6 @@ use tokio::task::JoinHandle;
 use crate::config::ServerConfig;
 use crate::hub::{ACTIVE, Hub, Member};
 
-
 /// Starts the sweep when the configuration asks for pings or an idle
 /// timeout.
 pub(crate) fn spawn(hub: Arc<Hub>, config: &ServerConfig) -> Option<JoinHandle<()>> {

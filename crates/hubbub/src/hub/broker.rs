@@ -15,7 +15,7 @@
 use std::sync::{Arc, Weak};
 
 use crate::hub::Hub;
-use crate::message::{Message, Outgoing};
+use crate::message::Message;
 use uuid::Uuid;
 
 /// A broker's handle to the node (server) it serves: delivers to this
@@ -37,12 +37,9 @@ impl Node {
         message: impl Into<Message>,
         except: Option<Uuid>,
     ) -> usize {
-        match self.0.upgrade() {
-            Some(hub) => hub
-                .topics
-                .publish(topic, &Outgoing::new(message.into()), except),
-            None => 0,
-        }
+        self.0
+            .upgrade()
+            .map_or(0, |hub| hub.publish_local(topic, message.into(), except))
     }
 
     /// How many connections of this node are subscribed to `topic`.

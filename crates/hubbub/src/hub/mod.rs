@@ -123,8 +123,19 @@ impl Hub {
                 broker.publish(topic, message, except);
                 self.topics.subscriber_count(topic)
             }
-            None => self.topics.publish(topic, &Outgoing::new(message), except),
+            None => self.publish_local(topic, message, except),
         }
+    }
+
+    /// Queues `message` on this node's subscribers of `topic` but `except`,
+    /// encoded once; returns how many took it.
+    pub(crate) fn publish_local(
+        &self,
+        topic: &str,
+        message: crate::Message,
+        except: Option<crate::Uuid>,
+    ) -> usize {
+        self.topics.publish(topic, &Outgoing::new(message), except)
     }
 }
 
