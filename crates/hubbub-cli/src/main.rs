@@ -186,7 +186,10 @@ async fn serve(args: ServeArgs) -> Result<(), hubbub::Error> {
             server
         }
     };
-    let server = server.with_config(config).with_http(chat::http);
+    let server = server
+        .with_config(config)
+        .with_http(chat::http)
+        .with_handshake(chat::handshake);
     let server = match &args.redis {
         Some(url) => {
             let broker =

@@ -156,7 +156,8 @@ pub(crate) async fn run(listeners: Vec<Listener>, service: Arc<Service>) {
         }
     }
     drop(listeners);
-    for task in [keepalive, address_sweep].into_iter().flatten() {
+    keepalive.abort();
+    if let Some(task) = address_sweep {
         task.abort();
     }
     let members = hub.clients.all();
@@ -176,7 +177,7 @@ pub(crate) async fn run(listeners: Vec<Listener>, service: Arc<Service>) {
             "grace period over: dropping connections"
         );
         for member in &left {
-            member.queue.force();
+            member.queue.force("dropped at shutdown");
         }
         drop(left);
         // Handshakes still in progress are simply dropped.

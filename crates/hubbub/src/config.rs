@@ -52,6 +52,19 @@ pub struct ServerConfig {
     pub max_queue_bytes: usize,
     /// What to do when a send would pass `max_queue_bytes`. Default: close.
     pub backpressure: Backpressure,
+    /// Most bytes queued for sending over every connection together,
+    /// counted as encoded (after compression), with a large frame shared by
+    /// many connections (a broadcast) counted once. Past it sends are
+    /// refused ([`crate::Error::is_over_budget`]) and the server makes room
+    /// by closing the connections holding the most bytes with 1013 ("try
+    /// again later"), dropping what they had queued, until half the budget
+    /// is free. Default: 512 MiB.
+    pub max_total_queue_bytes: usize,
+    /// Close a connection that has bytes queued and takes none of them for
+    /// this long: a reader that stopped reading (its pings and pongs do not
+    /// count). It is dropped at once (its queue freed), and `on_close` gets
+    /// 1006 with the reason. `None`: never. Default: 30 s.
+    pub stall_timeout: Option<Duration>,
     /// After sending a close frame, how long to wait for the peer's before
     /// dropping the connection. Default: 5 s.
     pub close_timeout: Duration,
@@ -104,6 +117,8 @@ impl Default for ServerConfig {
             handshake_timeout: Duration::from_secs(10),
             max_queue_bytes: 16 << 20,
             backpressure: Backpressure::Close,
+            max_total_queue_bytes: 512 << 20,
+            stall_timeout: Some(Duration::from_secs(30)),
             close_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(5),
             ping_interval: Some(Duration::from_secs(30)),
@@ -152,6 +167,20 @@ impl ServerConfig {
     #[must_use]
     pub fn with_backpressure(mut self, policy: Backpressure) -> Self {
         self.backpressure = policy;
+        self
+    }
+
+    /// Sets [`ServerConfig::max_total_queue_bytes`].
+    #[must_use]
+    pub fn with_max_total_queue_bytes(mut self, bytes: usize) -> Self {
+        self.max_total_queue_bytes = bytes;
+        self
+    }
+
+    /// Sets [`ServerConfig::stall_timeout`].
+    #[must_use]
+    pub fn with_stall_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.stall_timeout = timeout;
         self
     }
 

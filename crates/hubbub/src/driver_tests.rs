@@ -84,6 +84,23 @@ async fn read_head(client: &mut DuplexStream) -> String {
     String::from_utf8(got).unwrap()
 }
 
+/// A service whose connections record their closes and errors in `Seen`,
+/// then get `setup`.
+fn recorded(
+    config: ServerConfig,
+    setup: impl Fn(&mut Socket) + Send + Sync + 'static,
+) -> (Arc<Service>, Arc<Mutex<Seen>>) {
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let recorder = seen.clone();
+    let service = service(config, move |socket| {
+        let (closes, errors) = (recorder.clone(), recorder.clone());
+        socket.on_close(move |_, info| closes.lock().unwrap().closes.push(info));
+        socket.on_error(move |_, e| errors.lock().unwrap().errors.push(e.to_string()));
+        setup(socket);
+    });
+    (service, seen)
+}
+
 impl Pipe {
     /// Serves a connection with `config`; `setup` attaches handlers after
     /// the test's own recorders.
@@ -92,16 +109,14 @@ impl Pipe {
         buffer: usize,
         setup: impl Fn(&mut Socket) + Send + Sync + 'static,
     ) -> Self {
-        let seen = Arc::new(Mutex::new(Seen::default()));
-        let recorder = seen.clone();
-        let service = service(config, move |socket| {
-            let (closes, errors) = (recorder.clone(), recorder.clone());
-            socket.on_close(move |_, info| closes.lock().unwrap().closes.push(info));
-            socket.on_error(move |_, e| errors.lock().unwrap().errors.push(e.to_string()));
-            setup(socket);
-        });
+        let (service, seen) = recorded(config, setup);
+        Self::connect(&service, seen, buffer).await
+    }
+
+    /// One more connection to `service`.
+    async fn connect(service: &Arc<Service>, seen: Arc<Mutex<Seen>>, buffer: usize) -> Self {
         let hub = service.hub.clone();
-        let (mut client, task) = serve(&service, buffer);
+        let (mut client, task) = serve(service, buffer);
         let mut request = BytesMut::new();
         let mut handshake = ClientRequest::new("test", "/chat");
         handshake.write(&mut request);
@@ -208,7 +223,7 @@ async fn keepalive_pings_a_silent_peer_whose_pongs_keep_it_open() {
         .with_idle_timeout(Some(Duration::from_secs(75)));
     let mut pipe = Pipe::open(config.clone(), 4096, |_| {}).await;
     // The sweep is the server's; started here as `accept::run` does.
-    let sweep = crate::keepalive::spawn(pipe.hub.clone(), &config).unwrap();
+    let sweep = crate::keepalive::spawn(pipe.hub.clone(), &config);
     let start = Instant::now();
     // The client's proto answers the ping; a pong is traffic, so the
     // connection is not idle while it answers.
@@ -229,7 +244,7 @@ async fn a_peer_that_answers_nothing_is_closed_at_the_idle_timeout() {
         .with_ping_interval(Some(Duration::from_secs(30)))
         .with_idle_timeout(Some(Duration::from_secs(75)));
     let mut pipe = Pipe::open(config.clone(), 4096, |_| {}).await;
-    let sweep = crate::keepalive::spawn(pipe.hub.clone(), &config).unwrap();
+    let sweep = crate::keepalive::spawn(pipe.hub.clone(), &config);
     let start = Instant::now();
     // Raw bytes, never answered (no pong), until the close arrives.
     let mut raw = BytesMut::new();
@@ -482,6 +497,96 @@ async fn a_handler_panic_closes_with_1011_after_what_was_queued() {
             .iter()
             .any(|e| e.contains("handler blew up"))
     );
+}
+
+/// A reader that stops reading is dropped after the stall timeout, even
+/// while it keeps sending pings; its queue is freed at once.
+#[tokio::test(start_paused = true)]
+async fn a_stalled_reader_is_dropped_even_while_it_pings() {
+    let config = ServerConfig::default()
+        .with_stall_timeout(Some(Duration::from_secs(30)))
+        .with_ping_interval(None)
+        .with_idle_timeout(None);
+    let mut pipe = Pipe::open(config.clone(), 1024, |socket| {
+        socket.on_open(|conn| {
+            let _ = conn.send_binary(vec![0u8; 64 * 1024]);
+        });
+    })
+    .await;
+    let sweep = crate::keepalive::spawn(pipe.hub.clone(), &config);
+    let start = Instant::now();
+    // Pings every 5 s, never a read.
+    let mut ping = BytesMut::new();
+    pipe.proto.ping(b"alive", &mut ping).unwrap();
+    while !pipe.task.is_finished() {
+        let _ = pipe.client.write_all(&ping).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(start.elapsed() < Duration::from_secs(60), "not dropped");
+    }
+    sweep.abort();
+    let waited = start.elapsed();
+    assert!(waited >= Duration::from_secs(30), "{waited:?}");
+    let hub = pipe.hub.clone();
+    let (info, _) = pipe.ended().await;
+    assert_eq!(info.code, CloseCode::ABNORMAL);
+    assert!(info.reason.contains("stalled"), "{}", info.reason);
+    assert_eq!(hub.budget.used(), 0, "its queue was freed");
+}
+
+/// Past the server-wide budget, sends are refused (the connection stays
+/// open), and the sweep closes the connection holding the most bytes with
+/// 1013, freeing them.
+#[tokio::test(start_paused = true)]
+async fn past_the_budget_sends_are_refused_and_the_largest_queue_is_evicted() {
+    let config = ServerConfig::default()
+        .with_max_total_queue_bytes(100 * 1024)
+        .with_max_queue_bytes(1 << 20)
+        .with_ping_interval(None)
+        .with_idle_timeout(None)
+        .with_stall_timeout(None);
+    let refused = Arc::new(Mutex::new(Vec::new()));
+    let record = refused.clone();
+    let (service, seen) = recorded(config.clone(), move |socket| {
+        let record = record.clone();
+        socket.on_message(move |conn, text| {
+            let size: usize = text.parse().unwrap();
+            if let Err(e) = conn.send_binary(vec![0u8; size]) {
+                record.lock().unwrap().push(e.is_over_budget());
+            }
+        });
+    });
+    let sweep = crate::keepalive::spawn(service.hub.clone(), &config);
+    // Two readers that never read: 70 KiB for one, then 40 KiB for the
+    // other, which passes the 100 KiB budget.
+    let mut big = Pipe::connect(&service, seen.clone(), 1024).await;
+    let mut small = Pipe::connect(&service, seen.clone(), 1024).await;
+    big.send_text("71680").await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    small.send_text("40960").await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(
+        *refused.lock().unwrap(),
+        [true],
+        "the second send is refused"
+    );
+    // The big one is closed with 1013 and its bytes given back.
+    let code = loop {
+        match big.next().await {
+            Some(Event::Binary(_)) => {}
+            Some(Event::Close(frame)) => break frame.unwrap().code,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(code, CloseCode::TRY_AGAIN_LATER);
+    assert!(
+        service.hub.budget.used() < 4 * 1024,
+        "{}",
+        service.hub.budget.used()
+    );
+    // The other is still open and can be sent to again.
+    small.send_text("1000").await;
+    assert!(matches!(small.next().await, Some(Event::Binary(b)) if b.len() == 1000));
+    sweep.abort();
 }
 
 /// The error's close code matches what happened to the connection.

@@ -22,6 +22,8 @@ pub(crate) enum Kind {
         max: usize,
         closing: bool,
     },
+    /// The server's budget for queued bytes is spent.
+    OverBudget { used: usize, max: usize },
     /// A control payload over 125 bytes, or a close reason over 123.
     PayloadTooLong,
     /// A close code that may not be sent.
@@ -52,6 +54,14 @@ impl Error {
     /// [`crate::ServerConfig::max_queue_bytes`]).
     pub fn is_queue_full(&self) -> bool {
         matches!(self.kind, Kind::QueueFull { .. })
+    }
+
+    /// The server-wide budget for queued outbound bytes
+    /// ([`crate::ServerConfig::max_total_queue_bytes`]) is spent: the send
+    /// was refused, the connection stays open. The server makes room by
+    /// closing the connections holding the most bytes (1013).
+    pub fn is_over_budget(&self) -> bool {
+        matches!(self.kind, Kind::OverBudget { .. })
     }
 
     /// The caller passed an invalid argument: a control payload over 125
@@ -108,6 +118,10 @@ impl fmt::Display for Error {
                     "send queue full ({buffered} bytes buffered, limit {max})"
                 )
             }
+            Kind::OverBudget { used, max } => write!(
+                f,
+                "the server's send budget is spent ({used} bytes queued on all connections, limit {max})"
+            ),
             Kind::PayloadTooLong => {
                 f.write_str("control payload over 125 bytes or close reason over 123 bytes")
             }

@@ -272,9 +272,7 @@ async fn run(mut script: Script<'_>) {
     task.await.expect("the connection task does not panic");
     assert_eq!(closes.load(Ordering::SeqCst), 1, "on_close exactly once");
     assert!(hub.clients.all().is_empty());
-    if let Some(sweep) = sweep {
-        sweep.abort();
-    }
+    sweep.abort();
     let _ = client.shutdown().await;
 }
 

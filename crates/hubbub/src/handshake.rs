@@ -77,14 +77,18 @@ async fn read_request<S: AsyncRead + Unpin>(
 /// Answers a refused request, counted by status.
 async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, response: HttpResponse, hub: &Hub) {
     hub.metrics.rejected(response.status);
-    respond(stream, response).await;
+    respond(stream, response, false).await;
 }
 
-/// Writes an HTTP response and closes the write side, within
-/// [`RESPOND_GRACE`].
-async fn respond<S: AsyncWrite + Unpin>(stream: &mut S, response: HttpResponse) {
+/// Writes an HTTP response (only its head for a `HEAD`) and closes the
+/// write side, within [`RESPOND_GRACE`].
+async fn respond<S: AsyncWrite + Unpin>(stream: &mut S, response: HttpResponse, head_only: bool) {
     let mut out = BytesMut::new();
-    response.write(&mut out);
+    if head_only {
+        response.write_head(&mut out);
+    } else {
+        response.write(&mut out);
+    }
     let _ = timeout(RESPOND_GRACE, async {
         stream.write_all(&out).await?;
         stream.shutdown().await
@@ -143,7 +147,8 @@ where
         }
         Ok(Ok(Some(request))) => request,
     };
-    if !request.is_upgrade() && request.method() == "GET" {
+    let head_only = request.method() == "HEAD";
+    if !request.is_upgrade() && (request.method() == "GET" || head_only) {
         if let Some(http) = http {
             let response = match catch_unwind(AssertUnwindSafe(|| http(&request))) {
                 Ok(response) => response,
@@ -153,7 +158,7 @@ where
                 }
             };
             tracing::debug!(%peer, path = request.path(), status = response.status, "http");
-            respond(&mut stream, response).await;
+            respond(&mut stream, response, head_only).await;
             return None;
         }
         let response = HttpResponse::new(426)

@@ -1,15 +1,16 @@
-//! Keepalive: one sweep per server pings silent connections and closes
-//! idle ones.
+//! The sweep: one task per server that pings silent connections, closes
+//! idle ones, drops readers that stalled, and makes room when the server's
+//! budget for queued bytes is spent.
 //!
 //! Each read marks its connection [`ACTIVE`] (a plain atomic store, no
-//! clock read); the sweep replaces the mark with its own time and measures
-//! silence from there. Silence is never overestimated, and is noticed at
-//! most one sweep tick (a quarter of the shortest interval) late. That
-//! costs each connection 16 bytes instead of a timer of its own, and the
-//! sweep touches each connection a few times per interval.
+//! clock read), and so does each write; the sweep replaces the marks with
+//! its own time and measures silence (or a stall) from there. Neither is
+//! ever overestimated, and each is noticed at most one sweep tick (a quarter
+//! of the shortest interval, at most 5 s) late. That costs each connection
+//! 24 bytes instead of timers of its own.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,39 +20,111 @@ use tokio::task::JoinHandle;
 use crate::config::ServerConfig;
 use crate::hub::{ACTIVE, Hub, Member};
 
-/// Starts the sweep when the configuration asks for pings or an idle
-/// timeout.
-pub(crate) fn spawn(hub: Arc<Hub>, config: &ServerConfig) -> Option<JoinHandle<()>> {
-    let ping = config.ping_interval;
-    let idle = config.idle_timeout;
-    let shortest = match (ping, idle) {
-        (None, None) => return None,
-        (Some(a), Some(b)) => a.min(b),
-        (Some(a), None) | (None, Some(a)) => a,
+/// The intervals the sweep keeps.
+#[derive(Clone, Copy)]
+struct Intervals {
+    ping: Option<Duration>,
+    idle: Option<Duration>,
+    stall: Option<Duration>,
+}
+
+/// Starts the server's sweep (it also sets the budget's bound).
+pub(crate) fn spawn(hub: Arc<Hub>, config: &ServerConfig) -> JoinHandle<()> {
+    hub.budget.set_max(config.max_total_queue_bytes);
+    let intervals = Intervals {
+        ping: config.ping_interval,
+        idle: config.idle_timeout,
+        stall: config.stall_timeout,
     };
+    let shortest = [intervals.ping, intervals.idle, intervals.stall]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(Duration::from_secs(20));
     let tick = (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
-    Some(tokio::spawn(async move {
+    tokio::spawn(async move {
         let mut interval = tokio::time::interval(tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            interval.tick().await;
+            let refused = tokio::select! {
+                _ = interval.tick() => false,
+                () = hub.budget.exhausted.notified() => true,
+            };
             let now = hub.now_ms();
-            for member in hub.clients.all() {
-                check(&member, now, ping, idle);
+            let members = hub.clients.all();
+            for member in &members {
+                check(member, now, intervals);
             }
+            make_room(&hub, members, refused);
         }
-    }))
+    })
 }
 
-fn check(member: &Member, now: u64, ping: Option<Duration>, idle: Option<Duration>) {
-    let last_seen = &member.last_seen;
-    let mut seen = last_seen.load(Ordering::Relaxed);
-    if seen == ACTIVE {
-        // Bytes arrived since the last tick: silent from now on at most. (A
-        // read that marks it again after this stays marked for the next.)
-        let _ = last_seen.compare_exchange(ACTIVE, now, Ordering::Relaxed, Ordering::Relaxed);
-        seen = now;
+/// Replaces an activity mark with `now`; returns when activity was last
+/// seen.
+fn since(mark: &AtomicU64, now: u64) -> u64 {
+    let at = mark.load(Ordering::Relaxed);
+    if at == ACTIVE {
+        // Activity since the last tick: quiet from now on at most. (A mark
+        // made after this stays for the next tick.)
+        let _ = mark.compare_exchange(ACTIVE, now, Ordering::Relaxed, Ordering::Relaxed);
+        return now;
     }
+    at
+}
+
+/// When a send was `refused` for the budget (or the budget is passed),
+/// closes the connections holding the most bytes (1013), dropping their
+/// queues, until half the budget is free.
+fn make_room(hub: &Hub, mut members: Vec<Arc<Member>>, refused: bool) {
+    let budget = &hub.budget;
+    if !refused && budget.used() <= budget.max() {
+        return;
+    }
+    let target = budget.max() / 2;
+    members.sort_by_key(|m| std::cmp::Reverse(m.queue.buffered()));
+    // What the evicted hold is given back as their drivers drop it: count
+    // it as freed now, so as not to evict more than needed.
+    let mut freed = 0;
+    for member in members {
+        let held = member.queue.buffered();
+        if budget.used().saturating_sub(freed) <= target || held == 0 {
+            break;
+        }
+        if member
+            .queue
+            .evict(CloseCode::TRY_AGAIN_LATER, "server busy: send queue dropped")
+        {
+            freed += held;
+            tracing::warn!(
+                id = %member.id(),
+                held,
+                used = budget.used(),
+                max = budget.max(),
+                "server send budget spent: closing the largest queue with 1013"
+            );
+        }
+    }
+}
+
+fn check(member: &Member, now: u64, intervals: Intervals) {
+    let Intervals { ping, idle, stall } = intervals;
+    if let Some(stall) = stall {
+        let progress = since(&member.last_progress, now);
+        if member.queue.buffered() == 0 {
+            // Nothing waiting: not stalled, whatever the last write.
+            member.last_progress.store(now, Ordering::Relaxed);
+        } else if now.saturating_sub(progress) >= stall.as_millis() as u64 {
+            tracing::info!(
+                id = %member.id(),
+                queued = member.queue.buffered(),
+                "stalled reader: nothing written for {stall:?}; dropping"
+            );
+            member.queue.force("stalled reader: no write progress");
+            return;
+        }
+    }
+    let seen = since(&member.last_seen, now);
     let silent = now.saturating_sub(seen);
     if let Some(idle) = idle {
         if silent >= idle.as_millis() as u64 {

@@ -3,9 +3,13 @@
 use std::cell::RefCell;
 use std::sync::{Mutex, OnceLock};
 
+use std::sync::Arc;
+
 use bytes::Bytes;
-use hubbub_proto::encode::{Deflater, EncodedFrame};
+use hubbub_proto::encode::{COPY_THRESHOLD, Deflater, EncodedFrame};
 use hubbub_proto::{DeflateParams, MessageKind, Utf8Bytes};
+
+use crate::outbox::{Budget, charged};
 
 /// A whole message to send: text or binary.
 ///
@@ -103,21 +107,40 @@ impl Outgoing {
         }
     }
 
-    /// The uncompressed frame.
-    pub(crate) fn plain(&self) -> &EncodedFrame {
-        self.plain
-            .get_or_init(|| EncodedFrame::message(self.kind, self.payload.clone()))
+    /// The uncompressed frame. A large payload, shared by every queue, is
+    /// charged to `budget` once while any queue holds it.
+    pub(crate) fn plain(&self, budget: &Arc<Budget>) -> &EncodedFrame {
+        self.plain.get_or_init(|| {
+            let payload = if self.payload.len() > COPY_THRESHOLD {
+                charged(self.payload.clone(), budget)
+            } else {
+                self.payload.clone()
+            };
+            EncodedFrame::message(self.kind, payload)
+        })
     }
 
-    /// The frame compressed on its own for `params`, made once.
-    pub(crate) fn compressed(&self, params: &DeflateParams) -> EncodedFrame {
-        let key = (params.local_max_window_bits, params.level);
+    /// The frame compressed on its own for `params`' level with a window
+    /// `params` allows, made once: a frame compressed with a smaller window
+    /// is valid for any larger one, so a receiver reuses any made with a
+    /// window no larger than its own. A broadcast thus has at most one
+    /// compressed form per window size smaller than all those made before
+    /// it (at most 7, 9 to 15 bits; one when receivers share a window), and
+    /// a large one is charged to `budget` once.
+    pub(crate) fn compressed(&self, params: &DeflateParams, budget: &Arc<Budget>) -> EncodedFrame {
+        let (window, level) = (params.local_max_window_bits, params.level);
         let mut cache = self.compressed.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, frame)) = cache.iter().find(|(k, _)| *k == key) {
+        if let Some((_, frame)) = cache.iter().find(|((w, l), _)| *w <= window && *l == level) {
             return frame.clone();
         }
         let frame = compress_alone(self.kind, &self.payload, params);
-        cache.push((key, frame.clone()));
+        let frame = match frame.body() {
+            Some(body) => {
+                EncodedFrame::new(self.kind.opcode(), charged(body.clone(), budget), true)
+            }
+            None => frame,
+        };
+        cache.push(((window, level), frame.clone()));
         frame
     }
 }

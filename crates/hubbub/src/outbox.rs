@@ -13,7 +13,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use atomic_waker::AtomicWaker;
 use bytes::Bytes;
@@ -26,8 +26,12 @@ use crate::error::{Error, Kind};
 /// A queued item, in order.
 #[derive(Debug)]
 pub(crate) enum Item {
-    /// Encoded frame bytes.
+    /// Encoded frame bytes, charged to the server's [`Budget`] by this
+    /// queue.
     Bytes(Bytes),
+    /// The payload of a large frame shared by many queues (a broadcast):
+    /// charged to the budget once, by its owner, for all of them.
+    Shared(Bytes),
     /// A message to compress with the connection's own context (only the
     /// driver's protocol state can: the context is in order of sending).
     Deflate(MessageKind, Bytes),
@@ -54,10 +58,14 @@ struct Inner {
     state: State,
     /// A send overflowed since the last drain (for `on_error`).
     overflow: Option<(usize, usize)>,
-    /// Drop the connection now (shutdown grace expired).
-    force: bool,
+    /// Drop the connection now, and why (shutdown grace expired, a reader
+    /// that stalled).
+    force: Option<&'static str>,
     /// `items` holds a message to compress since the last drain.
     deferred: bool,
+    /// The queue was dropped to make room (the server's budget): the
+    /// driver drops what it holds too before closing.
+    evicted: bool,
 }
 
 impl Item {
@@ -65,8 +73,17 @@ impl Item {
     /// encodes it first).
     pub(crate) fn bytes(&self) -> &[u8] {
         match self {
-            Self::Bytes(bytes) => bytes,
+            Self::Bytes(bytes) | Self::Shared(bytes) => bytes,
             Self::Deflate(..) => &[],
+        }
+    }
+
+    /// The bytes this item costs the server's budget.
+    pub(crate) fn charged(&self) -> usize {
+        match self {
+            Self::Bytes(bytes) => bytes.len(),
+            Self::Shared(_) => 0,
+            Self::Deflate(_, payload) => estimate(payload.len()),
         }
     }
 }
@@ -79,21 +96,98 @@ impl Inner {
         }
     }
 
-    /// Drops everything queued; returns the bytes dropped (estimates for
-    /// messages not yet compressed).
-    fn clear(&mut self) -> usize {
-        let items: usize = self
-            .items
-            .drain(..)
-            .map(|item| match item {
-                Item::Bytes(bytes) => bytes.len(),
+    /// Drops everything queued; returns the bytes dropped and what of them
+    /// was charged to the budget (estimates for messages not yet
+    /// compressed).
+    fn clear(&mut self) -> (usize, usize) {
+        let (mut dropped, mut charged) = (self.tail.len(), self.tail.len());
+        for item in self.items.drain(..) {
+            dropped += match &item {
                 Item::Deflate(_, payload) => estimate(payload.len()),
-            })
-            .sum();
-        let dropped = items + self.tail.len();
+                other => other.bytes().len(),
+            };
+            charged += item.charged();
+        }
         self.tail = Vec::new();
-        dropped
+        (dropped, charged)
     }
+}
+
+/// The server-wide bound on bytes queued for sending, over every
+/// connection: frames copied into a queue count for that queue, a large
+/// frame shared by many queues (a broadcast) counts once.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    used: AtomicUsize,
+    /// Set when the server starts (its configuration may come late).
+    max: AtomicUsize,
+    /// Told when a send is refused for the budget: the sweep then makes
+    /// room (see `keepalive`).
+    pub(crate) exhausted: tokio::sync::Notify,
+}
+
+impl Budget {
+    pub(crate) fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            used: AtomicUsize::new(0),
+            max: AtomicUsize::new(max),
+            exhausted: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// Bytes charged now.
+    pub(crate) fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// The bound.
+    pub(crate) fn max(&self) -> usize {
+        self.max.load(Ordering::Relaxed)
+    }
+
+    /// Sets the bound.
+    pub(crate) fn set_max(&self, max: usize) {
+        self.max.store(max, Ordering::Relaxed);
+    }
+
+    /// Charges `n` bytes if they fit.
+    fn try_charge(&self, n: usize) -> Result<(), usize> {
+        let used = self.used.fetch_add(n, Ordering::Relaxed);
+        if used + n > self.max() {
+            self.used.fetch_sub(n, Ordering::Relaxed);
+            self.exhausted.notify_one();
+            return Err(used);
+        }
+        Ok(())
+    }
+
+    /// Charges `n` bytes that must go out anyway (the protocol's replies).
+    fn charge(&self, n: usize) {
+        self.used.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn release(&self, n: usize) {
+        self.used.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+/// `bytes` charged to `budget` for as long as any queue holds them: the
+/// payload of a frame many queues share, counted once.
+pub(crate) fn charged(bytes: Bytes, budget: &Arc<Budget>) -> Bytes {
+    /// Owns the payload and its charge.
+    struct Charged(Bytes, Arc<Budget>);
+    impl AsRef<[u8]> for Charged {
+        fn as_ref(&self) -> &[u8] {
+            &self.0
+        }
+    }
+    impl Drop for Charged {
+        fn drop(&mut self) {
+            self.1.release(self.0.len());
+        }
+    }
+    budget.charge(bytes.len());
+    Bytes::from_owner(Charged(bytes, budget.clone()))
 }
 
 /// What the driver took from the queue.
@@ -103,8 +197,10 @@ pub(crate) struct Drained {
     pub(crate) close: Option<(CloseCode, String)>,
     /// The send queue overflowed: `(buffered, max)`.
     pub(crate) overflow: Option<(usize, usize)>,
-    /// Drop the connection at once.
-    pub(crate) force: bool,
+    /// Drop the connection at once, for this reason.
+    pub(crate) force: Option<&'static str>,
+    /// Drop what was already taken too (see `Queue::evict`).
+    pub(crate) evicted: bool,
     /// The items hold messages to compress with the connection's context.
     pub(crate) deferred: bool,
 }
@@ -135,25 +231,29 @@ pub(crate) struct Queue {
     buffered: AtomicUsize,
     max_bytes: usize,
     policy: Backpressure,
+    /// The server's bound over every queue.
+    budget: Arc<Budget>,
 }
 
 impl Queue {
-    /// An empty, open queue of at most `max_bytes`.
-    pub(crate) fn new(max_bytes: usize, policy: Backpressure) -> Self {
+    /// An empty, open queue of at most `max_bytes`, within `budget`.
+    pub(crate) fn new(max_bytes: usize, policy: Backpressure, budget: Arc<Budget>) -> Self {
         Self {
             inner: Mutex::new(Inner {
                 items: VecDeque::new(),
                 tail: Vec::new(),
                 state: State::Open,
                 overflow: None,
-                force: false,
+                force: None,
                 deferred: false,
+                evicted: false,
             }),
             waker: AtomicWaker::new(),
             driving: AtomicBool::new(false),
             buffered: AtomicUsize::new(0),
             max_bytes,
             policy,
+            budget,
         }
     }
 
@@ -182,19 +282,26 @@ impl Queue {
     /// small). Returns the bytes queued.
     pub(crate) fn push(&self, opcode: OpCode, payload: Bytes) -> Result<usize, Error> {
         if payload.len() <= COPY_THRESHOLD {
-            self.push_with(estimate(payload.len()), |inner| {
+            let len = estimate(payload.len());
+            self.push_with(len, len, |inner| {
                 append_frame(&mut inner.tail, opcode, false, &payload)
             })
         } else {
-            self.push_encoded(&EncodedFrame::new(opcode, payload, false))
+            self.push_encoded(&EncodedFrame::new(opcode, payload, false), false)
         }
     }
 
     /// Queues an encoded frame: a small one is copied (cheaper than sharing,
     /// whose reference count every receiver's thread would take and drop on
-    /// one cache line), a large one shared.
-    pub(crate) fn push_encoded(&self, frame: &EncodedFrame) -> Result<usize, Error> {
-        self.push_with(frame.len(), |inner| match frame.body() {
+    /// one cache line), a large one shared. With `shared`, a large frame's
+    /// payload is charged to the budget by its owner (see [`charged`]), once
+    /// for every queue.
+    pub(crate) fn push_encoded(&self, frame: &EncodedFrame, shared: bool) -> Result<usize, Error> {
+        let charge = match frame.body() {
+            Some(_) if shared => frame.head().len(),
+            _ => frame.len(),
+        };
+        self.push_with(frame.len(), charge, |inner| match frame.body() {
             None => {
                 inner.tail.extend_from_slice(frame.head());
                 frame.len()
@@ -202,7 +309,12 @@ impl Queue {
             Some(body) => {
                 inner.flush_tail();
                 inner.items.push_back(Item::Bytes(frame.head().clone()));
-                inner.items.push_back(Item::Bytes(body.clone()));
+                let body = body.clone();
+                inner.items.push_back(if shared {
+                    Item::Shared(body)
+                } else {
+                    Item::Bytes(body)
+                });
                 frame.len()
             }
         })
@@ -212,7 +324,7 @@ impl Queue {
     /// context. The limit is checked against its uncompressed size.
     pub(crate) fn push_deflate(&self, kind: MessageKind, payload: Bytes) -> Result<usize, Error> {
         let len = estimate(payload.len());
-        self.push_with(len, |inner| {
+        self.push_with(len, len, |inner| {
             inner.flush_tail();
             inner.items.push_back(Item::Deflate(kind, payload));
             inner.deferred = true;
@@ -221,11 +333,13 @@ impl Queue {
     }
 
     /// Runs `push` (which queues and returns the bytes queued) under the
-    /// lock, if `estimate` bytes fit the limit; at the limit, applies the
-    /// policy.
+    /// lock, if `estimate` bytes fit the limit and `charge` bytes the
+    /// server's budget; at the limit, applies the policy; past the budget,
+    /// refuses.
     fn push_with(
         &self,
         estimate: usize,
+        charge: usize,
         push: impl FnOnce(&mut Inner) -> usize,
     ) -> Result<usize, Error> {
         let mut inner = self.lock();
@@ -238,8 +352,7 @@ impl Queue {
             let closing = self.policy == Backpressure::Close;
             inner.overflow = Some((buffered, max));
             if closing {
-                let dropped = inner.clear();
-                self.buffered.fetch_sub(dropped, Ordering::Relaxed);
+                self.discard(&mut inner);
                 inner.state = State::CloseRequested(Box::new((
                     CloseCode::POLICY_VIOLATION,
                     "send queue full".into(),
@@ -253,8 +366,18 @@ impl Queue {
                 closing,
             }));
         }
+        if let Err(used) = self.budget.try_charge(charge) {
+            let max = self.budget.max();
+            drop(inner);
+            return Err(Error::new(Kind::OverBudget { used, max }));
+        }
         let len = push(&mut inner);
+        debug_assert!(len <= estimate);
         self.buffered.fetch_add(len, Ordering::Relaxed);
+        if len < charge {
+            // The estimate was a bound: give back what the frame did not use.
+            self.budget.release(charge - len);
+        }
         // The driver, when it is the one running this (a handler answering
         // an event), drains the queue before it yields: waking it would
         // only cost it a poll.
@@ -282,10 +405,33 @@ impl Queue {
         Ok(())
     }
 
-    /// Asks the driver to drop the connection at once.
-    pub(crate) fn force(&self) {
-        self.lock().force = true;
+    /// Asks the driver to drop the connection at once, for `why`.
+    pub(crate) fn force(&self, why: &'static str) {
+        self.lock().force = Some(why);
         self.waker.wake();
+    }
+
+    /// Drops what is queued (the driver drops what it holds too) and asks
+    /// the driver to close with `code`: room for the others when the
+    /// server's budget is spent. Returns whether it was open.
+    pub(crate) fn evict(&self, code: CloseCode, reason: &str) -> bool {
+        let mut inner = self.lock();
+        if inner.state != State::Open {
+            return false;
+        }
+        self.discard(&mut inner);
+        inner.evicted = true;
+        inner.state = State::CloseRequested(Box::new((code, reason.to_owned())));
+        drop(inner);
+        self.waker.wake();
+        true
+    }
+
+    /// Drops what `inner` holds, off the counts.
+    fn discard(&self, inner: &mut Inner) {
+        let (dropped, charged) = inner.clear();
+        self.buffered.fetch_sub(dropped, Ordering::Relaxed);
+        self.budget.release(charged);
     }
 
     /// The driver starts delivering events (see the field).
@@ -331,18 +477,30 @@ impl Queue {
             overflow: inner.overflow.take(),
             force: inner.force,
             deferred: std::mem::take(&mut inner.deferred),
+            evicted: std::mem::take(&mut inner.evicted),
         }
     }
 
-    /// Adds `n` bytes the driver queued itself (or the difference a
-    /// compression made).
-    pub(crate) fn add_buffered(&self, n: usize) {
+    /// Counts `n` bytes the driver queued itself (the protocol's replies,
+    /// which go out whatever the limits).
+    pub(crate) fn add_own(&self, n: usize) {
         self.buffered.fetch_add(n, Ordering::Relaxed);
+        self.budget.charge(n);
     }
 
-    /// Takes `n` written (or dropped) bytes off the total.
-    pub(crate) fn sub_buffered(&self, n: usize) {
+    /// A message compressed by the driver: its estimate becomes its size.
+    pub(crate) fn recharge(&self, estimate: usize, len: usize) {
+        self.buffered.fetch_add(len, Ordering::Relaxed);
+        self.buffered.fetch_sub(estimate, Ordering::Relaxed);
+        self.budget.charge(len);
+        self.budget.release(estimate);
+    }
+
+    /// Takes `n` written or dropped bytes off the total, `charged` of them
+    /// off the budget.
+    pub(crate) fn written(&self, n: usize, charged: usize) {
         self.buffered.fetch_sub(n, Ordering::Relaxed);
+        self.budget.release(charged);
     }
 
     /// The connection ended: nothing more is accepted, and what is queued
@@ -350,8 +508,7 @@ impl Queue {
     pub(crate) fn end(&self) {
         let mut inner = self.lock();
         inner.state = State::Closed;
-        inner.clear();
-        self.buffered.store(0, Ordering::Relaxed);
+        self.discard(&mut inner);
     }
 }
 
@@ -363,7 +520,7 @@ mod tests {
         let mut out = Vec::new();
         for item in items {
             match item {
-                Item::Bytes(b) => out.extend_from_slice(b),
+                Item::Bytes(b) | Item::Shared(b) => out.extend_from_slice(b),
                 Item::Deflate(..) => out.extend_from_slice(b"<deflate>"),
             }
         }
@@ -372,17 +529,20 @@ mod tests {
 
     #[test]
     fn small_frames_share_one_buffer_and_large_ones_are_not_copied() {
-        let queue = Queue::new(1 << 20, Backpressure::Close);
+        let queue = Queue::new(1 << 20, Backpressure::Close, Budget::new(usize::MAX / 2));
         queue.push(OpCode::Text, Bytes::from_static(b"a")).unwrap();
         queue.push(OpCode::Text, Bytes::from_static(b"b")).unwrap();
         let large = Bytes::from(vec![7u8; 10_000]);
         queue
-            .push_encoded(&EncodedFrame::new(OpCode::Binary, large.clone(), false))
+            .push_encoded(
+                &EncodedFrame::new(OpCode::Binary, large.clone(), false),
+                false,
+            )
             .unwrap();
         queue.push(OpCode::Ping, Bytes::new()).unwrap();
         let mut out = VecDeque::new();
         let drained = queue.drain(&mut out, false);
-        assert!(drained.close.is_none() && !drained.force);
+        assert!(drained.close.is_none() && drained.force.is_none());
         assert_eq!(out.len(), 4, "tail, head, body, tail");
         let Item::Bytes(body) = &out[2] else { panic!() };
         assert_eq!(body.as_ptr(), large.as_ptr());
@@ -394,7 +554,7 @@ mod tests {
     #[test]
     fn the_limit_closes_under_close_and_refuses_under_refuse() {
         for policy in [Backpressure::Close, Backpressure::Refuse] {
-            let queue = Queue::new(100, policy);
+            let queue = Queue::new(100, policy, Budget::new(usize::MAX / 2));
             queue
                 .push(OpCode::Binary, Bytes::from(vec![0u8; 60]))
                 .unwrap();
@@ -433,7 +593,7 @@ mod tests {
 
     #[test]
     fn the_close_point_takes_what_was_accepted_and_refuses_the_rest() {
-        let queue = Queue::new(1 << 20, Backpressure::Close);
+        let queue = Queue::new(1 << 20, Backpressure::Close, Budget::new(usize::MAX / 2));
         queue
             .push(OpCode::Text, Bytes::from_static(b"before"))
             .unwrap();
@@ -460,7 +620,7 @@ mod tests {
 
     #[test]
     fn a_requested_close_comes_after_the_queue_once() {
-        let queue = Queue::new(1 << 20, Backpressure::Close);
+        let queue = Queue::new(1 << 20, Backpressure::Close, Budget::new(usize::MAX / 2));
         queue.push(OpCode::Text, Bytes::from_static(b"x")).unwrap();
         queue.request_close(CloseCode::NORMAL, "bye").unwrap();
         assert!(
@@ -478,7 +638,11 @@ mod tests {
 
     #[test]
     fn sends_from_many_threads_keep_each_senders_order() {
-        let queue = std::sync::Arc::new(Queue::new(1 << 30, Backpressure::Close));
+        let queue = Arc::new(Queue::new(
+            1 << 30,
+            Backpressure::Close,
+            Budget::new(usize::MAX / 2),
+        ));
         let threads: Vec<_> = (0..4u8)
             .map(|t| {
                 let queue = queue.clone();
@@ -506,5 +670,68 @@ mod tests {
             next[t] += 1;
         }
         assert_eq!(next, [500; 4]);
+    }
+
+    #[test]
+    fn the_budget_bounds_every_queue_together_and_counts_shared_payloads_once() {
+        let budget = Budget::new(20_000);
+        let queues: Vec<_> = (0..3)
+            .map(|_| Queue::new(1 << 20, Backpressure::Close, budget.clone()))
+            .collect();
+        // A 9,000-byte broadcast payload shared by all three: charged once.
+        let body = charged(Bytes::from(vec![1u8; 9_000]), &budget);
+        let frame = EncodedFrame::new(OpCode::Binary, body, false);
+        for queue in &queues {
+            queue.push_encoded(&frame, true).unwrap();
+        }
+        drop(frame);
+        assert_eq!(
+            budget.used(),
+            9_000 + 3 * 4,
+            "the payload once, three headers"
+        );
+        // Copies count for each queue: 8 KiB more passes the budget.
+        queues[0]
+            .push(OpCode::Binary, Bytes::from(vec![0u8; 4_000]))
+            .unwrap();
+        queues[1]
+            .push(OpCode::Binary, Bytes::from(vec![0u8; 4_000]))
+            .unwrap();
+        let err = queues[2]
+            .push(OpCode::Binary, Bytes::from(vec![0u8; 4_000]))
+            .unwrap_err();
+        assert!(err.is_over_budget() && !err.is_queue_full(), "{err}");
+        assert!(queues[2].is_open(), "refused, not closed");
+        // Written and ended queues give their share back; the payload goes
+        // back when the last queue lets go of it.
+        for queue in &queues {
+            let mut out = VecDeque::new();
+            queue.drain(&mut out, false);
+            let (n, charged) = out.iter().fold((0, 0), |(n, c), item| {
+                (n + item.bytes().len(), c + item.charged())
+            });
+            queue.written(n, charged);
+            assert_eq!(queue.buffered(), 0);
+        }
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn eviction_drops_the_queue_and_asks_for_a_close() {
+        let budget = Budget::new(1 << 20);
+        let queue = Queue::new(1 << 20, Backpressure::Refuse, budget.clone());
+        queue
+            .push(OpCode::Binary, Bytes::from(vec![0u8; 5_000]))
+            .unwrap();
+        assert!(queue.evict(CloseCode::TRY_AGAIN_LATER, "server busy"));
+        assert_eq!((queue.buffered(), budget.used()), (0, 0));
+        let mut out = VecDeque::new();
+        let drained = queue.drain(&mut out, false);
+        assert!(out.is_empty() && drained.evicted);
+        assert_eq!(
+            drained.close,
+            Some((CloseCode::TRY_AGAIN_LATER, "server busy".into()))
+        );
+        assert!(!queue.evict(CloseCode::TRY_AGAIN_LATER, "again"), "once");
     }
 }

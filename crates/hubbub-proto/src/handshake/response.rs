@@ -168,6 +168,21 @@ impl HttpResponse {
 
     /// Appends the response to `out`.
     pub fn write(&self, out: &mut BytesMut) {
+        self.write_head(out);
+        out.put_slice(&self.body);
+    }
+
+    /// Appends the response without its body, as the answer to a `HEAD`
+    /// (`Content-Length` still gives the body's length).
+    ///
+    /// ```
+    /// use bytes::BytesMut;
+    /// use hubbub_proto::handshake::HttpResponse;
+    /// let mut out = BytesMut::new();
+    /// HttpResponse::new(200).body("page").write_head(&mut out);
+    /// assert!(out.ends_with(b"Content-Length: 4\r\nConnection: close\r\n\r\n"));
+    /// ```
+    pub fn write_head(&self, out: &mut BytesMut) {
         let _ = write!(
             Writer(out),
             "HTTP/1.1 {} {}\r\n",
@@ -184,7 +199,6 @@ impl HttpResponse {
         }
         put_field(out, "Content-Length", &self.body.len().to_string());
         out.put_slice(b"Connection: close\r\n\r\n");
-        out.put_slice(&self.body);
     }
 }
 

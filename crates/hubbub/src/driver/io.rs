@@ -134,18 +134,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
     /// Drops `n` written bytes from the front of `pending`.
     fn consume(&mut self, n: usize) {
-        self.conn.member.queue.sub_buffered(n);
-        let mut left = n;
+        let (mut left, mut charged) = (n, 0);
         while left > 0 {
-            let Some(Item::Bytes(front)) = self.pending.front_mut() else {
+            let Some(front) = self.pending.front_mut() else {
                 break;
             };
-            let take = left.min(front.len());
-            front.advance(take);
+            let is_charged = front.charged() > 0;
+            let (Item::Bytes(bytes) | Item::Shared(bytes)) = front else {
+                break;
+            };
+            let take = left.min(bytes.len());
+            bytes.advance(take);
             left -= take;
-            if front.is_empty() {
+            if is_charged {
+                charged += take;
+            }
+            self.partial = !bytes.is_empty();
+            if bytes.is_empty() {
                 self.pending.pop_front();
             }
         }
+        self.conn.member.queue.written(n, charged);
+        self.conn.member.wrote();
     }
 }

@@ -69,6 +69,8 @@ pub(crate) struct Driver<S> {
     /// `pending` may hold messages still to compress with this
     /// connection's context.
     deferred: bool,
+    /// The front of `pending` is partly written.
+    partial: bool,
     running: Option<BoxFuture>,
     /// No more events are delivered (a handler panicked).
     events_stopped: bool,
@@ -110,6 +112,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             replies: BytesMut::new(),
             pending,
             deferred: false,
+            partial: false,
             running: None,
             events_stopped: false,
             deadline: None,
@@ -161,9 +164,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     }
                 }
             }
-            if std::mem::replace(&mut drain, true) && self.drain_outbox(false) {
-                tracing::debug!(id = %self.conn.id(), "dropped at the end of the shutdown grace");
-                return Poll::Ready(self.unfinished("dropped at shutdown"));
+            if std::mem::replace(&mut drain, true)
+                && let Some(why) = self.drain_outbox(false)
+            {
+                tracing::debug!(id = %self.conn.id(), "dropped: {why}");
+                return Poll::Ready(self.unfinished(why));
             }
             if self.running.is_none() && self.held {
                 let mut input = std::mem::take(&mut self.leftover);
@@ -209,10 +214,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     }
 
     /// Moves what handles queued into `pending`; with `stop_driving`, clears
-    /// the queue's `driving` flag under the same lock. Returns `true` when
-    /// the connection must be dropped at once (shutdown grace expired; the
-    /// flag stays set for the next drain to see).
-    fn drain_outbox(&mut self, stop_driving: bool) -> bool {
+    /// the queue's `driving` flag under the same lock. Returns why, when the
+    /// connection must be dropped at once (shutdown grace expired, a reader
+    /// that stalled; the flag stays set for the next drain to see).
+    fn drain_outbox(&mut self, stop_driving: bool) -> Option<&'static str> {
         let drained = self
             .conn
             .member
@@ -229,8 +234,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     }
 
     /// Acts on what a drain brought besides frames.
-    fn took(&mut self, drained: Drained) -> bool {
+    fn took(&mut self, drained: Drained) -> Option<&'static str> {
         self.deferred |= drained.deferred;
+        if drained.evicted {
+            // Room for the others: drop what is not yet on the wire (but
+            // the rest of a frame partly written).
+            let keep = usize::from(self.partial);
+            self.release_pending(keep);
+        }
         if let Some((buffered, max)) = drained.overflow {
             let closing = self.conn.member.queue.policy() == Backpressure::Close;
             self.report(&Error::new(Kind::QueueFull {
@@ -359,7 +370,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     fn take_replies(&mut self) {
         if !self.replies.is_empty() {
             let reply = self.replies.split().freeze();
-            self.conn.member.queue.add_buffered(reply.len());
+            self.conn.member.queue.add_own(reply.len());
             self.pending.push_back(Item::Bytes(reply));
         }
     }
@@ -374,12 +385,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         let mut i = 0;
         while i < self.pending.len() {
             match std::mem::replace(&mut self.pending[i], Item::Bytes(Bytes::new())) {
-                Item::Bytes(bytes) => self.pending[i] = Item::Bytes(bytes),
+                other @ (Item::Bytes(_) | Item::Shared(_)) => self.pending[i] = other,
                 Item::Deflate(kind, payload) => {
-                    queue.sub_buffered(estimate(payload.len()));
+                    let estimate = estimate(payload.len());
                     match self.proto.encode_message(kind, payload) {
                         Ok(frame) => {
-                            queue.add_buffered(frame.len());
+                            queue.recharge(estimate, frame.len());
                             let (head, body) = frame.into_parts();
                             self.pending[i] = Item::Bytes(head);
                             if let Some(body) = body {
@@ -391,6 +402,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                             // Only the client role refuses, and a driver
                             // serves the server role.
                             tracing::error!(id = %self.conn.id(), "cannot encode a queued message: {e}");
+                            queue.written(estimate, estimate);
                             self.pending.remove(i);
                             continue;
                         }
@@ -506,8 +518,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
     /// Marks the connection ended and fires `on_close`.
     async fn end(&mut self, info: CloseInfo) {
+        self.release_pending(0);
         self.conn.member.queue.end();
-        self.pending.clear();
         self.running = None;
         self.close_fired = true;
         // Out of the registry and its topics before `on_close`, so that the
@@ -530,6 +542,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     }
 }
 
+impl<S> Driver<S> {
+    /// Drops `pending` but its first `keep` items, off the counts.
+    fn release_pending(&mut self, keep: usize) {
+        let (mut n, mut charged) = (0, 0);
+        for item in self.pending.drain(keep.min(self.pending.len())..) {
+            n += match &item {
+                Item::Deflate(_, payload) => estimate(payload.len()),
+                other => other.bytes().len(),
+            };
+            charged += item.charged();
+        }
+        self.conn.member.queue.written(n, charged);
+    }
+}
+
 impl<S> Drop for Driver<S> {
     fn drop(&mut self) {
         // The task was cancelled before `end` ran (the runtime is shutting
@@ -538,6 +565,7 @@ impl<S> Drop for Driver<S> {
             return;
         }
         self.close_fired = true;
+        self.release_pending(0);
         self.conn.member.queue.end();
         let hub = &self.conn.member.hub;
         hub.unregister(&self.conn.member);

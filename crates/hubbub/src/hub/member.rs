@@ -3,7 +3,7 @@
 
 use std::any::Any;
 use std::collections::HashSet;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -46,6 +46,9 @@ pub(crate) struct Member {
     pub(crate) last_seen: AtomicU64,
     /// When the keepalive last pinged, in the hub's milliseconds.
     pub(crate) last_ping: AtomicU64,
+    /// When bytes were last written to the peer, as the sweep saw it;
+    /// [`ACTIVE`] after a write (the stalled-reader check).
+    pub(crate) last_progress: AtomicU64,
     pub(crate) hub: Arc<Hub>,
     /// The lock is taken before the hub's topics lock, never after.
     subscriptions: Mutex<Subscriptions>,
@@ -71,9 +74,10 @@ impl Member {
         let now = hub.now_ms();
         Self {
             info,
-            queue: Queue::new(max_queue_bytes, backpressure),
+            queue: Queue::new(max_queue_bytes, backpressure, hub.budget.clone()),
             last_seen: AtomicU64::new(now),
             last_ping: AtomicU64::new(now),
+            last_progress: AtomicU64::new(now),
             hub,
             subscriptions: Mutex::default(),
             data: Mutex::default(),
@@ -83,6 +87,11 @@ impl Member {
 
     pub(crate) fn id(&self) -> Uuid {
         self.info.id()
+    }
+
+    /// Bytes went out to the peer: not a stalled reader.
+    pub(crate) fn wrote(&self) {
+        self.last_progress.store(ACTIVE, Ordering::Relaxed);
     }
 
     /// Counts a queued message, or an overflow (logged when it closes).
@@ -114,7 +123,7 @@ impl Member {
             Some(params) if payload.len() >= params.threshold => {
                 if params.local_no_context_takeover {
                     self.queue
-                        .push_encoded(&compress_alone(kind, &payload, params))
+                        .push_encoded(&compress_alone(kind, &payload, params), false)
                 } else {
                     self.queue.push_deflate(kind, payload)
                 }
@@ -137,13 +146,16 @@ impl Member {
         let result = match &self.deflate {
             Some(params) if message.payload.len() >= params.threshold => {
                 if params.local_no_context_takeover {
-                    self.queue.push_encoded(&message.compressed(params))
+                    self.queue
+                        .push_encoded(&message.compressed(params, &self.hub.budget), true)
                 } else {
                     self.queue
                         .push_deflate(message.kind, message.payload.clone())
                 }
             }
-            _ => self.queue.push_encoded(message.plain()),
+            _ => self
+                .queue
+                .push_encoded(message.plain(&self.hub.budget), true),
         };
         self.counted(result)
     }

@@ -22,9 +22,11 @@ pub use broker::{Broker, Node};
 pub(crate) use member::{ACTIVE, Member};
 pub(crate) use registry::{Clients, Topics};
 
+use crate::config::ServerConfig;
 use crate::limits::PerAddress;
 use crate::message::Outgoing;
 use crate::metrics::Metrics;
+use crate::outbox::Budget;
 
 /// State shared by a server's connections, tasks and handles.
 pub(crate) struct Hub {
@@ -46,6 +48,8 @@ pub(crate) struct Hub {
     open: AtomicUsize,
     /// Cancelled to start a graceful shutdown.
     pub(crate) shutdown: CancellationToken,
+    /// The bound on bytes queued for sending over every connection.
+    pub(crate) budget: Arc<Budget>,
 }
 
 impl Hub {
@@ -60,6 +64,7 @@ impl Hub {
             metrics: Metrics::default(),
             open: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
+            budget: Budget::new(ServerConfig::default().max_total_queue_bytes),
         })
     }
 

@@ -12,21 +12,30 @@
 //! client that reconnects with `?since=OFFSET&epoch=EPOCH` first gets what
 //! it missed, and member counts are the cluster's.
 
-use std::sync::{Arc, OnceLock};
+mod identity;
+
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use hubbub::{Connection, HttpResponse, Message, Request, ServerHandle, Socket};
 use hubbub_redis::{Envelope, Notice, Position, RedisBroker, RedisConfig};
 use serde_json::json;
 
-/// The page, embedded in the binary.
-const PAGE: &str = include_str!("chat.html");
+/// The page and its script, embedded in the binary.
+const PAGE: &str = include_str!("../chat.html");
+const SCRIPT: &str = include_str!("../chat.js");
+
+/// The page's policy: its own script only (no inline script), sockets to
+/// its own origin only, never inside another site's frame.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; \
+     connect-src 'self'; img-src 'none'; base-uri 'none'; form-action 'none'; \
+     frame-ancestors 'none'";
 
 /// The room when the path is `/`.
 const DEFAULT_ROOM: &str = "lobby";
 
-/// Longest nickname, in characters.
-const MAX_NICK: usize = 32;
+/// Nicknames in use, per room (on this node).
+static NICKS: LazyLock<identity::Nicks> = LazyLock::new(identity::Nicks::default);
 
 /// What the chat keeps about a member (the connection's user data).
 #[derive(Clone)]
@@ -261,7 +270,12 @@ pub(crate) fn setup(socket: &mut Socket) {
         if let Some(nick) = text.strip_prefix("/nick") {
             return rename(conn, &server, member, nick.trim());
         }
-        let line = format!("{} says: {}", member.name, text);
+        if identity::is_blank(&text) {
+            return;
+        }
+        // One message, one line: control characters are shown escaped in
+        // the text format (JSON carries the text as it came).
+        let line = format!("{} says: {}", member.name, identity::one_line(&text));
         let event = json!({"type": "message", "from": member.name, "id": conn.id().to_string(),
                            "text": text.as_str(), "ts": now_ms()});
         announce(&server, &member.room, line, event, None);
@@ -270,6 +284,7 @@ pub(crate) fn setup(socket: &mut Socket) {
         let Some(member) = conn.data::<Member>() else {
             return;
         };
+        NICKS.release(&member.room, conn.id(), &member.name);
         let server = conn.server();
         if let Some(broker) = BROKER.get() {
             let (text, json) = topics(&member.room);
@@ -287,10 +302,11 @@ pub(crate) fn setup(socket: &mut Socket) {
 
 /// `/nick NAME`: a new display name, announced to the room.
 fn rename(conn: &Connection, server: &ServerHandle, member: Member, nick: &str) {
-    let valid =
-        !nick.is_empty() && nick.chars().count() <= MAX_NICK && !nick.chars().any(char::is_control);
-    if !valid {
-        let error = format!("A nickname is 1 to {MAX_NICK} characters: /nick NAME");
+    let id = conn.id();
+    let previous = (member.name != id.to_string()).then_some(member.name.as_str());
+    let checked =
+        identity::check_nick(nick).and_then(|()| NICKS.claim(&member.room, id, nick, previous));
+    if let Err(error) = checked {
         tell(
             conn,
             &error,
@@ -308,24 +324,38 @@ fn rename(conn: &Connection, server: &ServerHandle, member: Member, nick: &str) 
     announce(server, &member.room, line, event, None);
 }
 
-/// Plain HTTP on the chat's port: the page for `/` and `/<room>`.
+/// Plain HTTP on the chat's port: the page for `/` and `/<room>`, and its
+/// script.
 pub(crate) fn http(request: &Request) -> HttpResponse {
-    if room_of(request.path()).is_none() {
+    let (content_type, body) = if request.path() == "/chat.js" {
+        ("text/javascript; charset=utf-8", SCRIPT)
+    } else if room_of(request.path()).is_some() {
+        ("text/html; charset=utf-8", PAGE)
+    } else {
         return HttpResponse::new(404)
             .header("Content-Type", "text/plain; charset=utf-8")
             .body("not found\n");
-    }
+    };
     HttpResponse::new(200)
-        .header("Content-Type", "text/html; charset=utf-8")
+        .header("Content-Type", content_type)
         .header("Cache-Control", "no-cache")
         .header("X-Content-Type-Options", "nosniff")
+        .header("X-Frame-Options", "DENY")
         .header("Referrer-Policy", "no-referrer")
-        .header(
-            "Content-Security-Policy",
-            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
-             connect-src 'self' ws: wss:; img-src 'none'; base-uri 'none'; form-action 'none'",
-        )
-        .body(PAGE)
+        .header("Content-Security-Policy", CSP)
+        .body(body)
+}
+
+/// Refuses an upgrade to a path that names no room, before the `101`.
+pub(crate) async fn handshake(request: hubbub::HandshakeRequest) -> hubbub::Decision {
+    if room_of(request.request.path()).is_none() {
+        tracing::info!(peer = %request.peer, path = request.request.path(), "no such room: 404");
+        return hubbub::Decision::reject(
+            404,
+            "no such room: a room name is 1-32 letters, digits, - or _",
+        );
+    }
+    hubbub::Decision::accept()
 }
 
 #[cfg(test)]
