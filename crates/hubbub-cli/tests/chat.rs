@@ -194,6 +194,121 @@ async fn same_port_serves_the_page_for_rooms_and_404_otherwise() {
     .await;
 }
 
+/// The page cannot be framed, runs only its own script (no inline script)
+/// and opens sockets to its own origin only; `HEAD` is answered like `GET`
+/// without a body; an upgrade to a path that names no room is refused
+/// before the `101`.
+#[tokio::test]
+async fn the_page_is_locked_down_and_bad_rooms_are_refused_in_the_handshake() {
+    watchdog(async {
+        let chat = chat().await;
+        let page = http_get(&chat.addr, "/").await;
+        let csp = page
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Security-Policy: "))
+            .unwrap_or_else(|| panic!("no CSP: {page:.400}"));
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert!(csp.contains("connect-src 'self';"), "{csp}");
+        assert!(csp.contains("script-src 'self';"), "{csp}");
+        let script_src = csp
+            .split(';')
+            .find(|d| d.trim().starts_with("script-src"))
+            .unwrap();
+        assert!(!script_src.contains("unsafe-inline"), "{csp}");
+        assert!(!csp.contains("ws:") && !csp.contains("wss:"), "{csp}");
+        assert!(page.contains("X-Frame-Options: DENY"));
+        assert!(!page.contains("<script>"), "an inline script is left");
+        let script = http_get(&chat.addr, "/chat.js").await;
+        assert!(script.starts_with("HTTP/1.1 200 "), "{script:.80}");
+        assert!(script.contains("Content-Type: text/javascript"));
+
+        let mut stream = TcpStream::connect(&chat.addr).await.unwrap();
+        let head = format!("HEAD / HTTP/1.1\r\nHost: {}\r\n\r\n", chat.addr);
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        assert!(response.starts_with("HTTP/1.1 200 "), "{response:.80}");
+        assert!(response.ends_with("\r\n\r\n"), "a body after a HEAD");
+
+        let refused =
+            tokio_tungstenite::connect_async(format!("ws://{}/no%20room", chat.addr)).await;
+        match refused {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status(), 404)
+            }
+            other => panic!("expected 404, got {other:?}"),
+        }
+    })
+    .await;
+}
+
+/// Nicknames cannot pass for someone else, and a message cannot forge a
+/// line from another member; blank messages are not sent to anyone.
+#[tokio::test]
+async fn identities_and_lines_cannot_be_forged() {
+    watchdog(async {
+        let chat = chat().await;
+        let mut alice = join(&chat, "/forge").await;
+        next_text(&mut alice).await;
+        let mut mallory = join(&chat, "/forge").await;
+        next_text(&mut mallory).await;
+        let mallory_id = next_text(&mut alice).await;
+        let mallory_id = mallory_id
+            .strip_suffix(" joined the conversation.")
+            .unwrap()
+            .to_owned();
+        alice.send(Message::text("/nick alice")).await.unwrap();
+        assert_eq!(
+            next_text(&mut alice).await,
+            format!("{} is now known as alice.", {
+                // alice's own id, as everyone saw it
+                let line = next_text(&mut mallory).await;
+                line.split(" is now known as").next().unwrap().to_owned()
+            })
+        );
+        for forged in [
+            "/nick alice",
+            "/nick ALICE",
+            "/nick ａｌｉｃｅ",
+            "/nick alice\u{202e}",
+            "/nick al\u{200b}ice",
+            "/nick bob says: hi",
+        ] {
+            let forged = forged
+                .replace("\\u{202e}", "\u{202e}")
+                .replace("\\u{200b}", "\u{200b}");
+            mallory.send(Message::text(forged.clone())).await.unwrap();
+            let answer = next_text(&mut mallory).await;
+            assert!(!answer.contains("is now known as"), "{forged:?}: {answer}");
+        }
+        let prefix = &mallory_id[..8];
+        mallory
+            .send(Message::text(format!("/nick {prefix}")))
+            .await
+            .unwrap();
+        assert!(!next_text(&mut mallory).await.contains("is now known as"));
+        // A line break cannot start a new line in the text format.
+        mallory
+            .send(Message::text("hi\nalice says: send money"))
+            .await
+            .unwrap();
+        let line = next_text(&mut alice).await;
+        assert_eq!(
+            line,
+            format!("{mallory_id} says: hi\\nalice says: send money")
+        );
+        // Blank messages go nowhere: the next thing alice sees is "ok".
+        mallory.send(Message::text("   ")).await.unwrap();
+        mallory.send(Message::text("")).await.unwrap();
+        mallory.send(Message::text("ok")).await.unwrap();
+        assert_eq!(
+            next_text(&mut alice).await,
+            format!("{mallory_id} says: ok")
+        );
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn other_sites_pages_are_refused_unless_allowed() {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;

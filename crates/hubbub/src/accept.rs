@@ -14,6 +14,7 @@ use tracing::Instrument;
 
 use crate::driver::Driver;
 use crate::handshake::{Service, Upgraded, handshake};
+use crate::hub::HandshakePermit;
 use crate::socket::BoxFuture;
 use crate::tls::TlsConfig;
 
@@ -22,7 +23,8 @@ pub(crate) type Listener = (TcpListener, Option<TlsConfig>);
 
 /// Serves one stream of any kind (TCP, TLS, a Unix socket, an in-memory
 /// pipe): the opening handshake, to finish by `deadline`, then the driver
-/// until the connection ends.
+/// until the connection ends. `permit`, its place among the handshakes in
+/// progress, is given back when the handshake ends.
 ///
 /// Each phase is a boxed future, so that the task itself stays small: the
 /// handshake's state (timers, parser, buffers) is freed as soon as it is
@@ -35,12 +37,16 @@ pub(crate) fn serve_stream<S>(
     secure: bool,
     service: Arc<Service>,
     deadline: Instant,
+    permit: Option<HandshakePermit>,
 ) -> impl Future<Output = ()> + Send
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let handshake =
-        Box::pin(async move { handshake(stream, peer, local, secure, &service, deadline).await });
+    let handshake = Box::pin(async move {
+        let upgraded = handshake(stream, peer, local, secure, &service, deadline).await;
+        drop(permit);
+        upgraded
+    });
     async move {
         let Some(Upgraded {
             driver,
@@ -82,16 +88,28 @@ fn serve_tcp(
     peer: SocketAddr,
     tls: Option<TlsConfig>,
     service: Arc<Service>,
+    permit: HandshakePermit,
 ) -> BoxFuture {
     // One deadline for TLS, the request head, the hook and the `101`.
     let deadline = Instant::now() + service.config.handshake_timeout;
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().unwrap_or(peer);
     match tls {
-        None => Box::pin(serve_stream(stream, peer, local, false, service, deadline)),
+        None => Box::pin(serve_stream(
+            stream,
+            peer,
+            local,
+            false,
+            service,
+            deadline,
+            Some(permit),
+        )),
         Some(tls) => Box::pin(async move {
             match timeout_at(deadline, tls.acceptor.accept(stream)).await {
-                Ok(Ok(stream)) => serve_stream(stream, peer, local, true, service, deadline).await,
+                Ok(Ok(stream)) => {
+                    let permit = Some(permit);
+                    serve_stream(stream, peer, local, true, service, deadline, permit).await;
+                }
                 Ok(Err(e)) => tracing::info!(%peer, "TLS handshake failed: {e}"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timeout: dropping connection"),
             }
@@ -142,8 +160,18 @@ pub(crate) async fn run(listeners: Vec<Listener>, service: Arc<Service>) {
             (which, accepted) = accept_any(&listeners) => match accepted {
                 Ok((stream, peer)) => {
                     backoff = Duration::from_millis(10);
+                    let Some(permit) = hub.handshake_permit(
+                        peer.ip(),
+                        config.max_handshakes,
+                        config.max_handshakes_per_ip,
+                    ) else {
+                        // Silent sockets must not starve the others of
+                        // descriptors: close it now.
+                        tracing::debug!(%peer, "too many handshakes in progress: closed");
+                        continue;
+                    };
                     let tls = listeners[which].1.clone();
-                    tasks.spawn(serve_tcp(stream, peer, tls, service.clone()));
+                    tasks.spawn(serve_tcp(stream, peer, tls, service.clone(), permit));
                 }
                 Err(e) => {
                     // EMFILE and friends: wait instead of spinning.

@@ -89,6 +89,19 @@ pub struct ServerConfig {
     /// (cross-site WebSocket hijacking). [`crate::OriginPolicy::any`]
     /// allows every origin.
     pub origins: crate::OriginPolicy,
+    /// Most handshakes in progress at once (accepted, not yet upgraded or
+    /// answered; each holds a descriptor): past it new connections are
+    /// closed at once, so that silent sockets cannot starve the others.
+    /// Default: 1,024.
+    pub max_handshakes: usize,
+    /// Most handshakes in progress from one client IP address; past it
+    /// that address's new connections are closed at once. `None`: no limit
+    /// (the default; see [`ServerConfig::max_connections_per_ip`] on
+    /// shared addresses).
+    pub max_handshakes_per_ip: Option<usize>,
+    /// Which `Host` names the server answers (DNS rebinding protection).
+    /// Default: [`crate::HostPolicy::LoopbackWhenLocal`].
+    pub allowed_hosts: crate::HostPolicy,
     /// Most open connections from one client IP address; more are answered
     /// 429. `None`: no limit (the default: many users may share an address
     /// behind a NAT or proxy).
@@ -124,6 +137,9 @@ impl Default for ServerConfig {
             ping_interval: Some(Duration::from_secs(30)),
             idle_timeout: Some(Duration::from_secs(75)),
             origins: crate::OriginPolicy::default(),
+            max_handshakes: 1024,
+            max_handshakes_per_ip: None,
+            allowed_hosts: crate::HostPolicy::default(),
             max_connections_per_ip: None,
             handshake_rate_per_ip: None,
             message_rate: None,
@@ -216,6 +232,27 @@ impl ServerConfig {
     #[must_use]
     pub fn with_origins(mut self, policy: crate::OriginPolicy) -> Self {
         self.origins = policy;
+        self
+    }
+
+    /// Sets [`ServerConfig::max_handshakes`].
+    #[must_use]
+    pub fn with_max_handshakes(mut self, max: usize) -> Self {
+        self.max_handshakes = max;
+        self
+    }
+
+    /// Sets [`ServerConfig::max_handshakes_per_ip`].
+    #[must_use]
+    pub fn with_max_handshakes_per_ip(mut self, max: Option<usize>) -> Self {
+        self.max_handshakes_per_ip = max;
+        self
+    }
+
+    /// Sets [`ServerConfig::allowed_hosts`].
+    #[must_use]
+    pub fn with_allowed_hosts(mut self, policy: crate::HostPolicy) -> Self {
+        self.allowed_hosts = policy;
         self
     }
 

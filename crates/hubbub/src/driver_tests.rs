@@ -63,11 +63,12 @@ fn serve(service: &Arc<Service>, buffer: usize) -> (DuplexStream, JoinHandle<()>
         false,
         service.clone(),
         deadline,
+        None,
     ));
     (client, task)
 }
 
-const REQUEST: &[u8] = b"GET /chat HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\n\
+const REQUEST: &[u8] = b"GET /chat HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
     Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
     Sec-WebSocket-Version: 13\r\n\r\n";
 
@@ -118,7 +119,7 @@ impl Pipe {
         let hub = service.hub.clone();
         let (mut client, task) = serve(service, buffer);
         let mut request = BytesMut::new();
-        let mut handshake = ClientRequest::new("test", "/chat");
+        let mut handshake = ClientRequest::new("localhost", "/chat");
         handshake.write(&mut request);
         client.write_all(&request).await.unwrap();
         let mut input = BytesMut::new();

@@ -172,9 +172,11 @@ async fn run(mut script: Script<'_>) {
     let (mut client, server) = tokio::io::duplex(2048);
     let addr: SocketAddr = "127.0.0.1:4000".parse().expect("an address");
     let deadline = Instant::now() + config.handshake_timeout;
-    let task = tokio::spawn(serve_stream(server, addr, addr, false, service, deadline));
+    let task = tokio::spawn(serve_stream(
+        server, addr, addr, false, service, deadline, None,
+    ));
 
-    let mut request = ClientRequest::new("fuzz", "/");
+    let mut request = ClientRequest::new("localhost", "/");
     if flags & 1 != 0 {
         request = request.extension("permessage-deflate; client_max_window_bits");
     }

@@ -147,6 +147,14 @@ where
         }
         Ok(Ok(Some(request))) => request,
     };
+    if !config.allowed_hosts.allows(request.host(), local) {
+        tracing::info!(%peer, host = request.host(), "host not allowed: 403");
+        let response = HttpResponse::new(403)
+            .header("Content-Type", "text/plain; charset=utf-8")
+            .body("host not allowed\n");
+        refuse(&mut stream, response, hub).await;
+        return None;
+    }
     let head_only = request.method() == "HEAD";
     if !request.is_upgrade() && (request.method() == "GET" || head_only) {
         if let Some(http) = http {
@@ -204,7 +212,10 @@ where
             return None;
         }
     };
-    if !config.origins.allows(request.origin(), request.host()) {
+    if !config
+        .origins
+        .allows_on(request.origin(), request.host(), secure)
+    {
         tracing::info!(%peer, origin = request.origin(), "origin not allowed: 403");
         let response = HttpResponse::new(403)
             .header("Content-Type", "text/plain; charset=utf-8")

@@ -188,8 +188,16 @@ impl OriginPolicy {
     }
 
     /// Whether a request with `origin` (and `host`, for the same-origin
-    /// rule) may upgrade.
+    /// rule) to a plain (`ws://`) server may upgrade: as
+    /// [`OriginPolicy::allows_on`] with `secure` false.
     pub fn allows(&self, origin: Option<&str>, host: Option<&str>) -> bool {
+        self.allows_on(origin, host, false)
+    }
+
+    /// Whether a request with `origin` (and `host`) may upgrade on a server
+    /// that is `secure` (TLS) or not: the same-origin rule compares the
+    /// scheme (`https` for TLS, `http` otherwise), the host and the port.
+    pub fn allows_on(&self, origin: Option<&str>, host: Option<&str>, secure: bool) -> bool {
         if self.any {
             return true;
         }
@@ -200,7 +208,11 @@ impl OriginPolicy {
             Some(parts) => parts,
             None => return false, // "null" or garbage
         };
-        if self.same_origin && host.is_some_and(|h| h.trim().eq_ignore_ascii_case(authority)) {
+        let (own_scheme, default_port) = if secure { ("https", 443) } else { ("http", 80) };
+        if self.same_origin
+            && scheme == own_scheme
+            && host.is_some_and(|h| same_authority(authority, h, default_port))
+        {
             return true;
         }
         self.patterns.iter().any(|pattern| {
@@ -221,9 +233,116 @@ impl OriginPolicy {
     }
 }
 
+/// Which `Host` names a server answers: protection against DNS rebinding,
+/// where a page on `attacker.test` points that name at 127.0.0.1 and talks
+/// to a server on the visitor's own machine as if same-origin.
+///
+/// ```
+/// use hubbub::HostPolicy;
+/// let local = "127.0.0.1:8181".parse().unwrap();
+/// let policy = HostPolicy::default();
+/// assert!(policy.allows(Some("localhost:8181"), local));
+/// assert!(policy.allows(Some("[::1]:8181"), local));
+/// assert!(!policy.allows(Some("attacker.test:8181"), local));
+/// let listed = HostPolicy::Only(vec!["chat.example".into()]);
+/// assert!(listed.allows(Some("chat.example:8181"), local));
+/// assert!(listed.allows(Some("127.0.0.1:8181"), local));
+/// // Bound to another address, the default answers any name.
+/// assert!(policy.allows(Some("chat.example"), "192.0.2.7:80".parse().unwrap()));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HostPolicy {
+    /// On a loopback address, only loopback names (`localhost`,
+    /// `127.0.0.1`, `[::1]`, with the server's port or none); elsewhere any
+    /// name. The default.
+    #[default]
+    LoopbackWhenLocal,
+    /// Loopback names (on a loopback address) and these names (with the
+    /// server's port or none; ASCII case ignored).
+    Only(Vec<String>),
+    /// Any name.
+    Any,
+}
+
+impl HostPolicy {
+    /// Whether a request with this `Host` header, to a server listening on
+    /// `local`, is answered. A request without one has nothing to check.
+    pub fn allows(&self, host: Option<&str>, local: SocketAddr) -> bool {
+        let Some(host) = host.map(str::trim) else {
+            return true;
+        };
+        let (name, port) = split_host(host);
+        if port.is_some_and(|p| p != local.port()) && !matches!(self, Self::Any) {
+            return false;
+        }
+        let loopback_name = name.eq_ignore_ascii_case("localhost")
+            || name
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        match self {
+            Self::Any => true,
+            Self::LoopbackWhenLocal => !local.ip().is_loopback() || loopback_name,
+            Self::Only(names) => {
+                (local.ip().is_loopback() && loopback_name)
+                    || names
+                        .iter()
+                        .any(|n| split_host(n).0.eq_ignore_ascii_case(name))
+            }
+        }
+    }
+}
+
+/// A `Host` value's name (brackets of an IPv6 address removed) and port.
+fn split_host(host: &str) -> (&str, Option<u16>) {
+    if let Some(v6) = host.strip_prefix('[') {
+        return match v6.split_once(']') {
+            Some((name, rest)) => (name, rest.strip_prefix(':').and_then(|p| p.parse().ok())),
+            None => (host, None),
+        };
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if !name.contains(':') => (name, port.parse().ok()),
+        _ => (host, None),
+    }
+}
+
+/// Whether an `Origin`'s authority names the same host and port as a
+/// `Host` header, with the scheme's default port filled in on either side.
+fn same_authority(origin_authority: &str, host: &str, default_port: u16) -> bool {
+    let (a_name, a_port) = split_host(origin_authority);
+    let (b_name, b_port) = split_host(host.trim());
+    a_name.eq_ignore_ascii_case(b_name)
+        && a_port.unwrap_or(default_port) == b_port.unwrap_or(default_port)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::OriginPolicy;
+    use super::{HostPolicy, OriginPolicy};
+
+    #[test]
+    fn loopback_servers_answer_loopback_names_only() {
+        let local = "127.0.0.1:8181".parse().unwrap();
+        let policy = HostPolicy::default();
+        for ok in [
+            "localhost:8181",
+            "LOCALHOST",
+            "127.0.0.1:8181",
+            "[::1]:8181",
+            "127.0.0.2",
+        ] {
+            assert!(policy.allows(Some(ok), local), "{ok}");
+        }
+        for bad in [
+            "attacker.test:8181",
+            "attacker.test",
+            "localhost:9999",
+            "localhost.attacker.test",
+        ] {
+            assert!(!policy.allows(Some(bad), local), "{bad}");
+        }
+        assert!(HostPolicy::Any.allows(Some("attacker.test:1"), local));
+    }
 
     #[test]
     fn origin_patterns_match_exactly_or_by_subdomain() {
@@ -248,6 +367,16 @@ mod tests {
     fn same_origin_compares_with_host() {
         let policy = OriginPolicy::default();
         assert!(policy.allows(Some("http://127.0.0.1:8181"), Some("127.0.0.1:8181")));
+        assert!(policy.allows(Some("http://example.com"), Some("example.com:80")));
+        assert!(
+            !policy.allows(Some("https://127.0.0.1:8181"), Some("127.0.0.1:8181")),
+            "scheme"
+        );
+        assert!(policy.allows_on(Some("https://127.0.0.1:8181"), Some("127.0.0.1:8181"), true));
+        assert!(
+            !policy.allows(Some("http://127.0.0.1:8182"), Some("127.0.0.1:8181")),
+            "port"
+        );
         assert!(
             !OriginPolicy::new()
                 .allow_same_origin(false)

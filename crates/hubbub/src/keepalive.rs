@@ -91,10 +91,10 @@ fn make_room(hub: &Hub, mut members: Vec<Arc<Member>>, refused: bool) {
         if budget.used().saturating_sub(freed) <= target || held == 0 {
             break;
         }
-        if member
-            .queue
-            .evict(CloseCode::TRY_AGAIN_LATER, "server busy: send queue dropped")
-        {
+        if member.queue.evict(
+            CloseCode::TRY_AGAIN_LATER,
+            "server busy: send queue dropped",
+        ) {
             freed += held;
             tracing::warn!(
                 id = %member.id(),

@@ -69,7 +69,7 @@ mod tls;
 pub use config::{Backpressure, ProtocolOrder, ServerConfig};
 pub use error::Error;
 pub use handle::{Connection, ServerHandle};
-pub use hook::{Accept, Decision, HandshakeRequest, OriginPolicy};
+pub use hook::{Accept, Decision, HandshakeRequest, HostPolicy, OriginPolicy};
 pub use hub::{Broker, Node};
 pub use hubbub_proto::handshake::{Headers, HttpResponse, Request};
 pub use hubbub_proto::{

@@ -63,9 +63,11 @@ impl Bucket {
 }
 
 /// What is known about one client address.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Address {
     open: usize,
+    /// Handshakes in progress (accepted, not yet upgraded or answered).
+    handshaking: usize,
     handshakes: Option<Bucket>,
     /// Currently refusing: log only the first refusal of a burst.
     refusing: bool,
@@ -96,11 +98,7 @@ impl PerAddress {
         now_ms: u64,
     ) -> Result<(), (Refusal, bool)> {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = map.entry(ip).or_insert(Address {
-            open: 0,
-            handshakes: None,
-            refusing: false,
-        });
+        let entry = map.entry(ip).or_default();
         let refusal = if let Some(limit) = rate {
             let bucket = entry
                 .handshakes
@@ -130,10 +128,34 @@ impl PerAddress {
 
     /// Releases a slot taken by [`PerAddress::admit`].
     pub(crate) fn release(&self, ip: IpAddr) {
+        self.update(ip, |entry| entry.open = entry.open.saturating_sub(1));
+    }
+
+    /// Counts a handshake starting from `ip`, if fewer than `max` are in
+    /// progress from it (end it with [`PerAddress::end_handshake`]).
+    pub(crate) fn begin_handshake(&self, ip: IpAddr, max: usize) -> bool {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = map.entry(ip).or_default();
+        if entry.handshaking >= max {
+            return false;
+        }
+        entry.handshaking += 1;
+        true
+    }
+
+    /// A handshake from `ip` ended.
+    pub(crate) fn end_handshake(&self, ip: IpAddr) {
+        self.update(ip, |entry| {
+            entry.handshaking = entry.handshaking.saturating_sub(1)
+        });
+    }
+
+    /// Changes `ip`'s entry, forgetting it when nothing is left in it.
+    fn update(&self, ip: IpAddr, change: impl FnOnce(&mut Address)) {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(entry) = map.get_mut(&ip) {
-            entry.open = entry.open.saturating_sub(1);
-            if entry.open == 0 && entry.handshakes.is_none() {
+            change(entry);
+            if entry.open == 0 && entry.handshaking == 0 && entry.handshakes.is_none() {
                 map.remove(&ip);
             }
         }
@@ -145,6 +167,7 @@ impl PerAddress {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         map.retain(|_, entry| {
             entry.open > 0
+                || entry.handshaking > 0
                 || match (&entry.handshakes, rate) {
                     (Some(bucket), Some(limit)) => !bucket.is_full(limit, now_ms),
                     _ => false,

@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
-const UPGRADE: &str = "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+const UPGRADE: &str = "GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
 
 /// Sends raw bytes and reads what comes back until the server closes.
@@ -133,7 +133,7 @@ async fn handshake_abuse_gets_the_right_status() {
             ),
             (
                 "no Upgrade",
-                "GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_owned(),
+                "GET / HTTP/1.1\r\nHost: localhost\r\n\r\n".to_owned(),
                 426,
             ),
         ];

@@ -15,9 +15,14 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 /// Sends an upgrade request with extra header lines; returns the response
 /// head.
 async fn upgrade(addr: std::net::SocketAddr, extra: &str) -> String {
+    upgrade_as(addr, &addr.to_string(), extra).await
+}
+
+/// As [`upgrade`], with this `Host`.
+async fn upgrade_as(addr: std::net::SocketAddr, host: &str, extra: &str) -> String {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let request = format!(
-        "GET /chat HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        "GET /chat HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
     );
     stream.write_all(request.as_bytes()).await.unwrap();
@@ -87,6 +92,53 @@ async fn default_server_refuses_cross_origin_pages() {
             handle.shutdown();
             task.await.unwrap().unwrap();
         }
+    })
+    .await;
+}
+
+/// DNS rebinding: a page on `attacker.test`, pointed at 127.0.0.1, is its
+/// own origin ("same origin" as its `Host`), so only the `Host` check
+/// refuses it: a server on loopback answers loopback names only, unless
+/// told otherwise.
+#[tokio::test]
+async fn a_rebound_name_is_refused_on_loopback() {
+    watchdog(async {
+        let server = Server::bind("ws://127.0.0.1:0").await.unwrap();
+        let addr = server.local_addr();
+        let port = addr.port();
+        let handle = server.handle();
+        let task = tokio::spawn(server.start(common::echo));
+        let rebound = upgrade_as(
+            addr,
+            &format!("attacker.test:{port}"),
+            &format!("Origin: http://attacker.test:{port}\r\n"),
+        )
+        .await;
+        assert!(rebound.starts_with("HTTP/1.1 403 "), "{rebound}");
+        let local = upgrade_as(
+            addr,
+            &format!("localhost:{port}"),
+            &format!("Origin: http://localhost:{port}\r\n"),
+        )
+        .await;
+        assert!(local.starts_with("HTTP/1.1 101 "), "{local}");
+        handle.shutdown();
+        task.await.unwrap().unwrap();
+
+        // Names the operator lists are answered.
+        let config = hubbub::ServerConfig::default()
+            .with_allowed_hosts(hubbub::HostPolicy::Only(vec!["chat.test".into()]));
+        let server = Server::bind("ws://127.0.0.1:0")
+            .await
+            .unwrap()
+            .with_config(config);
+        let addr = server.local_addr();
+        let handle = server.handle();
+        let task = tokio::spawn(server.start(common::echo));
+        let listed = upgrade_as(addr, &format!("chat.test:{}", addr.port()), "").await;
+        assert!(listed.starts_with("HTTP/1.1 101 "), "{listed}");
+        handle.shutdown();
+        task.await.unwrap().unwrap();
     })
     .await;
 }

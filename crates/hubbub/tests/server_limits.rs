@@ -21,7 +21,7 @@ async fn silent_client_is_dropped_after_handshake_timeout() {
         let server = start(config, echo).await;
         let mut stream = TcpStream::connect(server.addr).await.unwrap();
         stream
-            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+            .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n")
             .await
             .unwrap();
         let started = std::time::Instant::now();
@@ -58,14 +58,14 @@ async fn bad_handshakes_get_their_status() {
     watchdog(async {
         let server = start(cfg(), echo).await;
         for (request, status) in [
-            ("GET / HTTP/1.1\r\nHost: x\r\n\r\n", "426"),
+            ("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n", "426"),
             (
-                "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                "GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
                  Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n",
                 "426",
             ),
             (
-                "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                "GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
                  Sec-WebSocket-Key: short\r\nSec-WebSocket-Version: 13\r\n\r\n",
                 "400",
             ),

@@ -11,7 +11,7 @@ mod broker;
 mod member;
 mod registry;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -46,6 +46,8 @@ pub(crate) struct Hub {
     pub(crate) metrics: Metrics,
     /// Connections holding a [`Permit`].
     open: AtomicUsize,
+    /// Handshakes in progress (holding a [`HandshakePermit`]).
+    handshaking: AtomicUsize,
     /// Cancelled to start a graceful shutdown.
     pub(crate) shutdown: CancellationToken,
     /// The bound on bytes queued for sending over every connection.
@@ -63,6 +65,7 @@ impl Hub {
             per_address: PerAddress::default(),
             metrics: Metrics::default(),
             open: AtomicUsize::new(0),
+            handshaking: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
             budget: Budget::new(ServerConfig::default().max_total_queue_bytes),
         })
@@ -93,6 +96,33 @@ impl Hub {
                 Err(now) => open = now,
             }
         }
+    }
+
+    /// A place among the handshakes in progress: at most `max` in all and
+    /// `per_ip` from `ip`. Refused, the stream should be dropped at once
+    /// (it holds a descriptor and has sent nothing worth an answer yet).
+    pub(crate) fn handshake_permit(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        max: usize,
+        per_ip: Option<usize>,
+    ) -> Option<HandshakePermit> {
+        if self.handshaking.fetch_add(1, Ordering::AcqRel) >= max {
+            self.handshaking.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        let per_ip = match per_ip {
+            Some(limit) if !self.per_address.begin_handshake(ip, limit) => {
+                self.handshaking.fetch_sub(1, Ordering::AcqRel);
+                return None;
+            }
+            Some(_) => Some(ip),
+            None => None,
+        };
+        Some(HandshakePermit {
+            hub: self.clone(),
+            ip: per_ip,
+        })
     }
 
     /// Connections holding a permit.
@@ -141,6 +171,22 @@ impl Hub {
         except: Option<crate::Uuid>,
     ) -> usize {
         self.topics.publish(topic, &Outgoing::new(message), except)
+    }
+}
+
+/// A place among the handshakes in progress (see [`Hub::handshake_permit`]).
+pub(crate) struct HandshakePermit {
+    hub: Arc<Hub>,
+    /// Counted for this address too.
+    ip: Option<IpAddr>,
+}
+
+impl Drop for HandshakePermit {
+    fn drop(&mut self) {
+        self.hub.handshaking.fetch_sub(1, Ordering::AcqRel);
+        if let Some(ip) = self.ip {
+            self.hub.per_address.end_handshake(ip);
+        }
     }
 }
 
