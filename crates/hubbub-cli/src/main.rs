@@ -26,7 +26,7 @@ struct Cli {
 enum Command {
     /// The chat server (the default): rooms by path, `/nick NAME`, a JSON
     /// mode (`?format=json`) and the chat page on the same port.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Echoes every text and binary message back (for Autobahn and
     /// benchmarks).
     Echo(EchoArgs),
@@ -128,9 +128,27 @@ async fn serve(args: ServeArgs) -> Result<(), hubbub::Error> {
         hubbub::OriginPolicy::new().allow_same_origin(true),
         |policy, origin| policy.allow(origin.as_str()),
     );
+    let hosts = if args.allowed_hosts.is_empty() {
+        hubbub::HostPolicy::LoopbackWhenLocal
+    } else {
+        hubbub::HostPolicy::Only(args.allowed_hosts.clone())
+    };
+    let positive = |n: usize| (n > 0).then_some(n);
     let config = ServerConfig::default()
         .with_protocol_config(hubbub::ProtocolConfig::default().with_max_message_size(64 * 1024))
-        .with_origins(origins);
+        .with_origins(origins)
+        .with_allowed_hosts(hosts)
+        .with_max_total_queue_bytes(args.max_queued_bytes)
+        .with_max_queue_bytes(args.max_queue_bytes)
+        .with_stall_timeout(
+            (args.stall_timeout > 0).then(|| Duration::from_secs(args.stall_timeout)),
+        )
+        .with_message_rate((args.message_rate > 0).then(|| {
+            hubbub::RateLimit::new(f64::from(args.message_rate), args.message_burst.max(1))
+        }))
+        .with_max_handshakes_per_ip(positive(args.max_handshakes_per_ip))
+        .with_max_connections_per_ip(positive(args.max_connections_per_ip))
+        .with_trusted_proxies(args.trusted_proxies.clone());
     let listen = url(&args.bind, args.port);
     let cannot_listen = |e: hubbub::Error| {
         hubbub::Error::from(std::io::Error::other(format!(
@@ -274,10 +292,34 @@ async fn reload_certificates(tls: hubbub::TlsConfig) {
 }
 
 /// A small server of its own answering `GET /metrics` with `of`'s metrics.
+/// Where `--metrics` listens: a bare port means 127.0.0.1; an address
+/// needs its port (no silent default).
+fn metrics_address(at: &str) -> Result<String, String> {
+    if let Ok(port) = at.parse::<u16>() {
+        return Ok(format!("127.0.0.1:{port}"));
+    }
+    let has_port = match at.strip_prefix('[') {
+        Some(v6) => v6
+            .split_once("]:")
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok()),
+        None => at
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok()),
+    };
+    if has_port {
+        Ok(at.to_owned())
+    } else {
+        Err(format!(
+            "--metrics {at}: give a port (9100) or an address with a port (127.0.0.1:9100)"
+        ))
+    }
+}
+
 async fn metrics_server(
     at: &str,
     of: hubbub::ServerHandle,
 ) -> Result<(hubbub::ServerHandle, tokio::task::JoinHandle<()>), hubbub::Error> {
+    let at = metrics_address(at).map_err(|e| hubbub::Error::from(std::io::Error::other(e)))?;
     let server = Server::bind(&format!("ws://{at}"))
         .await?
         .with_http(move |request| match request.path() {
@@ -412,9 +454,9 @@ fn main() -> ExitCode {
         let command = cli
             .command
             .or_else(|| Cli::parse_from(["hubbub", "serve"]).command)
-            .unwrap_or_else(|| Command::Serve(ServeArgs::default()));
+            .unwrap_or_else(|| Command::Serve(Box::default()));
         match command {
-            Command::Serve(args) => serve(args).await,
+            Command::Serve(args) => serve(*args).await,
             Command::Echo(args) => echo(args).await,
             Command::Relay(args) => relay(args).await,
             Command::Load(command) => load::run(command).await.map_err(|e| {

@@ -31,6 +31,61 @@ pub(crate) struct ServeArgs {
         value_delimiter = ','
     )]
     allowed_origins: Vec<String>,
+    /// Also answer requests whose Host names NAME (repeatable). On a
+    /// loopback address only loopback names are answered by default, so
+    /// that a page on another name rebound to 127.0.0.1 (DNS rebinding)
+    /// gets 403; elsewhere any name is.
+    #[arg(
+        long = "allowed-host",
+        env = "HUBBUB_ALLOWED_HOST",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    allowed_hosts: Vec<String>,
+    /// Most bytes queued for sending over all connections together
+    /// (against slow readers pinning memory); past it the connections
+    /// holding the most are closed with 1013 [default: 134217728 (128 MiB)].
+    #[arg(long, env = "HUBBUB_MAX_QUEUED_BYTES", value_name = "BYTES")]
+    max_queued_bytes: Option<usize>,
+    /// Most bytes queued for one connection; past it that connection is
+    /// closed with 1008 [default: 1048576 (1 MiB; a message is at most
+    /// 64 KiB)].
+    #[arg(long, env = "HUBBUB_MAX_QUEUE_BYTES", value_name = "BYTES")]
+    max_queue_bytes: Option<usize>,
+    /// Close a connection with bytes queued that reads none of them for
+    /// this many seconds (a stalled reader; its pings do not count)
+    /// [default: 30].
+    #[arg(long, env = "HUBBUB_STALL_TIMEOUT", value_name = "SECONDS")]
+    stall_timeout: Option<u64>,
+    /// Messages per second one connection may send on average (against
+    /// floods; 0: no limit); past it the sender is closed with 1008
+    /// ("message rate limit") [default: 20].
+    #[arg(long, env = "HUBBUB_MESSAGE_RATE", value_name = "PER_SECOND")]
+    message_rate: Option<u32>,
+    /// Messages one connection may send at once after a quiet spell
+    /// [default: 50].
+    #[arg(long, env = "HUBBUB_MESSAGE_BURST", value_name = "MESSAGES")]
+    message_burst: Option<u32>,
+    /// Handshakes in progress from one address (against silent sockets
+    /// holding descriptors); past it that address's new sockets are closed
+    /// at once [default: 16].
+    #[arg(long, env = "HUBBUB_MAX_HANDSHAKES_PER_IP", value_name = "N")]
+    max_handshakes_per_ip: Option<usize>,
+    /// Open connections from one address (0: no limit; more get 429).
+    /// Many users can share an address behind a NAT or a proxy: behind a
+    /// proxy of your own, name it with --trusted-proxy [default: 0].
+    #[arg(long, env = "HUBBUB_MAX_CONNECTIONS_PER_IP", value_name = "N")]
+    max_connections_per_ip: Option<usize>,
+    /// A reverse proxy in front of the server (repeatable): for
+    /// connections from it, the client's address is taken from
+    /// X-Forwarded-For or Forwarded (and from nobody else's).
+    #[arg(
+        long = "trusted-proxy",
+        env = "HUBBUB_TRUSTED_PROXY",
+        value_name = "IP",
+        value_delimiter = ','
+    )]
+    trusted_proxies: Vec<std::net::IpAddr>,
     /// Serve `wss://` and `https://` with this PEM certificate chain (with
     /// `--tls-key`).
     #[arg(long, env = "HUBBUB_TLS_CERT", value_name = "FILE")]
@@ -42,8 +97,8 @@ pub(crate) struct ServeArgs {
     /// `--port` (otherwise `--port` itself is TLS).
     #[arg(long, env = "HUBBUB_TLS_PORT")]
     tls_port: Option<u16>,
-    /// Serve Prometheus metrics at http://ADDR/metrics (for example
-    /// 127.0.0.1:9100).
+    /// Serve Prometheus metrics at http://ADDR/metrics: a port (9100, on
+    /// 127.0.0.1) or an address with a port (0.0.0.0:9100).
     #[arg(long, env = "HUBBUB_METRICS", value_name = "ADDR")]
     metrics: Option<String>,
     /// Join a cluster through this Redis (`redis://127.0.0.1:6379`): rooms
@@ -63,6 +118,15 @@ pub(crate) struct Settings {
     pub(crate) bind: String,
     pub(crate) port: u16,
     pub(crate) allowed_origins: Vec<String>,
+    pub(crate) allowed_hosts: Vec<String>,
+    pub(crate) max_queued_bytes: usize,
+    pub(crate) max_queue_bytes: usize,
+    pub(crate) stall_timeout: u64,
+    pub(crate) message_rate: u32,
+    pub(crate) message_burst: u32,
+    pub(crate) max_handshakes_per_ip: usize,
+    pub(crate) max_connections_per_ip: usize,
+    pub(crate) trusted_proxies: Vec<std::net::IpAddr>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) tls_cert: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -81,6 +145,15 @@ impl Default for Settings {
             bind: "127.0.0.1".into(),
             port: 8181,
             allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
+            max_queued_bytes: 128 << 20,
+            max_queue_bytes: 1 << 20,
+            stall_timeout: 30,
+            message_rate: 20,
+            message_burst: 50,
+            max_handshakes_per_ip: 16,
+            max_connections_per_ip: 0,
+            trusted_proxies: Vec::new(),
             tls_cert: None,
             tls_key: None,
             tls_port: None,
@@ -114,12 +187,39 @@ impl Settings {
             } else {
                 args.allowed_origins.clone()
             },
+            allowed_hosts: if args.allowed_hosts.is_empty() {
+                file.allowed_hosts
+            } else {
+                args.allowed_hosts.clone()
+            },
+            max_queued_bytes: args.max_queued_bytes.unwrap_or(file.max_queued_bytes),
+            max_queue_bytes: args.max_queue_bytes.unwrap_or(file.max_queue_bytes),
+            stall_timeout: args.stall_timeout.unwrap_or(file.stall_timeout),
+            message_rate: args.message_rate.unwrap_or(file.message_rate),
+            message_burst: args.message_burst.unwrap_or(file.message_burst),
+            max_handshakes_per_ip: args
+                .max_handshakes_per_ip
+                .unwrap_or(file.max_handshakes_per_ip),
+            max_connections_per_ip: args
+                .max_connections_per_ip
+                .unwrap_or(file.max_connections_per_ip),
+            trusted_proxies: if args.trusted_proxies.is_empty() {
+                file.trusted_proxies
+            } else {
+                args.trusted_proxies.clone()
+            },
             tls_cert: args.tls_cert.clone().or(file.tls_cert),
             tls_key: args.tls_key.clone().or(file.tls_key),
             tls_port: args.tls_port.or(file.tls_port),
             metrics: args.metrics.clone().or(file.metrics),
             redis: args.redis.clone().or(file.redis),
         };
+        if settings.max_queue_bytes > settings.max_queued_bytes {
+            return Err(format!(
+                "--max-queue-bytes ({}) is larger than --max-queued-bytes ({}), the total",
+                settings.max_queue_bytes, settings.max_queued_bytes
+            ));
+        }
         if settings.tls_port.is_some() && settings.tls_cert.is_none() {
             return Err("--tls-port needs --tls-cert and --tls-key".into());
         }

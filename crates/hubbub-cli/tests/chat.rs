@@ -309,6 +309,50 @@ async fn identities_and_lines_cannot_be_forged() {
     .await;
 }
 
+/// One client flooding a room is closed (1008, "message rate limit") after
+/// its burst, and the others receive what the limit allows, not the flood.
+#[tokio::test]
+async fn a_flood_is_cut_off_by_the_default_message_rate() {
+    watchdog(async {
+        let chat = chat().await;
+        let mut member = join(&chat, "/flood").await;
+        next_text(&mut member).await;
+        let mut flooder = join(&chat, "/flood").await;
+        next_text(&mut flooder).await;
+        next_text(&mut member).await; // "… joined the conversation."
+        let start = std::time::Instant::now();
+        for i in 0..2_000 {
+            if flooder.send(Message::text(format!("{i}"))).await.is_err() {
+                break;
+            }
+        }
+        let code = loop {
+            match flooder.next().await {
+                Some(Ok(Message::Close(Some(frame)))) => break u16::from(frame.code),
+                Some(Ok(_)) => continue,
+                other => panic!("expected a close, got {other:?}"),
+            }
+        };
+        assert_eq!(code, 1008);
+        let allowed = 50 + (20.0 * start.elapsed().as_secs_f64()).ceil() as usize + 1;
+        let mut said = 0;
+        loop {
+            let line = next_text(&mut member).await;
+            if line.ends_with("left the chat room.") {
+                break;
+            }
+            assert!(line.contains(" says: "), "{line}");
+            said += 1;
+        }
+        assert!(
+            said <= allowed,
+            "{said} messages passed, at most {allowed} allowed"
+        );
+        assert!(said >= 50, "the burst passes: {said}");
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn other_sites_pages_are_refused_unless_allowed() {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -540,6 +584,30 @@ fn run_hubbub(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+#[test]
+fn help_shows_the_limits_with_their_defaults_and_metrics_needs_a_port() {
+    let (ok, help, _) = run_hubbub(&["serve", "--help"], &[]);
+    assert!(ok);
+    for line in [
+        "--max-queued-bytes",
+        "134217728 (128 MiB)",
+        "--max-queue-bytes",
+        "--stall-timeout",
+        "--message-rate",
+        "[default: 20]",
+        "--message-burst",
+        "--max-handshakes-per-ip",
+        "--max-connections-per-ip",
+        "--trusted-proxy",
+        "--allowed-host",
+    ] {
+        assert!(help.contains(line), "{line} missing from:\n{help}");
+    }
+    let (ok, _, err) = run_hubbub(&["serve", "--port", "0", "--metrics", "localhost"], &[]);
+    assert!(!ok);
+    assert!(err.contains("give a port"), "{err}");
 }
 
 #[test]

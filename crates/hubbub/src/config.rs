@@ -106,6 +106,12 @@ pub struct ServerConfig {
     /// 429. `None`: no limit (the default: many users may share an address
     /// behind a NAT or proxy).
     pub max_connections_per_ip: Option<usize>,
+    /// Reverse proxies in front of the server: for connections from one of
+    /// them, the client's address (for the per-address limits and
+    /// [`crate::ConnectionInfo::client_addr`]) is the last address in
+    /// `X-Forwarded-For` (or `Forwarded: for=`) that is not itself a listed
+    /// proxy. Those headers are ignored from anyone else. Default: none.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Handshakes per second allowed from one client IP address (a token
     /// bucket); more are answered 429. Default: none.
     pub handshake_rate_per_ip: Option<crate::RateLimit>,
@@ -140,6 +146,7 @@ impl Default for ServerConfig {
             max_handshakes: 1024,
             max_handshakes_per_ip: None,
             allowed_hosts: crate::HostPolicy::default(),
+            trusted_proxies: Vec::new(),
             max_connections_per_ip: None,
             handshake_rate_per_ip: None,
             message_rate: None,
@@ -253,6 +260,13 @@ impl ServerConfig {
     #[must_use]
     pub fn with_allowed_hosts(mut self, policy: crate::HostPolicy) -> Self {
         self.allowed_hosts = policy;
+        self
+    }
+
+    /// Sets [`ServerConfig::trusted_proxies`].
+    #[must_use]
+    pub fn with_trusted_proxies(mut self, proxies: Vec<std::net::IpAddr>) -> Self {
+        self.trusted_proxies = proxies;
         self
     }
 

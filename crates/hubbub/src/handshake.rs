@@ -185,6 +185,8 @@ where
             return None;
         }
     };
+    // Behind a trusted proxy, the client is who the proxy says.
+    let peer = crate::limits::client_address(peer, &request, &config.trusted_proxies);
     let slot = match hub.per_address.admit(
         peer.ip(),
         config.max_connections_per_ip,

@@ -2,7 +2,7 @@
 //! and the message rate of one connection.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -181,6 +181,53 @@ impl PerAddress {
     }
 }
 
+/// The client's address of a request that came through `peer`: when `peer`
+/// is a trusted proxy, the last address in `X-Forwarded-For` (or in
+/// `Forwarded`'s `for=` values) that is not a trusted proxy itself; else
+/// `peer`. A header that does not parse leaves `peer`.
+pub(crate) fn client_address(
+    peer: SocketAddr,
+    request: &hubbub_proto::handshake::Request,
+    trusted: &[IpAddr],
+) -> SocketAddr {
+    if !trusted.contains(&peer.ip()) {
+        return peer;
+    }
+    let headers = request.headers();
+    let mut hops: Vec<IpAddr> = Vec::new();
+    for value in headers.get_all("x-forwarded-for") {
+        hops.extend(value.split(',').filter_map(|hop| parse_hop(hop.trim())));
+    }
+    if hops.is_empty() {
+        for value in headers.get_all("forwarded") {
+            for element in value.split(',') {
+                hops.extend(element.split(';').filter_map(|pair| {
+                    let (name, value) = pair.trim().split_once('=')?;
+                    name.eq_ignore_ascii_case("for")
+                        .then(|| parse_hop(value.trim().trim_matches('"')))
+                        .flatten()
+                }));
+            }
+        }
+    }
+    match hops.into_iter().rev().find(|ip| !trusted.contains(ip)) {
+        Some(ip) => SocketAddr::new(ip, 0),
+        None => peer,
+    }
+}
+
+/// One hop of a forwarding header: an address, with or without a port, an
+/// IPv6 one in brackets.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    if let Ok(ip) = hop.parse() {
+        return Some(ip);
+    }
+    if let Some(v6) = hop.strip_prefix('[') {
+        return v6.split_once(']')?.0.parse().ok();
+    }
+    hop.parse::<SocketAddr>().ok().map(|a| a.ip())
+}
+
 /// How often the per-address map is swept when a handshake rate is set.
 pub(crate) const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
@@ -189,6 +236,43 @@ mod tests {
     use super::*;
 
     const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    #[test]
+    fn forwarded_addresses_count_only_through_trusted_proxies() {
+        let parse = |head: &str| {
+            let mut buf = bytes::BytesMut::from(head);
+            hubbub_proto::handshake::RequestParser::new(&Default::default())
+                .parse(&mut buf)
+                .unwrap()
+                .unwrap()
+        };
+        let proxy: SocketAddr = "10.0.0.1:5000".parse().unwrap();
+        let stranger: SocketAddr = "198.51.100.9:5000".parse().unwrap();
+        let trusted = ["10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap()];
+        let request = parse(
+            "GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 192.0.2.1, 203.0.113.7, 10.0.0.2\r\n\r\n",
+        );
+        // The last address no trusted proxy added: the client as the first
+        // trusted proxy saw it (what came before it may be forged).
+        assert_eq!(
+            client_address(proxy, &request, &trusted).ip().to_string(),
+            "203.0.113.7"
+        );
+        assert_eq!(
+            client_address(stranger, &request, &trusted),
+            stranger,
+            "not a proxy"
+        );
+        let forwarded = parse(
+            "GET / HTTP/1.1\r\nHost: x\r\nForwarded: for=192.0.2.60;proto=http, for=\"[2001:db8::1]:4711\"\r\n\r\n",
+        );
+        assert_eq!(
+            client_address(proxy, &forwarded, &trusted).ip().to_string(),
+            "2001:db8::1"
+        );
+        let garbage = parse("GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: nonsense\r\n\r\n");
+        assert_eq!(client_address(proxy, &garbage, &trusted), proxy);
+    }
 
     #[test]
     fn bucket_allows_burst_then_rate() {

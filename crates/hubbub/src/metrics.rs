@@ -188,13 +188,18 @@ impl Metrics {
         self.connections_open.inc();
     }
 
-    /// A connection ended with `code`.
+    /// A connection ended with `code`. Codes a client may choose (3000 to
+    /// 4999) are counted by thousand ("3xxx", "4xxx"), so that clients
+    /// cannot make thousands of series.
     pub(crate) fn closed(&self, code: u16) {
         self.connections_open.dec();
+        let code = match code {
+            3000..=3999 => "3xxx".to_owned(),
+            4000..=4999 => "4xxx".to_owned(),
+            code => code.to_string(),
+        };
         self.connections_closed
-            .get_or_create(&CodeLabel {
-                code: code.to_string(),
-            })
+            .get_or_create(&CodeLabel { code })
             .inc();
     }
 
@@ -246,5 +251,21 @@ mod tests {
         assert!(text.contains("hubbub_messages_in_total 20000\n"), "{text}");
         assert!(text.contains("hubbub_bytes_out_total 60000\n"), "{text}");
         assert!(text.contains("hubbub_messages_out_total 0\n"), "{text}");
+    }
+
+    #[test]
+    fn client_chosen_close_codes_make_two_series_at_most() {
+        let metrics = Metrics::default();
+        metrics.opened();
+        for code in [1000, 1000, 3001, 3999, 4000, 4777, 4999] {
+            metrics.closed(code);
+        }
+        let text = metrics.encode();
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("hubbub_connections_closed_total{"))
+            .count();
+        assert_eq!(series, 3, "{text}");
+        assert!(text.contains("code=\"4xxx\"} 3"), "{text}");
     }
 }
