@@ -120,20 +120,29 @@ impl Outgoing {
         })
     }
 
-    /// The frame compressed on its own for `params`' level with a window
-    /// `params` allows, made once: a frame compressed with a smaller window
-    /// is valid for any larger one, so a receiver reuses any made with a
-    /// window no larger than its own. A broadcast thus has at most one
-    /// compressed form per window size smaller than all those made before
-    /// it (at most 7, 9 to 15 bits; one when receivers share a window), and
-    /// a large one is charged to `budget` once.
-    pub(crate) fn compressed(&self, params: &DeflateParams, budget: &Arc<Budget>) -> EncodedFrame {
-        let (window, level) = (params.local_max_window_bits, params.level);
+    /// The frame compressed on its own with `params`' level and at most
+    /// `window` bits (the smallest window in use on the server, so that
+    /// every receiver accepts the same bytes: a stream made with a small
+    /// window is valid for any larger one), made once. A broadcast thus
+    /// has one compressed form (two only if the smallest window changes
+    /// while it is delivered), and a large one is charged to `budget` once.
+    pub(crate) fn compressed(
+        &self,
+        params: &DeflateParams,
+        window: u8,
+        budget: &Arc<Budget>,
+    ) -> EncodedFrame {
+        let window = window.min(params.local_max_window_bits);
+        let level = params.level;
         let mut cache = self.compressed.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((_, frame)) = cache.iter().find(|((w, l), _)| *w <= window && *l == level) {
             return frame.clone();
         }
-        let frame = compress_alone(self.kind, &self.payload, params);
+        let params = DeflateParams {
+            local_max_window_bits: window,
+            ..*params
+        };
+        let frame = compress_alone(self.kind, &self.payload, &params);
         let frame = match frame.body() {
             Some(body) => {
                 EncodedFrame::new(self.kind.opcode(), charged(body.clone(), budget), true)

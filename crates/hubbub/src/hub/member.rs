@@ -146,8 +146,9 @@ impl Member {
         let result = match &self.deflate {
             Some(params) if message.payload.len() >= params.threshold => {
                 if params.local_no_context_takeover {
-                    self.queue
-                        .push_encoded(&message.compressed(params, &self.hub.budget), true)
+                    let window = self.hub.broadcast_window(params.local_max_window_bits);
+                    let frame = message.compressed(params, window, &self.hub.budget);
+                    self.queue.push_encoded(&frame, true)
                 } else {
                     self.queue
                         .push_deflate(message.kind, message.payload.clone())
@@ -273,6 +274,71 @@ mod tests {
             Backpressure::Close,
             None,
         ))
+    }
+
+    /// Receivers that asked for different windows (9 to 15 bits) get one
+    /// compressed form of a broadcast, made with the smallest window.
+    #[test]
+    fn a_broadcast_is_compressed_once_whatever_windows_receivers_asked_for() {
+        use crate::message::{Message, Outgoing};
+        use crate::outbox::Item;
+        let hub = Hub::new(None);
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let members: Vec<_> = (9..=15u8)
+            .rev()
+            .map(|bits| {
+                let mut head = bytes::BytesMut::from(&b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..]);
+                let request = hubbub_proto::handshake::RequestParser::new(&Default::default())
+                    .parse(&mut head)
+                    .unwrap()
+                    .unwrap();
+                let params = DeflateParams {
+                    local_no_context_takeover: true,
+                    remote_no_context_takeover: true,
+                    local_max_window_bits: bits,
+                    threshold: 0,
+                    level: 1,
+                };
+                let info = ConnectionInfo::new(addr, addr, request, None);
+                let member = Arc::new(Member::new(
+                    info,
+                    hub.clone(),
+                    1 << 20,
+                    Backpressure::Close,
+                    Some(params),
+                ));
+                hub.register(&member);
+                member
+            })
+            .collect();
+        // Incompressible enough to stay a large, shared frame.
+        let mut state = 1u32;
+        let noise: Vec<u8> = (0..20_000)
+            .map(|_| {
+                state = state.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                (state >> 16) as u8
+            })
+            .collect();
+        let message = Outgoing::new(Message::Binary(noise.into()));
+        let mut bodies = Vec::new();
+        for member in &members {
+            member.enqueue(&message).unwrap();
+            let mut out = std::collections::VecDeque::new();
+            member.queue.drain(&mut out, false);
+            let Some(Item::Shared(body)) = out.get(1) else {
+                panic!("expected a shared payload: {out:?}");
+            };
+            bodies.push(body.as_ptr());
+        }
+        assert!(
+            bodies.windows(2).all(|w| w[0] == w[1]),
+            "more than one encoding"
+        );
+        assert_eq!(hub.broadcast_window(15), 9);
+        for member in &members {
+            hub.unregister(member);
+        }
+        assert_eq!(hub.broadcast_window(15), 15);
     }
 
     /// Subscriptions racing with connections leaving the hub never leave a

@@ -52,6 +52,10 @@ pub(crate) struct Hub {
     pub(crate) shutdown: CancellationToken,
     /// The bound on bytes queued for sending over every connection.
     pub(crate) budget: Arc<Budget>,
+    /// Open connections with permessage-deflate, by the window (bits) this
+    /// side compresses with: a broadcast is compressed once, with the
+    /// smallest window in use, which every receiver accepts.
+    windows: [AtomicUsize; 16],
 }
 
 impl Hub {
@@ -68,6 +72,7 @@ impl Hub {
             handshaking: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
             budget: Budget::new(ServerConfig::default().max_total_queue_bytes),
+            windows: Default::default(),
         })
     }
 
@@ -96,6 +101,14 @@ impl Hub {
                 Err(now) => open = now,
             }
         }
+    }
+
+    /// The window to compress a broadcast with: the smallest any open
+    /// connection compresses with (valid for every larger one), or `own`.
+    pub(crate) fn broadcast_window(&self, own: u8) -> u8 {
+        (9..=15u8)
+            .find(|&bits| self.windows[usize::from(bits)].load(Ordering::Relaxed) > 0)
+            .map_or(own, |smallest| smallest.min(own))
     }
 
     /// A place among the handshakes in progress: at most `max` in all and
@@ -134,13 +147,22 @@ impl Hub {
     /// Adds an open connection to the registry.
     pub(crate) fn register(&self, member: &Arc<Member>) {
         self.clients.insert(member);
+        if let Some(params) = &member.deflate {
+            self.windows[usize::from(params.local_max_window_bits & 15)]
+                .fetch_add(1, Ordering::Relaxed);
+        }
         self.metrics.opened();
     }
 
     /// Forgets a connection that ended, with its subscriptions; after this
     /// it can subscribe to nothing.
     pub(crate) fn unregister(&self, member: &Member) {
-        self.clients.remove(member.id());
+        if self.clients.remove(member.id())
+            && let Some(params) = &member.deflate
+        {
+            self.windows[usize::from(params.local_max_window_bits & 15)]
+                .fetch_sub(1, Ordering::Relaxed);
+        }
         for topic in member.leave_topics() {
             self.topics.unsubscribe(&topic, member.id());
         }
