@@ -1,0 +1,116 @@
+//! `hubbub serve` attacked as someone on the same network would: bounds on
+//! what a few clients can make the server hold, checked on the real binary
+//! (its resident memory from `/proc`), not by timing.
+
+#![cfg(target_os = "linux")]
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_util::{SinkExt, StreamExt};
+use hubbub_proto::handshake::ClientRequest;
+use hubbub_proto::{Config, Connection, Role};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+
+#[path = "support/serve.rs"]
+#[expect(
+    dead_code,
+    reason = "shared with the chat tests; stdout is not read here"
+)]
+mod support;
+
+/// The server's resident memory, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+/// A raw client: the upgrade, offering permessage-deflate when `deflate`,
+/// and the protocol state to send with.
+async fn connect(addr: &str, path: &str, deflate: bool) -> (TcpStream, Connection) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut request = ClientRequest::new(addr, path);
+    if deflate {
+        request = request.extension("permessage-deflate; client_max_window_bits");
+    }
+    let mut head = BytesMut::new();
+    request.write(&mut head);
+    stream.write_all(&head).await.unwrap();
+    let mut input = BytesMut::new();
+    let response = loop {
+        if let Some(response) = request
+            .parse_response(&mut input, &Config::default())
+            .unwrap()
+        {
+            break response;
+        }
+        assert!(stream.read_buf(&mut input).await.unwrap() > 0, "no 101");
+    };
+    let mut proto = Connection::new(Role::Client, Config::default());
+    if deflate {
+        let answer = response.extensions.first().expect("deflate accepted");
+        proto.set_deflate(hubbub_proto::deflate::client_params(answer, 0).unwrap());
+    }
+    (stream, proto)
+}
+
+/// In each of 25 rooms a JSON member never reads, and another member sends
+/// 40 tiny compressed messages that inflate to 64 KiB of U+0001, which the
+/// JSON format escapes to 384 KiB each: 310 KB uploaded would have the
+/// server hold ~375 MiB for the silent readers. The queue limits and the
+/// server-wide budget keep it to tens of MiB, and the server keeps serving.
+/// (With the limits before them, 16 MiB per connection and no budget, the
+/// same run grew the server by 308 MiB.)
+#[tokio::test]
+async fn compressed_floods_to_silent_readers_stay_within_the_budget() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let chat = support::serve(&["--max-queued-bytes", "33554432"]).await;
+        let pid = chat.child.id().unwrap();
+        let before = rss_kib(pid);
+        let bomb = "\u{1}".repeat(64 * 1024);
+        let mut held = Vec::new();
+        let mut uploaded = 0;
+        for room in 0..25 {
+            let (reader, _) = connect(&chat.addr, &format!("/pin{room}?format=json"), false).await;
+            let (mut sender, mut proto) = connect(&chat.addr, &format!("/pin{room}"), true).await;
+            let mut frames = BytesMut::new();
+            for _ in 0..40 {
+                proto.send_text(&bomb, &mut frames).unwrap();
+            }
+            uploaded += frames.len();
+            sender.write_all(&frames).await.unwrap();
+            held.push((reader, sender));
+        }
+        assert!(
+            uploaded < 1 << 20,
+            "the attack uploads little: {uploaded} bytes"
+        );
+        // Let the server take all of it in.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let grown_mib = rss_kib(pid).saturating_sub(before) / 1024;
+        eprintln!("uploaded {uploaded} bytes; server RSS grew {grown_mib} MiB");
+        assert!(
+            grown_mib < 96,
+            "server RSS grew {grown_mib} MiB for {uploaded} bytes uploaded (budget 32 MiB)"
+        );
+        // Still serving.
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/fresh", chat.addr))
+            .await
+            .unwrap();
+        let greeting = ws.next().await.unwrap().unwrap();
+        assert_eq!(
+            greeting,
+            Message::text("You have just joined the conversation.")
+        );
+        ws.send(Message::text("hello")).await.unwrap();
+        drop(held);
+    })
+    .await
+    .expect("watchdog");
+}
