@@ -114,3 +114,80 @@ async fn compressed_floods_to_silent_readers_stay_within_the_budget() {
     .await
     .expect("watchdog");
 }
+
+/// Silent sockets from one address, under a low open-files limit: past 16
+/// handshakes in progress from that address the server closes new ones at
+/// once, so they cannot use up its descriptors, and a client from another
+/// address is served while they are still open.
+#[tokio::test]
+async fn silent_sockets_cannot_starve_other_clients_of_descriptors() {
+    use tokio::io::AsyncBufReadExt;
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let mut child = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "ulimit -n 128 && exec {} serve --port 0",
+                env!("CARGO_BIN_EXE_hubbub")
+            ))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next_line().await.unwrap().unwrap();
+        let addr = first
+            .strip_prefix("chat server on ws://")
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap()
+            .to_owned();
+        let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
+
+        // 300 silent sockets from 127.0.0.1 (each says nothing).
+        let mut silent = Vec::new();
+        for _ in 0..300 {
+            if let Ok(stream) = TcpStream::connect(&addr).await {
+                silent.push(stream);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // The server closed all but the 16 it lets one address hold.
+        let mut open = 0;
+        for stream in &mut silent {
+            let mut byte = [0u8; 1];
+            match tokio::time::timeout(Duration::from_millis(5), stream.read(&mut byte)).await {
+                Err(_) => open += 1,     // still waiting for the request
+                Ok(Ok(0) | Err(_)) => {} // closed by the server
+                Ok(Ok(_)) => panic!("a silent socket got an answer"),
+            }
+        }
+        assert!(open <= 16, "{open} silent sockets held open");
+
+        // A client from another address is served at once, while the
+        // silent ones are still within the 10 s handshake timeout.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        let stream = socket
+            .connect(format!("127.0.0.1:{port}").parse().unwrap())
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/"), stream)
+            .await
+            .unwrap();
+        let greeting = ws.next().await.unwrap().unwrap();
+        assert_eq!(
+            greeting,
+            Message::text("You have just joined the conversation.")
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        drop(silent);
+        child.kill().await.unwrap();
+    })
+    .await
+    .expect("watchdog");
+}
