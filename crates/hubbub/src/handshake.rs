@@ -20,7 +20,7 @@ use tokio::time::{Instant, timeout, timeout_at};
 use crate::config::{ProtocolOrder, ServerConfig};
 use crate::driver::Driver;
 use crate::handle::Connection;
-use crate::hook::{Accept, Decision, HandshakeRequest, Hook};
+use crate::hook::{Accept, Decision, HandshakeRequest, Hook, text_response};
 use crate::hub::{Hub, Member, Permit};
 use crate::info::ConnectionInfo;
 use crate::limits::Refusal;
@@ -149,10 +149,7 @@ where
     };
     if !config.allowed_hosts.allows(request.host(), local) {
         tracing::info!(%peer, host = request.host(), "host not allowed: 403");
-        let response = HttpResponse::new(403)
-            .header("Content-Type", "text/plain; charset=utf-8")
-            .body("host not allowed\n");
-        refuse(&mut stream, response, hub).await;
+        refuse(&mut stream, text_response(403, "host not allowed"), hub).await;
         return None;
     }
     let head_only = request.method() == "HEAD";
@@ -162,7 +159,7 @@ where
                 Ok(response) => response,
                 Err(panic) => {
                     tracing::error!(%peer, "HTTP handler panicked: {}", panic_message(&*panic));
-                    HttpResponse::new(500).body("internal error\n")
+                    text_response(500, "internal error")
                 }
             };
             tracing::debug!(%peer, path = request.path(), status = response.status, "http");
@@ -201,15 +198,11 @@ where
             if first {
                 tracing::warn!(ip = %peer.ip(), ?refusal, "refusing upgrades from this address: 429");
             }
-            let response = HttpResponse::new(429)
-                .header("Retry-After", "1")
-                .header("Content-Type", "text/plain; charset=utf-8")
-                .body(match refusal {
-                    Refusal::TooManyConnections => "too many connections from your address\n",
-                    Refusal::TooManyHandshakes => {
-                        "too many connection attempts from your address\n"
-                    }
-                });
+            let why = match refusal {
+                Refusal::TooManyConnections => "too many connections from your address",
+                Refusal::TooManyHandshakes => "too many connection attempts from your address",
+            };
+            let response = text_response(429, why).header("Retry-After", "1");
             refuse(&mut stream, response, hub).await;
             return None;
         }
@@ -219,10 +212,7 @@ where
         .allows_on(request.origin(), request.host(), secure)
     {
         tracing::info!(%peer, origin = request.origin(), "origin not allowed: 403");
-        let response = HttpResponse::new(403)
-            .header("Content-Type", "text/plain; charset=utf-8")
-            .body("origin not allowed\n");
-        refuse(&mut stream, response, hub).await;
+        refuse(&mut stream, text_response(403, "origin not allowed"), hub).await;
         return None;
     }
     let mut accepted = Accept::default();
@@ -245,22 +235,12 @@ where
             }
             Ok(Err(panic)) => {
                 tracing::error!(%peer, "handshake hook panicked: {panic}");
-                refuse(
-                    &mut stream,
-                    HttpResponse::new(500).body("internal error\n"),
-                    hub,
-                )
-                .await;
+                refuse(&mut stream, text_response(500, "internal error"), hub).await;
                 return None;
             }
             Err(_) => {
                 tracing::warn!(%peer, "handshake hook timed out: 503");
-                refuse(
-                    &mut stream,
-                    HttpResponse::new(503).body("try again later\n"),
-                    hub,
-                )
-                .await;
+                refuse(&mut stream, text_response(503, "try again later"), hub).await;
                 return None;
             }
         }
@@ -269,9 +249,7 @@ where
     // function from here on gives it back by dropping it.
     let Some(permit) = hub.permit(config.max_connections) else {
         tracing::warn!(%peer, limit = config.max_connections, "connection limit reached: 503");
-        let response = HttpResponse::new(503)
-            .header("Retry-After", "1")
-            .body("too many connections\n");
+        let response = text_response(503, "too many connections").header("Retry-After", "1");
         refuse(&mut stream, response, hub).await;
         return None;
     };
@@ -312,12 +290,7 @@ where
     };
     if let Err(panic) = catch_unwind(AssertUnwindSafe(|| setup(&mut socket))) {
         tracing::error!(%peer, "connection setup panicked: {}", panic_message(&*panic));
-        refuse(
-            &mut stream,
-            HttpResponse::new(500).body("internal error\n"),
-            hub,
-        )
-        .await;
+        refuse(&mut stream, text_response(500, "internal error"), hub).await;
         return None;
     }
     let mut response = AcceptResponse::new(accept);

@@ -38,16 +38,20 @@ impl Decision {
 
     /// Refuses with `status` and a plain-text `body`.
     pub fn reject(status: u16, body: impl Into<String>) -> Self {
-        let mut body = body.into();
-        if !body.ends_with('\n') {
-            body.push('\n');
-        }
-        Self::Reject(
-            HttpResponse::new(status)
-                .header("Content-Type", "text/plain; charset=utf-8")
-                .body(body),
-        )
+        Self::Reject(text_response(status, body))
     }
+}
+
+/// A plain-text response with `status` and a one-line `body` (a newline is
+/// added when missing): every refusal the server makes.
+pub(crate) fn text_response(status: u16, body: impl Into<String>) -> HttpResponse {
+    let mut body = body.into();
+    if !body.ends_with('\n') {
+        body.push('\n');
+    }
+    HttpResponse::new(status)
+        .header("Content-Type", "text/plain; charset=utf-8")
+        .body(body)
 }
 
 /// An accepted upgrade and what to add to it.
