@@ -7,8 +7,10 @@
 //! frames of any kind, or raw garbage) interleaved with what handlers and
 //! other tasks do (sends, closes, pings, broadcasts) and with time passing.
 //! It checks that nothing panics, that `on_close` runs exactly once, that
-//! the queue stays within its bound, and that everything the server writes
-//! after the `101` is a valid frame sequence for a client.
+//! the queue stays within its bound, that every byte charged to the
+//! server's budget is given back once the connection ended, and that
+//! everything the server writes after the `101` is a valid frame sequence
+//! for a client.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -138,9 +140,14 @@ async fn run(mut script: Script<'_>) {
     } else {
         Backpressure::Refuse
     };
+    // With flag 8, a server-wide budget smaller than the queue's limit, so
+    // that sends are refused for it and the sweep evicts.
+    let budget = if flags & 8 == 0 { 1 << 30 } else { 6 * 1024 };
     let config = ServerConfig::default()
         .with_protocol_config(protocol)
         .with_max_queue_bytes(MAX_QUEUE)
+        .with_max_total_queue_bytes(budget)
+        .with_stall_timeout(Some(Duration::from_secs(5)))
         .with_backpressure(backpressure)
         .with_close_timeout(Duration::from_secs(2))
         .with_ping_interval(Some(Duration::from_secs(3)))
@@ -274,6 +281,12 @@ async fn run(mut script: Script<'_>) {
     task.await.expect("the connection task does not panic");
     assert_eq!(closes.load(Ordering::SeqCst), 1, "on_close exactly once");
     assert!(hub.clients.all().is_empty());
+    drop(conn);
+    assert_eq!(
+        hub.budget.used(),
+        0,
+        "every byte charged to the budget is given back"
+    );
     sweep.abort();
     let _ = client.shutdown().await;
 }
