@@ -126,7 +126,7 @@ async fn silent_sockets_cannot_starve_other_clients_of_descriptors() {
         let mut child = tokio::process::Command::new("sh")
             .arg("-c")
             .arg(format!(
-                "ulimit -n 128 && exec {} serve --port 0",
+                "ulimit -n 128 && exec {} serve --port 0 --metrics 127.0.0.1:0",
                 env!("CARGO_BIN_EXE_hubbub")
             ))
             .stdout(std::process::Stdio::piped())
@@ -142,6 +142,12 @@ async fn silent_sockets_cannot_starve_other_clients_of_descriptors() {
             .unwrap()
             .to_owned();
         let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
+        let second = lines.next_line().await.unwrap().unwrap();
+        let metrics = second
+            .strip_prefix("metrics on http://")
+            .and_then(|rest| rest.strip_suffix("/metrics"))
+            .unwrap()
+            .to_owned();
 
         // 300 silent sockets from 127.0.0.1 (each says nothing).
         let mut silent = Vec::new();
@@ -162,6 +168,18 @@ async fn silent_sockets_cannot_starve_other_clients_of_descriptors() {
             }
         }
         assert!(open <= 16, "{open} silent sockets held open");
+        // Counted, so that an operator sees it.
+        let mut scrape = TcpStream::connect(&metrics).await.unwrap();
+        let get = format!("GET /metrics HTTP/1.1\r\nHost: {metrics}\r\n\r\n");
+        scrape.write_all(get.as_bytes()).await.unwrap();
+        let mut text = String::new();
+        scrape.read_to_string(&mut text).await.unwrap();
+        let dropped: usize = text
+            .lines()
+            .find_map(|l| l.strip_prefix("hubbub_handshakes_dropped_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no handshakes_dropped in:\n{text}"));
+        assert!(dropped + open >= 290, "{dropped} dropped, {open} open");
 
         // A client from another address is served at once, while the
         // silent ones are still within the 10 s handshake timeout.

@@ -167,6 +167,7 @@ pub(crate) async fn run(listeners: Vec<Listener>, service: Arc<Service>) {
                     ) else {
                         // Silent sockets must not starve the others of
                         // descriptors: close it now.
+                        hub.metrics.dropped_handshake();
                         tracing::debug!(%peer, "too many handshakes in progress: closed");
                         continue;
                     };

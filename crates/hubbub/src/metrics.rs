@@ -129,6 +129,7 @@ pub(crate) struct Metrics {
     pub(crate) counts: Arc<Sharded>,
     queue_overflows: Counter,
     handshake_rejections: Family<ReasonLabel, Counter>,
+    handshakes_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -141,6 +142,7 @@ impl Default for Metrics {
             counts: Arc::default(),
             queue_overflows: Counter::default(),
             handshake_rejections: Family::default(),
+            handshakes_dropped: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -168,6 +170,11 @@ impl Default for Metrics {
             "handshake_rejections",
             "Upgrade requests refused, by HTTP status",
             metrics.handshake_rejections.clone(),
+        );
+        registry.register(
+            "handshakes_dropped",
+            "Sockets closed unanswered: too many handshakes in progress (in all or from the address)",
+            metrics.handshakes_dropped.clone(),
         );
         Self {
             registry,
@@ -206,6 +213,11 @@ impl Metrics {
     /// A send hit a queue's limit.
     pub(crate) fn overflowed(&self) {
         self.queue_overflows.inc();
+    }
+
+    /// A socket was closed unanswered (too many handshakes in progress).
+    pub(crate) fn dropped_handshake(&self) {
+        self.handshakes_dropped.inc();
     }
 
     /// An upgrade was refused with `status`.
