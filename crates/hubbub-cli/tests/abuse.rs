@@ -31,6 +31,19 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
+/// A new client of `addr` is greeted and can talk: the server still serves.
+async fn still_serves(stream: TcpStream, addr: &str) {
+    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/fresh"), stream)
+        .await
+        .unwrap();
+    let greeting = ws.next().await.unwrap().unwrap();
+    assert_eq!(
+        greeting,
+        Message::text("You have just joined the conversation.")
+    );
+    ws.send(Message::text("hello")).await.unwrap();
+}
+
 /// A raw client: the upgrade, offering permessage-deflate when `deflate`,
 /// and the protocol state to send with.
 async fn connect(addr: &str, path: &str, deflate: bool) -> (TcpStream, Connection) {
@@ -100,15 +113,7 @@ async fn compressed_floods_to_silent_readers_stay_within_the_budget() {
             "server RSS grew {grown_mib} MiB for {uploaded} bytes uploaded (budget 32 MiB)"
         );
         // Still serving.
-        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/fresh", chat.addr))
-            .await
-            .unwrap();
-        let greeting = ws.next().await.unwrap().unwrap();
-        assert_eq!(
-            greeting,
-            Message::text("You have just joined the conversation.")
-        );
-        ws.send(Message::text("hello")).await.unwrap();
+        still_serves(TcpStream::connect(&chat.addr).await.unwrap(), &chat.addr).await;
         drop(held);
     })
     .await
@@ -190,14 +195,7 @@ async fn silent_sockets_cannot_starve_other_clients_of_descriptors() {
             .await
             .unwrap();
         let started = std::time::Instant::now();
-        let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/"), stream)
-            .await
-            .unwrap();
-        let greeting = ws.next().await.unwrap().unwrap();
-        assert_eq!(
-            greeting,
-            Message::text("You have just joined the conversation.")
-        );
+        still_serves(stream, &addr).await;
         assert!(
             started.elapsed() < Duration::from_secs(5),
             "{:?}",

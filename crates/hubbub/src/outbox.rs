@@ -282,7 +282,9 @@ impl Queue {
     /// small). Returns the bytes queued.
     pub(crate) fn push(&self, opcode: OpCode, payload: Bytes) -> Result<usize, Error> {
         if payload.len() <= COPY_THRESHOLD {
-            let len = estimate(payload.len());
+            // Unmasked, so the header is 2 or 4 bytes here: the exact size,
+            // so that the budget is charged once (no estimate to give back).
+            let len = payload.len() + if payload.len() < 126 { 2 } else { 4 };
             self.push_with(len, len, |inner| {
                 append_frame(&mut inner.tail, opcode, false, &payload)
             })
@@ -372,7 +374,7 @@ impl Queue {
             return Err(Error::new(Kind::OverBudget { used, max }));
         }
         let len = push(&mut inner);
-        debug_assert!(len <= estimate);
+        debug_assert!(len <= estimate, "a frame larger than its estimate");
         self.buffered.fetch_add(len, Ordering::Relaxed);
         if len < charge {
             // The estimate was a bound: give back what the frame did not use.

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use common::{start, watchdog};
 use futures_util::StreamExt;
-use hubbub::{Accept, Decision, OriginPolicy, Server};
+use hubbub::{Accept, Decision, HostPolicy, OriginPolicy, Server, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -69,29 +69,20 @@ async fn origin_allow_list_answers_403_to_other_sites() {
 #[tokio::test]
 async fn default_server_refuses_cross_origin_pages() {
     watchdog(async {
-        let server = Server::bind("ws://127.0.0.1:0").await.unwrap();
-        let addr = server.local_addr();
-        let handle = server.handle();
-        let task = tokio::spawn(server.start(common::echo));
+        let server = start(ServerConfig::default(), common::echo).await;
+        let addr = server.addr;
         let evil = upgrade(addr, "Origin: https://evil.example\r\n").await;
         assert!(evil.starts_with("HTTP/1.1 403 "), "{evil}");
         let same = upgrade(addr, &format!("Origin: http://{addr}\r\n")).await;
         assert!(same.starts_with("HTTP/1.1 101 "), "{same}");
         let none = upgrade(addr, "").await;
         assert!(none.starts_with("HTTP/1.1 101 "), "{none}");
-        let any = Server::bind("ws://127.0.0.1:0")
-            .await
-            .unwrap()
-            .with_config(hubbub::ServerConfig::default().with_origins(OriginPolicy::any()));
-        let any_addr = any.local_addr();
-        let any_handle = any.handle();
-        let any_task = tokio::spawn(any.start(common::echo));
-        let evil = upgrade(any_addr, "Origin: https://evil.example\r\n").await;
+        server.stop().await;
+        let any = ServerConfig::default().with_origins(OriginPolicy::any());
+        let any = start(any, common::echo).await;
+        let evil = upgrade(any.addr, "Origin: https://evil.example\r\n").await;
         assert!(evil.starts_with("HTTP/1.1 101 "), "{evil}");
-        for (handle, task) in [(handle, task), (any_handle, any_task)] {
-            handle.shutdown();
-            task.await.unwrap().unwrap();
-        }
+        any.stop().await;
     })
     .await;
 }
@@ -103,11 +94,8 @@ async fn default_server_refuses_cross_origin_pages() {
 #[tokio::test]
 async fn a_rebound_name_is_refused_on_loopback() {
     watchdog(async {
-        let server = Server::bind("ws://127.0.0.1:0").await.unwrap();
-        let addr = server.local_addr();
-        let port = addr.port();
-        let handle = server.handle();
-        let task = tokio::spawn(server.start(common::echo));
+        let server = start(ServerConfig::default(), common::echo).await;
+        let (addr, port) = (server.addr, server.addr.port());
         let rebound = upgrade_as(
             addr,
             &format!("attacker.test:{port}"),
@@ -122,23 +110,23 @@ async fn a_rebound_name_is_refused_on_loopback() {
         )
         .await;
         assert!(local.starts_with("HTTP/1.1 101 "), "{local}");
-        handle.shutdown();
-        task.await.unwrap().unwrap();
+        server.stop().await;
 
         // Names the operator lists are answered.
-        let config = hubbub::ServerConfig::default()
-            .with_allowed_hosts(hubbub::HostPolicy::Only(vec!["chat.test".into()]));
-        let server = Server::bind("ws://127.0.0.1:0")
-            .await
-            .unwrap()
-            .with_config(config);
-        let addr = server.local_addr();
-        let handle = server.handle();
-        let task = tokio::spawn(server.start(common::echo));
-        let listed = upgrade_as(addr, &format!("chat.test:{}", addr.port()), "").await;
+        let hosts = HostPolicy::Only(vec!["chat.test".into()]);
+        let server = start(
+            ServerConfig::default().with_allowed_hosts(hosts),
+            common::echo,
+        )
+        .await;
+        let listed = upgrade_as(
+            server.addr,
+            &format!("chat.test:{}", server.addr.port()),
+            "",
+        )
+        .await;
         assert!(listed.starts_with("HTTP/1.1 101 "), "{listed}");
-        handle.shutdown();
-        task.await.unwrap().unwrap();
+        server.stop().await;
     })
     .await;
 }
