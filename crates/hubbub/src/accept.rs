@@ -14,7 +14,8 @@ use tracing::Instrument;
 
 use crate::driver::Driver;
 use crate::handshake::{Service, Upgraded, handshake};
-use crate::hub::HandshakePermit;
+use crate::hub::{HandshakePermit, HubState};
+use crate::info::StreamInfo;
 use crate::socket::BoxFuture;
 use crate::tls::TlsConfig;
 
@@ -32,9 +33,7 @@ pub(crate) type Listener = (TcpListener, Option<TlsConfig>);
 /// address slot.
 pub(crate) fn serve_stream<S>(
     stream: S,
-    peer: SocketAddr,
-    local: SocketAddr,
-    secure: bool,
+    from: StreamInfo,
     service: Arc<Service>,
     deadline: Instant,
     permit: Option<HandshakePermit>,
@@ -43,25 +42,31 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let handshake = Box::pin(async move {
-        let upgraded = handshake(stream, peer, local, secure, &service, deadline).await;
+        let upgraded = handshake(stream, from, &service, deadline).await;
         drop(permit);
         upgraded
     });
     async move {
-        let Some(Upgraded {
-            driver,
-            span,
-            _permit,
-            _slot,
-        }) = handshake.await
-        else {
-            return;
-        };
-        // The driver leaves the registry itself, before `on_close` runs;
-        // the permit and the slot are given back when this ends, however
-        // it ends.
-        run_in(driver, span).await;
+        if let Some(upgraded) = handshake.await {
+            run_upgraded(upgraded).await;
+        }
     }
+}
+
+/// Runs an upgraded connection to its end. The driver leaves the registry
+/// itself, before `on_close` runs; the permit and the slot are given back
+/// when this ends, however it ends.
+pub(crate) async fn run_upgraded<S>(upgraded: Upgraded<S>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Upgraded {
+        driver,
+        span,
+        _permit,
+        _slot,
+    } = upgraded;
+    run_in(driver, span).await;
 }
 
 /// The driver's future, boxed, in the connection's span when something
@@ -93,13 +98,11 @@ fn serve_tcp(
     // One deadline for TLS, the request head, the hook and the `101`.
     let deadline = Instant::now() + service.config.handshake_timeout;
     let _ = stream.set_nodelay(true);
-    let local = stream.local_addr().unwrap_or(peer);
+    let from = StreamInfo::new(peer).local(stream.local_addr().unwrap_or(peer));
     match tls {
         None => Box::pin(serve_stream(
             stream,
-            peer,
-            local,
-            false,
+            from,
             service,
             deadline,
             Some(permit),
@@ -107,8 +110,8 @@ fn serve_tcp(
         Some(tls) => Box::pin(async move {
             match timeout_at(deadline, tls.acceptor.accept(stream)).await {
                 Ok(Ok(stream)) => {
-                    let permit = Some(permit);
-                    serve_stream(stream, peer, local, true, service, deadline, permit).await;
+                    let from = from.secure(true);
+                    serve_stream(stream, from, service, deadline, Some(permit)).await;
                 }
                 Ok(Err(e)) => tracing::info!(%peer, "TLS handshake failed: {e}"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timeout: dropping connection"),
@@ -130,9 +133,68 @@ async fn accept_any(listeners: &[Listener]) -> (usize, std::io::Result<(TcpStrea
     .await
 }
 
-/// Accepts on `listeners` until the hub's shutdown, then closes every
-/// connection with 1001, waits up to the grace period, drops the rest, and
-/// returns once every connection task has ended.
+/// Starts the hub's background tasks, once: the keepalive sweep, the
+/// per-address sweep, and the shutdown, which waits for
+/// [`HubState::shutdown`] and then closes every connection with 1001,
+/// waits up to the grace period, and drops the rest. Whichever way in
+/// serves first starts them (inside the runtime); they keep only weak
+/// references and end with the hub.
+pub(crate) fn start_background(service: &Arc<Service>) {
+    service.started.call_once(|| {
+        let hub = &service.hub;
+        let config = &service.config;
+        let keepalive = crate::keepalive::spawn(hub, config);
+        let address_sweep = config.handshake_rate_per_ip.map(|rate| {
+            let weak = Arc::downgrade(hub);
+            tokio::spawn(async move {
+                let mut interval = tokio::time::interval(crate::limits::SWEEP_EVERY);
+                loop {
+                    interval.tick().await;
+                    let Some(hub) = weak.upgrade() else { return };
+                    hub.per_address.sweep(Some(&rate), hub.now_ms());
+                }
+            })
+        });
+        let token = hub.shutdown.clone();
+        let weak = Arc::downgrade(hub);
+        let grace = config.shutdown_grace;
+        tokio::spawn(async move {
+            token.cancelled().await;
+            if let Some(hub) = weak.upgrade() {
+                wind_down(&hub, grace).await;
+            }
+            keepalive.abort();
+            if let Some(task) = address_sweep {
+                task.abort();
+            }
+        });
+    });
+}
+
+/// The graceful shutdown of every connection of `hub`, however it came in.
+async fn wind_down(hub: &HubState, grace: Duration) {
+    let members = hub.clients.all();
+    tracing::info!(connections = members.len(), "shutting down");
+    for member in &members {
+        let _ = member.close(hubbub_proto::CloseCode::GOING_AWAY, "server shutdown");
+    }
+    drop(members);
+    if tokio::time::timeout(grace, hub.emptied()).await.is_err() {
+        let left = hub.clients.all();
+        tracing::warn!(
+            connections = left.len(),
+            "grace period over: dropping connections"
+        );
+        for member in &left {
+            member.queue.force("dropped at shutdown");
+        }
+    }
+}
+
+/// Accepts on `listeners` until the hub's shutdown, then returns once
+/// every connection task has ended (the background shutdown closes them;
+/// tasks still running a grace period and two seconds later, handshakes
+/// among them, are aborted).
 pub(crate) async fn run(listeners: Vec<Listener>, service: Arc<Service>) {
     let hub = service.hub.clone();
     let config = &service.config;
@@ -143,17 +205,7 @@ pub(crate) async fn run(listeners: Vec<Listener>, service: Arc<Service>) {
             tracing::info!(%addr, tls = tls.is_some(), "listening");
         }
     }
-    let keepalive = crate::keepalive::spawn(hub.clone(), config);
-    let address_sweep = config.handshake_rate_per_ip.map(|rate| {
-        let hub = hub.clone();
-        tokio::spawn(async move {
-            let mut interval = tokio::time::interval(crate::limits::SWEEP_EVERY);
-            loop {
-                interval.tick().await;
-                hub.per_address.sweep(Some(&rate), hub.now_ms());
-            }
-        })
-    });
+    start_background(&service);
     loop {
         tokio::select! {
             () = hub.shutdown.cancelled() => break,
@@ -185,39 +237,15 @@ pub(crate) async fn run(listeners: Vec<Listener>, service: Arc<Service>) {
         }
     }
     drop(listeners);
-    keepalive.abort();
-    if let Some(task) = address_sweep {
-        task.abort();
-    }
-    let members = hub.clients.all();
-    tracing::info!(connections = members.len(), "shutting down");
-    for member in &members {
-        let _ = member.close(hubbub_proto::CloseCode::GOING_AWAY, "server shutdown");
-    }
-    drop(members);
-    let drained = tokio::time::timeout(config.shutdown_grace, async {
+    let limit = config.shutdown_grace + Duration::from_secs(2);
+    let drained = tokio::time::timeout(limit, async {
         while tasks.join_next().await.is_some() {}
     })
     .await;
     if drained.is_err() {
-        let left = hub.clients.all();
-        tracing::warn!(
-            connections = left.len(),
-            "grace period over: dropping connections"
-        );
-        for member in &left {
-            member.queue.force("dropped at shutdown");
-        }
-        drop(left);
-        // Handshakes still in progress are simply dropped.
-        let leftover = tokio::time::timeout(Duration::from_secs(1), async {
-            while tasks.join_next().await.is_some() {}
-        })
-        .await;
-        if leftover.is_err() {
-            tasks.abort_all();
-            while tasks.join_next().await.is_some() {}
-        }
+        tracing::warn!(tasks = tasks.len(), "connection tasks still running: aborted");
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
     }
     tracing::info!("server stopped");
 }

@@ -16,8 +16,8 @@ use tokio::time::Instant;
 
 use crate::accept::serve_stream;
 use crate::handshake::Service;
-use crate::hub::Hub;
-use crate::{Backpressure, CloseInfo, Decision, Error, ServerConfig, Socket};
+use crate::hub::HubState;
+use crate::{Backpressure, CloseInfo, Decision, Error, ServerConfig, Socket, StreamInfo};
 
 /// What the server's handlers saw.
 #[derive(Default)]
@@ -31,7 +31,7 @@ struct Pipe {
     client: DuplexStream,
     proto: Proto,
     input: BytesMut,
-    hub: Arc<Hub>,
+    hub: Arc<HubState>,
     seen: Arc<Mutex<Seen>>,
     task: JoinHandle<()>,
 }
@@ -43,11 +43,12 @@ fn service(
     setup: impl Fn(&mut Socket) + Send + Sync + 'static,
 ) -> Arc<Service> {
     Arc::new(Service {
-        hub: Hub::new(None),
+        hub: HubState::new(None),
         config,
         setup: Box::new(setup),
         http: None,
         hook: None,
+        started: std::sync::Once::new(),
     })
 }
 
@@ -58,9 +59,7 @@ fn serve(service: &Arc<Service>, buffer: usize) -> (DuplexStream, JoinHandle<()>
     let deadline = Instant::now() + service.config.handshake_timeout;
     let task = tokio::spawn(serve_stream(
         server,
-        addr,
-        addr,
-        false,
+        StreamInfo::new(addr).local(addr),
         service.clone(),
         deadline,
         None,
@@ -224,7 +223,7 @@ async fn keepalive_pings_a_silent_peer_whose_pongs_keep_it_open() {
         .with_idle_timeout(Some(Duration::from_secs(75)));
     let mut pipe = Pipe::open(config.clone(), 4096, |_| {}).await;
     // The sweep is the server's; started here as `accept::run` does.
-    let sweep = crate::keepalive::spawn(pipe.hub.clone(), &config);
+    let sweep = crate::keepalive::spawn(&pipe.hub, &config);
     let start = Instant::now();
     // The client's proto answers the ping; a pong is traffic, so the
     // connection is not idle while it answers.
@@ -245,7 +244,7 @@ async fn a_peer_that_answers_nothing_is_closed_at_the_idle_timeout() {
         .with_ping_interval(Some(Duration::from_secs(30)))
         .with_idle_timeout(Some(Duration::from_secs(75)));
     let mut pipe = Pipe::open(config.clone(), 4096, |_| {}).await;
-    let sweep = crate::keepalive::spawn(pipe.hub.clone(), &config);
+    let sweep = crate::keepalive::spawn(&pipe.hub, &config);
     let start = Instant::now();
     // Raw bytes, never answered (no pong), until the close arrives.
     let mut raw = BytesMut::new();
@@ -514,7 +513,7 @@ async fn a_stalled_reader_is_dropped_even_while_it_pings() {
         });
     })
     .await;
-    let sweep = crate::keepalive::spawn(pipe.hub.clone(), &config);
+    let sweep = crate::keepalive::spawn(&pipe.hub, &config);
     let start = Instant::now();
     // Pings every 5 s, never a read.
     let mut ping = BytesMut::new();
@@ -556,7 +555,7 @@ async fn past_the_budget_sends_are_refused_and_the_largest_queue_is_evicted() {
             }
         });
     });
-    let sweep = crate::keepalive::spawn(service.hub.clone(), &config);
+    let sweep = crate::keepalive::spawn(&service.hub, &config);
     // Two readers that never read: 70 KiB for one, then 40 KiB for the
     // other, which passes the 100 KiB budget.
     let mut big = Pipe::connect(&service, seen.clone(), 1024).await;

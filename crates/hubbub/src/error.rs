@@ -30,6 +30,8 @@ pub(crate) enum Kind {
     InvalidCloseCode(CloseCode),
     /// A bad server URL or address.
     InvalidUrl(String),
+    /// An API used in a way it cannot work.
+    InvalidArgument(String),
     /// A socket error.
     Io(io::Error),
     /// The peer broke the protocol.
@@ -70,7 +72,10 @@ impl Error {
     pub fn is_invalid_argument(&self) -> bool {
         matches!(
             self.kind,
-            Kind::PayloadTooLong | Kind::InvalidCloseCode(_) | Kind::InvalidUrl(_)
+            Kind::PayloadTooLong
+                | Kind::InvalidCloseCode(_)
+                | Kind::InvalidUrl(_)
+                | Kind::InvalidArgument(_)
         )
     }
 
@@ -127,7 +132,10 @@ impl fmt::Display for Error {
             }
             Kind::InvalidCloseCode(code) => write!(f, "close code {code} may not be sent"),
             Kind::InvalidUrl(why) => write!(f, "invalid server URL: {why}"),
-            Kind::Io(e) => write!(f, "I/O error: {e}"),
+            Kind::InvalidArgument(why) => write!(f, "invalid argument: {why}"),
+            // The error says what it is ("Address already in use"): a
+            // prefix would only repeat "I/O error" in callers' messages.
+            Kind::Io(e) => write!(f, "{e}"),
             Kind::Protocol(e) => write!(f, "protocol error: {e}"),
             Kind::HandlerPanic(what) => write!(f, "handler panicked: {what}"),
             Kind::Tls(what) => write!(f, "TLS: {what}"),

@@ -26,8 +26,8 @@ use tokio::time::Instant;
 use crate::accept::serve_stream;
 use crate::handle::{Connection, ServerHandle};
 use crate::handshake::Service;
-use crate::hub::Hub;
-use crate::{Backpressure, DeflateConfig, ServerConfig};
+use crate::hub::HubState;
+use crate::{Backpressure, DeflateConfig, ServerConfig, StreamInfo};
 
 /// The queue limit of the fuzzed connection: small, so that scripts reach it.
 const MAX_QUEUE: usize = 8 * 1024;
@@ -156,7 +156,7 @@ async fn run(mut script: Script<'_>) {
     let opened: Arc<Mutex<Option<Connection>>> = Arc::default();
     let (closes2, opened2) = (closes.clone(), opened.clone());
     let service = Arc::new(Service {
-        hub: Hub::new(None),
+        hub: HubState::new(None),
         config: config.clone(),
         setup: Box::new(move |socket| {
             let closes = closes2.clone();
@@ -173,14 +173,19 @@ async fn run(mut script: Script<'_>) {
         }),
         http: None,
         hook: None,
+        started: std::sync::Once::new(),
     });
     let hub = service.hub.clone();
-    let sweep = crate::keepalive::spawn(hub.clone(), &config);
+    let sweep = crate::keepalive::spawn(&hub, &config);
     let (mut client, server) = tokio::io::duplex(2048);
     let addr: SocketAddr = "127.0.0.1:4000".parse().expect("an address");
     let deadline = Instant::now() + config.handshake_timeout;
     let task = tokio::spawn(serve_stream(
-        server, addr, addr, false, service, deadline, None,
+        server,
+        StreamInfo::new(addr).local(addr),
+        service,
+        deadline,
+        None,
     ));
 
     let mut request = ClientRequest::new("localhost", "/");

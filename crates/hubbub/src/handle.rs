@@ -16,7 +16,7 @@ use hubbub_proto::{
 use uuid::Uuid;
 
 use crate::error::{Error, Kind};
-use crate::hub::{Hub, Member};
+use crate::hub::{HubState, Member};
 use crate::info::ConnectionInfo;
 use crate::message::{Message, Outgoing};
 
@@ -232,7 +232,7 @@ impl fmt::Debug for Connection {
 /// from any task or thread.
 #[derive(Clone)]
 pub struct ServerHandle {
-    pub(crate) hub: Arc<Hub>,
+    pub(crate) hub: Arc<HubState>,
 }
 
 impl fmt::Debug for ServerHandle {
@@ -245,7 +245,7 @@ impl fmt::Debug for ServerHandle {
 }
 
 impl ServerHandle {
-    pub(crate) fn new(hub: Arc<Hub>) -> Self {
+    pub(crate) fn new(hub: Arc<HubState>) -> Self {
         Self { hub }
     }
 

@@ -1,19 +1,27 @@
-//! The opening handshake of one stream, ending in a driver for the
-//! upgraded connection (or an HTTP answer).
+//! The opening handshake: deciding on an upgrade request, whoever parsed
+//! it, and making the upgraded connection's driver.
 //!
 //! One deadline covers the whole handshake (TLS, the request head, the
 //! hook and the `101`): a client cannot stretch it by trickling each part.
+//!
+//! Three ways in, one decision:
+//! - [`handshake`]: raw bytes; this module reads the head, answers plain
+//!   HTTP, and writes the `101` or the refusal itself;
+//! - [`admit`] alone: another HTTP stack (hyper, axum) parsed the request
+//!   and writes the answer this returns;
+//! - [`adopt`]: the upgrade was already answered elsewhere; only the limits
+//!   are checked, and a refusal is a close frame.
 
 use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
+use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use hubbub_proto::handshake::{
     AcceptResponse, HandshakeError, HttpResponse, Request, RequestParser,
 };
-use hubbub_proto::{Connection as Proto, Role};
+use hubbub_proto::{CloseCode, Connection as Proto, DeflateParams, Role};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, timeout, timeout_at};
 
@@ -21,8 +29,8 @@ use crate::config::{ProtocolOrder, ServerConfig};
 use crate::driver::Driver;
 use crate::handle::Connection;
 use crate::hook::{Accept, Decision, HandshakeRequest, Hook, text_response};
-use crate::hub::{Hub, Member, Permit};
-use crate::info::ConnectionInfo;
+use crate::hub::{HubState, Member, Permit};
+use crate::info::{ConnectionInfo, StreamInfo};
 use crate::limits::Refusal;
 use crate::socket::{Handlers, Socket, panic_message};
 
@@ -36,13 +44,16 @@ pub(crate) type HttpHandler = Box<dyn Fn(&Request) -> HttpResponse + Send + Sync
 /// The per-connection setup closure.
 pub(crate) type Setup = Box<dyn Fn(&mut Socket) + Send + Sync>;
 
-/// What every handshake of a running server needs: fixed when it starts.
+/// What every handshake of a hub needs: fixed when it is built.
 pub(crate) struct Service {
-    pub(crate) hub: Arc<Hub>,
+    pub(crate) hub: Arc<HubState>,
     pub(crate) config: ServerConfig,
     pub(crate) setup: Setup,
     pub(crate) http: Option<HttpHandler>,
     pub(crate) hook: Option<Hook>,
+    /// The hub's background tasks (the sweep, the shutdown) are started by
+    /// whichever way in serves first, inside the runtime.
+    pub(crate) started: Once,
 }
 
 /// An upgraded connection, ready to run: its driver and what it holds
@@ -53,7 +64,64 @@ pub(crate) struct Upgraded<S> {
     /// Its place among the open connections.
     pub(crate) _permit: Permit,
     /// Its place in its address's count.
-    pub(crate) _slot: AddressSlot,
+    pub(crate) _slot: Option<AddressSlot>,
+}
+
+/// An upgrade the hub agreed to: the connection, set up but not yet
+/// registered, and the `101` to answer with.
+pub(crate) struct Admitted {
+    conn: Connection,
+    handlers: Handlers,
+    proto: Proto,
+    /// The `101` answer.
+    pub(crate) response: AcceptResponse,
+    permit: Permit,
+    slot: Option<AddressSlot>,
+}
+
+impl Admitted {
+    /// The connection's driver over `stream` (the `101` already sent),
+    /// registered with the hub; `leftover` is what came after the request
+    /// head.
+    pub(crate) fn start<S>(self, stream: S, leftover: BytesMut, config: &ServerConfig) -> Upgraded<S>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let Self {
+            conn,
+            handlers,
+            proto,
+            permit,
+            slot,
+            ..
+        } = self;
+        // A span per connection costs ~400 B and an enter/exit per poll:
+        // only at debug level. Events at info and above carry the id.
+        let peer = conn.info().client_addr();
+        let span = tracing::debug_span!("conn", id = %conn.id(), %peer);
+        tracing::debug!(parent: &span, path = conn.info().path(), "open");
+        let hub = conn.member.hub.clone();
+        hub.register(&conn.member);
+        if hub.shutdown.is_cancelled() {
+            // The shutdown began while this one was opening: it may have
+            // missed it, so it closes itself.
+            let _ = conn.member.close(CloseCode::GOING_AWAY, "server shutdown");
+        }
+        // Idle connections keep no buffer: only bytes that came after the
+        // head.
+        let buf = if leftover.is_empty() {
+            BytesMut::new()
+        } else {
+            leftover
+        };
+        let driver = Driver::new(stream, proto, conn, handlers, buf, config);
+        Upgraded {
+            driver,
+            span,
+            _permit: permit,
+            _slot: slot,
+        }
+    }
 }
 
 /// Reads the request head within the handshake timeout.
@@ -74,8 +142,8 @@ async fn read_request<S: AsyncRead + Unpin>(
     }
 }
 
-/// Answers a refused request, counted by status.
-async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, response: HttpResponse, hub: &Hub) {
+/// Writes a refusal, counted by status.
+async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, response: HttpResponse, hub: &HubState) {
     hub.metrics.rejected(response.status);
     respond(stream, response, false).await;
 }
@@ -96,6 +164,15 @@ async fn respond<S: AsyncWrite + Unpin>(stream: &mut S, response: HttpResponse, 
     .await;
 }
 
+/// The answer to a plain request on a WebSocket endpoint.
+pub(crate) fn upgrade_required() -> HttpResponse {
+    HttpResponse::new(426)
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Version", "13")
+        .header("Content-Type", "text/plain; charset=utf-8")
+        .body("this is a WebSocket endpoint\n")
+}
+
 /// Chooses the subprotocol by the configured order.
 fn choose_protocol(request: &Request, config: &ServerConfig) -> Option<String> {
     let offered = request.protocols();
@@ -111,13 +188,27 @@ fn choose_protocol(request: &Request, config: &ServerConfig) -> Option<String> {
     }
 }
 
-/// The opening handshake, to finish by `deadline`: the upgraded
-/// connection, or `None` when the request was answered or dropped.
+/// Whether the request's `Host` is one this hub answers (a refusal when
+/// not).
+fn check_host(service: &Service, request: &Request, from: &StreamInfo) -> Result<(), HttpResponse> {
+    if service
+        .config
+        .allowed_hosts
+        .allows_at(request.host(), from.local_addr())
+    {
+        return Ok(());
+    }
+    let peer = from.peer();
+    tracing::info!(%peer, host = request.host(), "host not allowed: 403");
+    Err(text_response(403, "host not allowed"))
+}
+
+/// The opening handshake over raw bytes, to finish by `deadline`: the
+/// upgraded connection, or `None` when the request was answered or
+/// dropped.
 pub(crate) async fn handshake<S>(
     mut stream: S,
-    peer: SocketAddr,
-    local: SocketAddr,
-    secure: bool,
+    from: StreamInfo,
     service: &Service,
     deadline: Instant,
 ) -> Option<Upgraded<S>>
@@ -125,12 +216,9 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let Service {
-        hub,
-        config,
-        setup,
-        http,
-        hook,
+        hub, config, http, ..
     } = service;
+    let peer = from.peer();
     let mut parser = RequestParser::new(&config.protocol);
     let mut buf = BytesMut::with_capacity(1024);
     let request = match timeout_at(deadline, read_request(&mut stream, &mut parser, &mut buf)).await
@@ -147,9 +235,8 @@ where
         }
         Ok(Ok(Some(request))) => request,
     };
-    if !config.allowed_hosts.allows(request.host(), local) {
-        tracing::info!(%peer, host = request.host(), "host not allowed: 403");
-        refuse(&mut stream, text_response(403, "host not allowed"), hub).await;
+    if let Err(response) = check_host(service, &request, &from) {
+        refuse(&mut stream, response, hub).await;
         return None;
     }
     let head_only = request.method() == "HEAD";
@@ -166,92 +253,74 @@ where
             respond(&mut stream, response, head_only).await;
             return None;
         }
-        let response = HttpResponse::new(426)
-            .header("Upgrade", "websocket")
-            .header("Sec-WebSocket-Version", "13")
-            .header("Content-Type", "text/plain; charset=utf-8")
-            .body("this is a WebSocket endpoint\n");
-        refuse(&mut stream, response, hub).await;
+        refuse(&mut stream, upgrade_required(), hub).await;
         return None;
     }
-    let accept = match request.validate_upgrade() {
-        Ok(accept) => accept,
-        Err(e) => {
-            tracing::info!(%peer, status = e.status(), "handshake refused: {}", e.reason());
-            refuse(&mut stream, e.response(), hub).await;
-            return None;
-        }
-    };
-    // Behind a trusted proxy, the client is who the proxy says.
-    let peer = crate::limits::client_address(peer, &request, &config.trusted_proxies);
-    let slot = match hub.per_address.admit(
-        peer.ip(),
-        config.max_connections_per_ip,
-        config.handshake_rate_per_ip.as_ref(),
-        hub.now_ms(),
-    ) {
-        Ok(()) => AddressSlot {
-            hub: hub.clone(),
-            ip: peer.ip(),
-        },
-        Err((refusal, first)) => {
-            if first {
-                tracing::warn!(ip = %peer.ip(), ?refusal, "refusing upgrades from this address: 429");
-            }
-            let why = match refusal {
-                Refusal::TooManyConnections => "too many connections from your address",
-                Refusal::TooManyHandshakes => "too many connection attempts from your address",
-            };
-            let response = text_response(429, why).header("Retry-After", "1");
+    let admitted = match admit(service, request, &from, deadline).await {
+        Ok(admitted) => admitted,
+        Err(response) => {
             refuse(&mut stream, response, hub).await;
             return None;
         }
     };
+    let mut head = BytesMut::new();
+    admitted.response.write(&mut head);
+    // The 101 is written here, so that the driver starts with nothing
+    // queued (an idle connection keeps no write queue).
+    match timeout_at(deadline, stream.write_all(&head)).await {
+        Ok(Ok(())) => {}
+        _ => {
+            tracing::debug!(%peer, "could not write the 101: dropping connection");
+            return None;
+        }
+    }
+    Some(admitted.start(stream, buf, config))
+}
+
+/// Decides on an upgrade request, whoever parsed it: the `Host`, the
+/// request itself, the per-address limits, the `Origin`, the hook and the
+/// connection limit, in that order; then the subprotocol and the
+/// extension, and the setup closure. A refusal is the HTTP answer to give
+/// (already logged; not yet counted).
+pub(crate) async fn admit(
+    service: &Service,
+    request: Request,
+    from: &StreamInfo,
+    deadline: Instant,
+) -> Result<Admitted, HttpResponse> {
+    let Service {
+        hub, config, hook, ..
+    } = service;
+    check_host(service, &request, from)?;
+    let accept = request.validate_upgrade().map_err(|e| {
+        tracing::info!(peer = %from.peer(), status = e.status(), "handshake refused: {}", e.reason());
+        e.response()
+    })?;
+    if hub.shutdown.is_cancelled() {
+        tracing::debug!(peer = %from.peer(), "shutting down: 503");
+        return Err(text_response(503, "server shutting down"));
+    }
+    // Behind a trusted proxy, the client is who the proxy says.
+    let peer = crate::limits::client_address(from.peer(), &request, &config.trusted_proxies);
+    let slot = address_slot(hub, config, peer).map_err(|why| {
+        text_response(429, why).header("Retry-After", "1")
+    })?;
     if !config
         .origins
-        .allows_on(request.origin(), request.host(), secure)
+        .allows_on(request.origin(), request.host(), from.is_secure())
     {
         tracing::info!(%peer, origin = request.origin(), "origin not allowed: 403");
-        refuse(&mut stream, text_response(403, "origin not allowed"), hub).await;
-        return None;
+        return Err(text_response(403, "origin not allowed"));
     }
     let mut accepted = Accept::default();
     if let Some(hook) = hook {
-        let asked = HandshakeRequest {
-            request: request.clone(),
-            peer,
-            secure,
-        };
-        let decision = match catch_unwind(AssertUnwindSafe(|| hook(asked))) {
-            Ok(future) => timeout_at(deadline, guarded(future)).await,
-            Err(panic) => Ok(Err(panic_message(&*panic))),
-        };
-        match decision {
-            Ok(Ok(Decision::Accept(accept))) => accepted = accept,
-            Ok(Ok(Decision::Reject(response))) => {
-                tracing::info!(%peer, status = response.status, "handshake hook refused the upgrade");
-                refuse(&mut stream, response, hub).await;
-                return None;
-            }
-            Ok(Err(panic)) => {
-                tracing::error!(%peer, "handshake hook panicked: {panic}");
-                refuse(&mut stream, text_response(500, "internal error"), hub).await;
-                return None;
-            }
-            Err(_) => {
-                tracing::warn!(%peer, "handshake hook timed out: 503");
-                refuse(&mut stream, text_response(503, "try again later"), hub).await;
-                return None;
-            }
-        }
+        accepted = run_hook(hook, &request, peer, from.is_secure(), deadline).await?;
     }
     // A place among the open connections, or 503. Every way out of this
     // function from here on gives it back by dropping it.
     let Some(permit) = hub.permit(config.max_connections) else {
         tracing::warn!(%peer, limit = config.max_connections, "connection limit reached: 503");
-        let response = text_response(503, "too many connections").header("Retry-After", "1");
-        refuse(&mut stream, response, hub).await;
-        return None;
+        return Err(text_response(503, "too many connections").header("Retry-After", "1"));
     };
     let mut protocol = choose_protocol(&request, config);
     if let Some(chosen) = accepted.protocol.take() {
@@ -264,40 +333,26 @@ where
     if protocol.is_none() && config.require_protocol && !config.protocols.is_empty() {
         tracing::info!(%peer, offered = ?request.protocols(), "no supported subprotocol: 400");
         let body = format!("supported subprotocols: {}\n", config.protocols.join(", "));
-        let response = HttpResponse::new(400)
+        return Err(HttpResponse::new(400)
             .header("Content-Type", "text/plain; charset=utf-8")
             .header("Sec-WebSocket-Protocol", config.protocols.join(", "))
-            .body(body);
-        refuse(&mut stream, response, hub).await;
-        return None;
+            .body(body));
     }
+    let deflate = hubbub_proto::deflate::negotiate(&request.extensions(), &config.protocol.deflate);
+    let local = from.local_addr().unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
     let info = ConnectionInfo::new(peer, local, request, protocol.clone());
-    let deflate =
-        hubbub_proto::deflate::negotiate(&info.request().extensions(), &config.protocol.deflate);
-    let conn = Connection::new(Arc::new(Member::new(
+    let (conn, handlers) = set_up(
+        service,
         info,
-        hub.clone(),
-        config.max_queue_bytes,
-        config.backpressure,
         deflate.as_ref().map(|(params, _)| *params),
-    )));
-    for value in accepted.data.drain(..) {
-        conn.member.set_data(value);
-    }
-    let mut socket = Socket {
-        conn: conn.clone(),
-        handlers: Handlers::default(),
-    };
-    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| setup(&mut socket))) {
-        tracing::error!(%peer, "connection setup panicked: {}", panic_message(&*panic));
-        refuse(&mut stream, text_response(500, "internal error"), hub).await;
-        return None;
-    }
+        accepted.data,
+    )
+    .map_err(|()| text_response(500, "internal error"))?;
     let mut response = AcceptResponse::new(accept);
     if let Some(protocol) = protocol {
         response = response.protocol(protocol);
     }
-    for (name, value) in accepted.headers.drain(..) {
+    for (name, value) in accepted.headers {
         response = response.header(name, value);
     }
     let mut proto = Proto::new(Role::Server, config.protocol.clone());
@@ -305,37 +360,175 @@ where
         response = response.extensions(answer);
         proto.set_deflate(params);
     }
-    let mut head = BytesMut::new();
-    response.write(&mut head);
-    // The 101 is written here, so that the driver starts with nothing
-    // queued (an idle connection keeps no write queue).
-    match timeout_at(deadline, stream.write_all(&head)).await {
-        Ok(Ok(())) => {}
-        _ => {
-            tracing::debug!(%peer, "could not write the 101: dropping connection");
-            return None;
+    Ok(Admitted {
+        conn,
+        handlers,
+        proto,
+        response,
+        permit,
+        slot,
+    })
+}
+
+/// Takes in a connection whose upgrade another HTTP stack already
+/// answered (with `protocol` and `deflate` as it negotiated them): only
+/// the shutdown and the limits are checked, as the `Host`, `Origin` and
+/// hook were the answering stack's to check. A refusal is the close code
+/// and reason to end the connection with.
+pub(crate) fn adopt(
+    service: &Service,
+    request: Request,
+    from: &StreamInfo,
+    protocol: Option<String>,
+    deflate: Option<DeflateParams>,
+) -> Result<Admitted, (CloseCode, &'static str)> {
+    let Service { hub, config, .. } = service;
+    if hub.shutdown.is_cancelled() {
+        return Err((CloseCode::GOING_AWAY, "server shutdown"));
+    }
+    let peer = crate::limits::client_address(from.peer(), &request, &config.trusted_proxies);
+    let slot = address_slot(hub, config, peer).map_err(|why| (CloseCode::TRY_AGAIN_LATER, why))?;
+    let Some(permit) = hub.permit(config.max_connections) else {
+        tracing::warn!(%peer, limit = config.max_connections, "connection limit reached: closing with 1013");
+        return Err((CloseCode::TRY_AGAIN_LATER, "too many connections"));
+    };
+    let local = from.local_addr().unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+    let info = ConnectionInfo::new(peer, local, request, protocol);
+    let (conn, handlers) = set_up(service, info, deflate, Vec::new())
+        .map_err(|()| (CloseCode::INTERNAL_ERROR, "internal error"))?;
+    let mut proto = Proto::new(Role::Server, config.protocol.clone());
+    if let Some(params) = deflate {
+        proto.set_deflate(params);
+    }
+    Ok(Admitted {
+        conn,
+        handlers,
+        proto,
+        // Answered elsewhere: never written.
+        response: AcceptResponse::new(String::new()),
+        permit,
+        slot,
+    })
+}
+
+/// Ends a stream whose upgrade was answered elsewhere but that this hub
+/// refused: a close frame with `code` and `reason`, then the end of the
+/// write side.
+pub(crate) async fn close_refused<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    config: &ServerConfig,
+    (code, reason): (CloseCode, &str),
+) {
+    let mut proto = Proto::new(Role::Server, config.protocol.clone());
+    let mut out = BytesMut::new();
+    let _ = proto.close(Some(code), reason, &mut out);
+    let _ = timeout(RESPOND_GRACE, async {
+        stream.write_all(&out).await?;
+        stream.shutdown().await
+    })
+    .await;
+}
+
+/// A place in `peer`'s count, or why not. Clients without an address (the
+/// unspecified one) are not counted: they would all be one.
+fn address_slot(
+    hub: &Arc<HubState>,
+    config: &ServerConfig,
+    peer: SocketAddr,
+) -> Result<Option<AddressSlot>, &'static str> {
+    if peer.ip().is_unspecified() {
+        return Ok(None);
+    }
+    match hub.per_address.admit(
+        peer.ip(),
+        config.max_connections_per_ip,
+        config.handshake_rate_per_ip.as_ref(),
+        hub.now_ms(),
+    ) {
+        Ok(()) => Ok(Some(AddressSlot {
+            hub: hub.clone(),
+            ip: peer.ip(),
+        })),
+        Err((refusal, first)) => {
+            if first {
+                tracing::warn!(ip = %peer.ip(), ?refusal, "refusing upgrades from this address");
+            }
+            Err(match refusal {
+                Refusal::TooManyConnections => "too many connections from your address",
+                Refusal::TooManyHandshakes => "too many connection attempts from your address",
+            })
         }
     }
+}
 
-    // A span per connection costs ~400 B and an enter/exit per poll: only
-    // at debug level. Events at info and above carry the id themselves.
-    let span = tracing::debug_span!("conn", id = %conn.id(), %peer);
-    tracing::debug!(parent: &span, path = conn.info().path(), "open");
-    hub.register(&conn.member);
-    // Idle connections keep no buffer: only bytes that came after the head.
-    let buf = if buf.is_empty() { BytesMut::new() } else { buf };
-    let driver = Driver::new(stream, proto, conn, socket.handlers, buf, config);
-    Some(Upgraded {
-        driver,
-        span,
-        _permit: permit,
-        _slot: slot,
-    })
+/// Runs the handshake hook within the deadline: what it accepted with, or
+/// the refusal to answer.
+async fn run_hook(
+    hook: &Hook,
+    request: &Request,
+    peer: SocketAddr,
+    secure: bool,
+    deadline: Instant,
+) -> Result<Accept, HttpResponse> {
+    let asked = HandshakeRequest {
+        request: request.clone(),
+        peer,
+        secure,
+    };
+    let decision = match catch_unwind(AssertUnwindSafe(|| hook(asked))) {
+        Ok(future) => timeout_at(deadline, guarded(future)).await,
+        Err(panic) => Ok(Err(panic_message(&*panic))),
+    };
+    match decision {
+        Ok(Ok(Decision::Accept(accept))) => Ok(accept),
+        Ok(Ok(Decision::Reject(response))) => {
+            tracing::info!(%peer, status = response.status, "handshake hook refused the upgrade");
+            Err(response)
+        }
+        Ok(Err(panic)) => {
+            tracing::error!(%peer, "handshake hook panicked: {panic}");
+            Err(text_response(500, "internal error"))
+        }
+        Err(_) => {
+            tracing::warn!(%peer, "handshake hook timed out: 503");
+            Err(text_response(503, "try again later"))
+        }
+    }
+}
+
+/// The connection's shared state and its handlers, from the setup closure
+/// (`Err` when it panicked, logged).
+fn set_up(
+    service: &Service,
+    info: ConnectionInfo,
+    deflate: Option<DeflateParams>,
+    data: Vec<Box<dyn std::any::Any + Send + Sync>>,
+) -> Result<(Connection, Handlers), ()> {
+    let peer = info.client_addr();
+    let conn = Connection::new(Arc::new(Member::new(
+        info,
+        service.hub.clone(),
+        service.config.max_queue_bytes,
+        service.config.backpressure,
+        deflate,
+    )));
+    for value in data {
+        conn.member.set_data(value);
+    }
+    let mut socket = Socket {
+        conn: conn.clone(),
+        handlers: Handlers::default(),
+    };
+    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| (service.setup)(&mut socket))) {
+        tracing::error!(%peer, "connection setup panicked: {}", panic_message(&*panic));
+        return Err(());
+    }
+    Ok((conn, socket.handlers))
 }
 
 /// A connection's place in its address's count, given back on drop.
 pub(crate) struct AddressSlot {
-    hub: Arc<Hub>,
+    hub: Arc<HubState>,
     ip: std::net::IpAddr,
 }
 

@@ -273,11 +273,22 @@ impl HostPolicy {
     /// Whether a request with this `Host` header, to a server listening on
     /// `local`, is answered. A request without one has nothing to check.
     pub fn allows(&self, host: Option<&str>, local: SocketAddr) -> bool {
+        self.allows_at(host, Some(local))
+    }
+
+    /// As [`HostPolicy::allows`], for a server whose own address may be
+    /// unknown (a stream handed over by another HTTP stack): then the port
+    /// is not checked and the server is taken as not on loopback.
+    pub(crate) fn allows_at(&self, host: Option<&str>, local: Option<SocketAddr>) -> bool {
         let Some(host) = host.map(str::trim) else {
             return true;
         };
         let (name, port) = split_host(host);
-        if port.is_some_and(|p| p != local.port()) && !matches!(self, Self::Any) {
+        let on_loopback = local.is_some_and(|l| l.ip().is_loopback());
+        if let (Some(port), Some(local)) = (port, local)
+            && port != local.port()
+            && !matches!(self, Self::Any)
+        {
             return false;
         }
         let loopback_name = name.eq_ignore_ascii_case("localhost")
@@ -286,9 +297,9 @@ impl HostPolicy {
                 .is_ok_and(|ip| ip.is_loopback());
         match self {
             Self::Any => true,
-            Self::LoopbackWhenLocal => !local.ip().is_loopback() || loopback_name,
+            Self::LoopbackWhenLocal => !on_loopback || loopback_name,
             Self::Only(names) => {
-                (local.ip().is_loopback() && loopback_name)
+                (on_loopback && loopback_name)
                     || names
                         .iter()
                         .any(|n| split_host(n).0.eq_ignore_ascii_case(name))

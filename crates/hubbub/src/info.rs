@@ -6,6 +6,86 @@ use hubbub_proto::CloseCode;
 use hubbub_proto::handshake::{Headers, Request};
 use uuid::Uuid;
 
+/// Where a stream handed to a [`crate::Hub`] comes from: the client's
+/// address, the server's own address when known, and whether the stream
+/// is TLS.
+///
+/// A `SocketAddr` converts into one (local address unknown, not TLS):
+///
+/// ```
+/// use hubbub::StreamInfo;
+/// let peer: std::net::SocketAddr = "192.0.2.7:50000".parse().unwrap();
+/// let from = StreamInfo::from(peer).local("192.0.2.1:443".parse().unwrap()).secure(true);
+/// assert_eq!(from.peer(), peer);
+/// assert!(from.is_secure());
+/// ```
+///
+/// A stream without addresses (a Unix socket, an in-memory pipe) uses
+/// [`StreamInfo::default`]: the unspecified address `0.0.0.0:0`, for which
+/// the per-address limits are not applied (every such client would count
+/// as one address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamInfo {
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+    secure: bool,
+}
+
+impl Default for StreamInfo {
+    fn default() -> Self {
+        Self::new(SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+}
+
+impl From<SocketAddr> for StreamInfo {
+    fn from(peer: SocketAddr) -> Self {
+        Self::new(peer)
+    }
+}
+
+impl StreamInfo {
+    /// A stream from `peer`, to an unknown local address, without TLS.
+    pub fn new(peer: SocketAddr) -> Self {
+        Self {
+            peer,
+            local: None,
+            secure: false,
+        }
+    }
+
+    /// The server address the client connected to: with it, the `Host`
+    /// check ([`crate::HostPolicy`]) compares ports and knows whether the
+    /// server is on loopback.
+    #[must_use]
+    pub fn local(mut self, local: SocketAddr) -> Self {
+        self.local = Some(local);
+        self
+    }
+
+    /// Whether the stream is TLS (`wss://`): the same-origin rule then
+    /// expects `https` pages.
+    #[must_use]
+    pub fn secure(mut self, secure: bool) -> Self {
+        self.secure = secure;
+        self
+    }
+
+    /// The client's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The server's address, if known.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local
+    }
+
+    /// Whether the stream is TLS.
+    pub fn is_secure(&self) -> bool {
+        self.secure
+    }
+}
+
 /// Everything known about a connection from its opening handshake.
 #[derive(Debug, Clone)]
 pub struct ConnectionInfo {
@@ -57,7 +137,8 @@ impl ConnectionInfo {
         self.client_addr
     }
 
-    /// The server address the client connected to.
+    /// The server address the client connected to (`0.0.0.0:0` when the
+    /// stream was handed over without it: see [`StreamInfo::local`]).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }

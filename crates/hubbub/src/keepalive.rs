@@ -1,4 +1,4 @@
-//! The sweep: one task per server that pings silent connections, closes
+//! The sweep: one task per hub that pings silent connections, closes
 //! idle ones, drops readers that stalled, and makes room when the server's
 //! budget for queued bytes is spent.
 //!
@@ -18,7 +18,7 @@ use hubbub_proto::{CloseCode, OpCode};
 use tokio::task::JoinHandle;
 
 use crate::config::ServerConfig;
-use crate::hub::{ACTIVE, Hub, Member};
+use crate::hub::{ACTIVE, HubState, Member};
 
 /// The intervals the sweep keeps.
 #[derive(Clone, Copy)]
@@ -28,8 +28,9 @@ struct Intervals {
     stall: Option<Duration>,
 }
 
-/// Starts the server's sweep (it also sets the budget's bound).
-pub(crate) fn spawn(hub: Arc<Hub>, config: &ServerConfig) -> JoinHandle<()> {
+/// Starts the hub's sweep (it also sets the budget's bound). The task
+/// keeps only a weak reference: it ends once the hub is gone.
+pub(crate) fn spawn(hub: &Arc<HubState>, config: &ServerConfig) -> JoinHandle<()> {
     hub.budget.set_max(config.max_total_queue_bytes);
     let intervals = Intervals {
         ping: config.ping_interval,
@@ -42,10 +43,12 @@ pub(crate) fn spawn(hub: Arc<Hub>, config: &ServerConfig) -> JoinHandle<()> {
         .min()
         .unwrap_or(Duration::from_secs(20));
     let tick = (shortest / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
+    let weak = Arc::downgrade(hub);
     tokio::spawn(async move {
         let mut interval = tokio::time::interval(tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let Some(hub) = weak.upgrade() else { return };
             let refused = tokio::select! {
                 _ = interval.tick() => false,
                 () = hub.budget.exhausted.notified() => true,
@@ -76,7 +79,7 @@ fn since(mark: &AtomicU64, now: u64) -> u64 {
 /// When a send was `refused` for the budget (or the budget is passed),
 /// closes the connections holding the most bytes (1013), dropping their
 /// queues, until half the budget is free.
-fn make_room(hub: &Hub, mut members: Vec<Arc<Member>>, refused: bool) {
+fn make_room(hub: &HubState, mut members: Vec<Arc<Member>>, refused: bool) {
     let budget = &hub.budget;
     if !refused && budget.used() <= budget.max() {
         return;

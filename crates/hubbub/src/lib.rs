@@ -62,6 +62,7 @@ mod limits;
 mod message;
 mod metrics;
 mod outbox;
+mod serve;
 mod server;
 mod socket;
 mod tls;
@@ -75,9 +76,10 @@ pub use hubbub_proto::handshake::{Headers, HttpResponse, Request};
 pub use hubbub_proto::{
     CloseCode, Config as ProtocolConfig, DeflateConfig, DeflateParams, Utf8Bytes,
 };
-pub use info::{CloseInfo, ConnectionInfo};
+pub use info::{CloseInfo, ConnectionInfo, StreamInfo};
 pub use limits::RateLimit;
 pub use message::Message;
+pub use serve::{Hub, HubBuilder, Upgraded};
 pub use server::Server;
 pub use socket::Socket;
 pub use tls::TlsConfig;

@@ -12,9 +12,8 @@ use crate::accept::Listener;
 use crate::config::ServerConfig;
 use crate::error::{Error, Kind};
 use crate::handle::ServerHandle;
-use crate::handshake::{HttpHandler, Service};
-use crate::hook::Hook;
-use crate::hub::{Broker, Hub, Node};
+use crate::hub::Broker;
+use crate::serve::{Hub, HubBuilder};
 use crate::socket::Socket;
 use crate::tls::TlsConfig;
 
@@ -41,18 +40,15 @@ use crate::tls::TlsConfig;
 pub struct Server {
     /// The listeners, the first one first.
     listeners: Vec<Listener>,
-    config: ServerConfig,
-    hub: Arc<Hub>,
-    http: Option<HttpHandler>,
-    hook: Option<Hook>,
-    broker: Option<Arc<dyn Broker>>,
+    /// The hub it serves, unless given one ([`Server::serve`]).
+    builder: HubBuilder,
 }
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
             .field("local_addrs", &self.local_addrs())
-            .field("config", &self.config)
+            .field("config", self.builder.config())
             .finish_non_exhaustive()
     }
 }
@@ -165,11 +161,7 @@ impl Server {
         let local_addr = listener.local_addr()?;
         Ok(Self {
             listeners: vec![(listener, None)],
-            config: ServerConfig::default(),
-            hub: Hub::new(Some(local_addr)),
-            http: None,
-            hook: None,
-            broker: None,
+            builder: HubBuilder::new(Some(local_addr)),
         })
     }
 
@@ -185,7 +177,7 @@ impl Server {
     /// Replaces the configuration.
     #[must_use]
     pub fn with_config(mut self, config: ServerConfig) -> Self {
-        self.config = config;
+        self.builder = self.builder.with_config(config);
         self
     }
 
@@ -196,7 +188,7 @@ impl Server {
     /// keep the server alive.
     #[must_use]
     pub fn with_broker(mut self, broker: Arc<dyn Broker>) -> Self {
-        self.broker = Some(broker);
+        self.builder = self.builder.with_broker(broker);
         self
     }
 
@@ -221,7 +213,7 @@ impl Server {
     where
         F: Fn(&Request) -> HttpResponse + Send + Sync + 'static,
     {
-        self.http = Some(Box::new(handler));
+        self.builder = self.builder.with_http(handler);
         self
     }
 
@@ -250,21 +242,19 @@ impl Server {
         F: Fn(crate::HandshakeRequest) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = crate::Decision> + Send + 'static,
     {
-        self.hook = Some(Arc::new(move |request| Box::pin(hook(request))));
+        self.builder = self.builder.with_handshake(hook);
         self
     }
 
     /// The bound address of the first listener (the real port when bound
     /// to port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.hub
-            .local_addr
-            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+        self.builder.handle().local_addr()
     }
 
     /// A handle to stop the server or reach its clients.
     pub fn handle(&self) -> ServerHandle {
-        ServerHandle::new(self.hub.clone())
+        self.builder.handle()
     }
 
     /// Accepts connections until [`ServerHandle::shutdown`]; `setup` runs
@@ -292,63 +282,60 @@ impl Server {
         F: Fn(&mut Socket) + Send + Sync + 'static,
         S: Future + Send,
     {
-        let shutdown = self.hub.shutdown.clone();
+        let hub = self.builder.handle();
         let run = self.run(setup);
         tokio::pin!(run);
         tokio::select! {
             result = &mut run => return result,
-            _ = signal => shutdown.cancel(),
+            _ = signal => hub.shutdown(),
         }
         run.await
+    }
+
+    /// Accepts connections for `hub`, which may also be serving streams
+    /// from elsewhere (an axum route, a Unix socket): one registry, one set
+    /// of topics for all of them. Returns once the hub shuts down and every
+    /// connection accepted here has ended. The configuration, hooks and
+    /// broker are the hub's.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), hubbub::Error> {
+    /// let hub = hubbub::Hub::new(|socket| {
+    ///     socket.on_message(|conn, text| {
+    ///         conn.server().broadcast(text);
+    ///     });
+    /// });
+    /// let server = hubbub::Server::bind("ws://127.0.0.1:8181").await?;
+    /// tokio::spawn(server.serve(&hub));
+    /// // …and hand `hub` to an axum route or any other listener too.
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::is_invalid_argument`] when this `Server` was given a
+    /// configuration, HTTP handler, hook or broker of its own: those belong
+    /// to the hub ([`crate::HubBuilder`]).
+    pub fn serve(self, hub: &Hub) -> impl Future<Output = Result<(), Error>> + Send + 'static {
+        let configured = self.builder.is_changed();
+        let service = hub.service().clone();
+        let listeners = self.listeners;
+        async move {
+            if configured {
+                return Err(Error::new(Kind::InvalidArgument(
+                    "Server::serve: configure the Hub (Hub::builder), not the Server".into(),
+                )));
+            }
+            crate::accept::run(listeners, service).await;
+            Ok(())
+        }
     }
 
     async fn run<F>(self, setup: F) -> Result<(), Error>
     where
         F: Fn(&mut Socket) + Send + Sync + 'static,
     {
-        let Self {
-            listeners,
-            mut config,
-            hub,
-            http,
-            hook,
-            broker,
-        } = self;
-        if let Some(limit) = open_files_limit() {
-            // Keep some descriptors for handshakes in progress, the
-            // listener, the runtime and the log: past the cap, upgrades get
-            // 503 instead of the process running out of descriptors.
-            let usable = limit.saturating_sub((limit / 4).min(64)) as usize;
-            tracing::info!(limit, "open-files limit");
-            if config.max_connections > usable {
-                tracing::warn!(
-                    max_connections = config.max_connections,
-                    usable,
-                    "max_connections is above what the open-files limit allows; using {usable}"
-                );
-                config.max_connections = usable;
-            }
-        }
-        if let Some(broker) = broker {
-            if hub.topics.broker.set(broker.clone()).is_ok() {
-                broker.attach(Node::new(&hub));
-            }
-        }
-        let service = Arc::new(Service {
-            hub,
-            config,
-            setup: Box::new(setup),
-            http,
-            hook,
-        });
-        crate::accept::run(listeners, service).await;
+        let hub = self.builder.build(setup);
+        crate::accept::run(self.listeners, hub.service().clone()).await;
         Ok(())
     }
-}
-
-/// The soft limit on open files of this process, from `/proc` (Linux).
-fn open_files_limit() -> Option<u64> {
-    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    line.split_whitespace().nth(3)?.parse().ok()
 }

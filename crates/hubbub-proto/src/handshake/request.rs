@@ -85,10 +85,35 @@ pub struct Request {
 
 impl Request {
     fn from_parsed(parsed: &httparse::Request<'_, '_>) -> Result<Self, HandshakeError> {
-        let method = parsed.method.unwrap_or_default();
-        let target = parsed.path.unwrap_or_default();
-        let minor_version = parsed.version.unwrap_or_default();
-        let headers = Headers::from_fields(parsed.headers);
+        Self::from_parts(
+            parsed.method.unwrap_or_default(),
+            parsed.path.unwrap_or_default(),
+            parsed.version.unwrap_or_default(),
+            Headers::from_fields(parsed.headers),
+        )
+    }
+
+    /// A request another HTTP stack parsed: its method, target (origin
+    /// form `/path?query`, or absolute form), HTTP/1.x minor version and
+    /// header fields.
+    ///
+    /// ```
+    /// use hubbub_proto::handshake::{Headers, Request};
+    /// let mut headers = Headers::default();
+    /// headers.append("Host", b"example.com");
+    /// let request = Request::from_parts("GET", "/chat?room=a", 1, headers).unwrap();
+    /// assert_eq!((request.path(), request.query()), ("/chat", Some("room=a")));
+    /// assert_eq!(request.host(), Some("example.com"));
+    /// ```
+    ///
+    /// # Errors
+    /// 400 for a target that is neither form, or one over 4 GiB.
+    pub fn from_parts(
+        method: &str,
+        target: &str,
+        minor_version: u8,
+        headers: Headers,
+    ) -> Result<Self, HandshakeError> {
         // The head is at most the parser's size limit: offsets fit in u32.
         let too_long = || HandshakeError::bad_request("request line too long");
         let method_end = u32::try_from(method.len()).map_err(|_| too_long())?;

@@ -244,6 +244,38 @@ impl AcceptResponse {
         self
     }
 
+    /// The response's header fields, in order (`Upgrade`, `Connection`,
+    /// `Sec-WebSocket-Accept`, then the chosen subprotocol and extensions,
+    /// then the added fields): for an HTTP stack that writes the `101`
+    /// itself.
+    ///
+    /// ```
+    /// use hubbub_proto::handshake::AcceptResponse;
+    /// let response = AcceptResponse::new("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".into()).protocol("chat");
+    /// let fields: Vec<_> = response.fields().collect();
+    /// assert_eq!(fields[2], ("Sec-WebSocket-Accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
+    /// assert_eq!(fields[3], ("Sec-WebSocket-Protocol", "chat"));
+    /// ```
+    pub fn fields(&self) -> impl Iterator<Item = (&str, &str)> {
+        [
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Accept", self.accept.as_str()),
+        ]
+        .into_iter()
+        .chain(
+            self.protocol
+                .as_deref()
+                .map(|p| ("Sec-WebSocket-Protocol", p)),
+        )
+        .chain(
+            self.extensions
+                .as_deref()
+                .map(|e| ("Sec-WebSocket-Extensions", e)),
+        )
+        .chain(self.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())))
+    }
+
     /// Appends the response to `out`.
     pub fn write(&self, out: &mut BytesMut) {
         out.put_slice(

@@ -14,7 +14,7 @@
 
 use std::sync::{Arc, Weak};
 
-use crate::hub::Hub;
+use crate::hub::HubState;
 use crate::message::Message;
 use uuid::Uuid;
 
@@ -22,10 +22,10 @@ use uuid::Uuid;
 /// node's subscribers. It does not keep the server alive: once the server
 /// is gone its methods deliver to nobody.
 #[derive(Clone)]
-pub struct Node(Weak<Hub>);
+pub struct Node(Weak<HubState>);
 
 impl Node {
-    pub(crate) fn new(hub: &Arc<Hub>) -> Self {
+    pub(crate) fn new(hub: &Arc<HubState>) -> Self {
         Self(Arc::downgrade(hub))
     }
 

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::config::Backpressure;
 use crate::error::{Error, Kind};
-use crate::hub::Hub;
+use crate::hub::HubState;
 use crate::info::ConnectionInfo;
 use crate::message::{Outgoing, compress_alone};
 use crate::metrics::Count;
@@ -49,7 +49,7 @@ pub(crate) struct Member {
     /// When bytes were last written to the peer, as the sweep saw it;
     /// [`ACTIVE`] after a write (the stalled-reader check).
     pub(crate) last_progress: AtomicU64,
-    pub(crate) hub: Arc<Hub>,
+    pub(crate) hub: Arc<HubState>,
     /// The lock is taken before the hub's topics lock, never after.
     subscriptions: Mutex<Subscriptions>,
     /// Typed user data, one value per type.
@@ -66,7 +66,7 @@ fn relock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Member {
     pub(crate) fn new(
         info: ConnectionInfo,
-        hub: Arc<Hub>,
+        hub: Arc<HubState>,
         max_queue_bytes: usize,
         backpressure: Backpressure,
         deflate: Option<DeflateParams>,
@@ -259,7 +259,7 @@ mod tests {
     use super::*;
     use std::net::SocketAddr;
 
-    pub(crate) fn member(hub: &Arc<Hub>) -> Arc<Member> {
+    pub(crate) fn member(hub: &Arc<HubState>) -> Arc<Member> {
         let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let mut head = bytes::BytesMut::from(&b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..]);
         let request = hubbub_proto::handshake::RequestParser::new(&Default::default())
@@ -282,7 +282,7 @@ mod tests {
     fn a_broadcast_is_compressed_once_whatever_windows_receivers_asked_for() {
         use crate::message::{Message, Outgoing};
         use crate::outbox::Item;
-        let hub = Hub::new(None);
+        let hub = HubState::new(None);
         let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let members: Vec<_> = (9..=15u8)
             .rev()
@@ -346,7 +346,7 @@ mod tests {
     #[test]
     fn subscribing_while_connections_leave_leaves_no_dead_subscriber() {
         for _ in 0..50 {
-            let hub = Hub::new(None);
+            let hub = HubState::new(None);
             let members: Vec<_> = (0..8).map(|_| member(&hub)).collect();
             for m in &members {
                 hub.register(m);

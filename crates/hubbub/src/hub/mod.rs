@@ -4,7 +4,7 @@
 //! open-connection permits and the shutdown signal.
 //!
 //! It knows nothing of sockets, handshakes or drivers: those sit above it
-//! and reach it through an `Arc<Hub>`. Each open connection is a
+//! and reach it through an `Arc<HubState>`. Each open connection is a
 //! [`Member`]: its outbound queue and what handles share about it.
 
 mod broker;
@@ -29,7 +29,7 @@ use crate::metrics::Metrics;
 use crate::outbox::Budget;
 
 /// State shared by a server's connections, tasks and handles.
-pub(crate) struct Hub {
+pub(crate) struct HubState {
     /// The address handles report (the first listener's, or whatever the
     /// embedding application says).
     pub(crate) local_addr: Option<SocketAddr>,
@@ -46,6 +46,8 @@ pub(crate) struct Hub {
     pub(crate) metrics: Metrics,
     /// Connections holding a [`Permit`].
     open: AtomicUsize,
+    /// Notified when the last permit is given back.
+    emptied: tokio::sync::Notify,
     /// Handshakes in progress (holding a [`HandshakePermit`]).
     handshaking: AtomicUsize,
     /// Cancelled to start a graceful shutdown.
@@ -58,7 +60,7 @@ pub(crate) struct Hub {
     windows: [AtomicUsize; 16],
 }
 
-impl Hub {
+impl HubState {
     /// A hub for a server listening on `local_addr`.
     pub(crate) fn new(local_addr: Option<SocketAddr>) -> Arc<Self> {
         Arc::new(Self {
@@ -69,6 +71,7 @@ impl Hub {
             per_address: PerAddress::default(),
             metrics: Metrics::default(),
             open: AtomicUsize::new(0),
+            emptied: tokio::sync::Notify::new(),
             handshaking: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
             budget: Budget::new(ServerConfig::default().max_total_queue_bytes),
@@ -139,9 +142,21 @@ impl Hub {
     }
 
     /// Connections holding a permit.
-    #[cfg(test)]
     pub(crate) fn open(&self) -> usize {
         self.open.load(Ordering::Acquire)
+    }
+
+    /// Waits until no connection holds a permit.
+    pub(crate) async fn emptied(&self) {
+        loop {
+            let notified = self.emptied.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.open() == 0 {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Adds an open connection to the registry.
@@ -196,9 +211,9 @@ impl Hub {
     }
 }
 
-/// A place among the handshakes in progress (see [`Hub::handshake_permit`]).
+/// A place among the handshakes in progress (see [`HubState::handshake_permit`]).
 pub(crate) struct HandshakePermit {
-    hub: Arc<Hub>,
+    hub: Arc<HubState>,
     /// Counted for this address too.
     ip: Option<IpAddr>,
 }
@@ -212,12 +227,21 @@ impl Drop for HandshakePermit {
     }
 }
 
-/// A place among the open connections (see [`Hub::permit`]).
-pub(crate) struct Permit(Arc<Hub>);
+/// A place among the open connections (see [`HubState::permit`]).
+pub(crate) struct Permit(Arc<HubState>);
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::AcqRel);
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.emptied.notify_waiters();
+        }
+    }
+}
+
+impl Drop for HubState {
+    fn drop(&mut self) {
+        // The hub's background tasks wait on this token: gone, they end.
+        self.shutdown.cancel();
     }
 }
 
@@ -227,7 +251,7 @@ mod tests {
 
     #[test]
     fn permits_are_given_back_however_their_holder_ends() {
-        let hub = Hub::new(None);
+        let hub = HubState::new(None);
         let a = hub.permit(2).unwrap();
         let b = hub.permit(2).unwrap();
         assert!(hub.permit(2).is_none());
