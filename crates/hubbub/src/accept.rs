@@ -100,13 +100,7 @@ fn serve_tcp(
     let _ = stream.set_nodelay(true);
     let from = StreamInfo::new(peer).local(stream.local_addr().unwrap_or(peer));
     match tls {
-        None => Box::pin(serve_stream(
-            stream,
-            from,
-            service,
-            deadline,
-            Some(permit),
-        )),
+        None => Box::pin(serve_stream(stream, from, service, deadline, Some(permit))),
         Some(tls) => Box::pin(async move {
             match timeout_at(deadline, tls.acceptor.accept(stream)).await {
                 Ok(Ok(stream)) => {
@@ -238,12 +232,13 @@ pub(crate) async fn run(listeners: Vec<Listener>, service: Arc<Service>) {
     }
     drop(listeners);
     let limit = config.shutdown_grace + Duration::from_secs(2);
-    let drained = tokio::time::timeout(limit, async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
+    let drained =
+        tokio::time::timeout(limit, async { while tasks.join_next().await.is_some() {} }).await;
     if drained.is_err() {
-        tracing::warn!(tasks = tasks.len(), "connection tasks still running: aborted");
+        tracing::warn!(
+            tasks = tasks.len(),
+            "connection tasks still running: aborted"
+        );
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
     }

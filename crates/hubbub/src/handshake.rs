@@ -83,7 +83,12 @@ impl Admitted {
     /// The connection's driver over `stream` (the `101` already sent),
     /// registered with the hub; `leftover` is what came after the request
     /// head.
-    pub(crate) fn start<S>(self, stream: S, leftover: BytesMut, config: &ServerConfig) -> Upgraded<S>
+    pub(crate) fn start<S>(
+        self,
+        stream: S,
+        leftover: BytesMut,
+        config: &ServerConfig,
+    ) -> Upgraded<S>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
@@ -302,9 +307,8 @@ pub(crate) async fn admit(
     }
     // Behind a trusted proxy, the client is who the proxy says.
     let peer = crate::limits::client_address(from.peer(), &request, &config.trusted_proxies);
-    let slot = address_slot(hub, config, peer).map_err(|why| {
-        text_response(429, why).header("Retry-After", "1")
-    })?;
+    let slot = address_slot(hub, config, peer)
+        .map_err(|why| text_response(429, why).header("Retry-After", "1"))?;
     if !config
         .origins
         .allows_on(request.origin(), request.host(), from.is_secure())
@@ -339,7 +343,9 @@ pub(crate) async fn admit(
             .body(body));
     }
     let deflate = hubbub_proto::deflate::negotiate(&request.extensions(), &config.protocol.deflate);
-    let local = from.local_addr().unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+    let local = from
+        .local_addr()
+        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
     let info = ConnectionInfo::new(peer, local, request, protocol.clone());
     let (conn, handlers) = set_up(
         service,
@@ -392,7 +398,9 @@ pub(crate) fn adopt(
         tracing::warn!(%peer, limit = config.max_connections, "connection limit reached: closing with 1013");
         return Err((CloseCode::TRY_AGAIN_LATER, "too many connections"));
     };
-    let local = from.local_addr().unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+    let local = from
+        .local_addr()
+        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
     let info = ConnectionInfo::new(peer, local, request, protocol);
     let (conn, handlers) = set_up(service, info, deflate, Vec::new())
         .map_err(|()| (CloseCode::INTERNAL_ERROR, "internal error"))?;

@@ -44,6 +44,8 @@
 #![forbid(unsafe_code)]
 
 mod accept;
+#[cfg(feature = "axum")]
+pub mod axum;
 mod config;
 mod driver;
 #[cfg(test)]
@@ -56,6 +58,8 @@ mod handle;
 mod handshake;
 mod hook;
 mod hub;
+#[cfg(feature = "hyper")]
+pub mod hyper;
 mod info;
 mod keepalive;
 mod limits;

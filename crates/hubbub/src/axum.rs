@@ -1,0 +1,162 @@
+//! WebSockets in an axum 0.8 application (feature `axum`): the [`Upgrade`]
+//! extractor, and [`Upgrade::serve`] to hand the connection to a
+//! [`Hub`]. A route then reads like axum's own:
+//!
+//! ```no_run
+//! use axum::{Router, extract::State, response::Response, routing::get};
+//! use hubbub::Hub;
+//!
+//! async fn ws(up: hubbub::axum::Upgrade, State(hub): State<Hub>) -> Response {
+//!     up.serve(&hub).await
+//! }
+//!
+//! # async fn f() -> std::io::Result<()> {
+//! let hub = Hub::new(|socket| {
+//!     socket.on_message(|conn, text| {
+//!         conn.server().broadcast(text);
+//!     });
+//! });
+//! let app = Router::new().route("/chat", get(ws)).with_state(hub);
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! axum::serve(
+//!     listener,
+//!     app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+//! )
+//! .await
+//! # }
+//! ```
+//!
+//! With `ConnectInfo<SocketAddr>` (as above) each connection knows its
+//! client's address; without it, the address is unknown (`0.0.0.0:0`) and
+//! per-address limits do not apply.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::response::{IntoResponse, Response};
+use hubbub_proto::handshake::{HttpResponse, Request};
+use hyper::upgrade::OnUpgrade;
+
+use crate::handshake::upgrade_required;
+use crate::info::StreamInfo;
+use crate::serve::Hub;
+
+/// An extractor for a WebSocket upgrade request: it rejects requests that
+/// are not one (with the status and one-line reason hubbub's own listener
+/// gives: 405 for a method other than `GET`, 426 for a plain `GET`, 400 for
+/// a malformed upgrade), and [`Upgrade::serve`] hands the rest to a hub.
+pub struct Upgrade {
+    request: Request,
+    on_upgrade: Option<OnUpgrade>,
+    from: StreamInfo,
+}
+
+impl fmt::Debug for Upgrade {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Upgrade")
+            .field("request", &self.request)
+            .field("from", &self.from)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Upgrade {
+    type Rejection = Rejection;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Rejection> {
+        let request = crate::hyper::to_request(parts).map_err(|e| Rejection(e.response()))?;
+        if !request.is_upgrade() && (request.method() == "GET" || request.method() == "HEAD") {
+            return Err(Rejection(upgrade_required()));
+        }
+        request
+            .validate_upgrade()
+            .map_err(|e| Rejection(e.response()))?;
+        let from = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or_else(StreamInfo::default, |ConnectInfo(peer)| {
+                StreamInfo::new(*peer)
+            });
+        Ok(Self {
+            request,
+            on_upgrade: parts.extensions.remove::<OnUpgrade>(),
+            from,
+        })
+    }
+}
+
+impl Upgrade {
+    /// Answers the upgrade with `hub`'s rules (`Host`, per-address limits,
+    /// `Origin`, the handshake hook, the connection limit, subprotocol and
+    /// permessage-deflate; refusals as on hubbub's own listener) and, once
+    /// the `101` is out, serves the connection with the hub's setup, in its
+    /// registry and topics alongside every other connection of the hub.
+    pub async fn serve(self, hub: &Hub) -> Response {
+        crate::hyper::answer(hub, Ok(self.request), self.on_upgrade, self.from).await
+    }
+
+    /// The upgrade request: path, query, headers, cookies, offered
+    /// subprotocols.
+    pub fn request(&self) -> &Request {
+        &self.request
+    }
+
+    /// Where the connection comes from.
+    pub fn from(&self) -> StreamInfo {
+        self.from
+    }
+
+    /// Replaces where the connection comes from: the server's own address
+    /// (for the `Host` check) or TLS (for the same-origin rule, which then
+    /// expects `https` pages), which axum does not tell.
+    ///
+    /// ```no_run
+    /// # async fn ws(up: hubbub::axum::Upgrade, hub: hubbub::Hub) -> axum::response::Response {
+    /// // Behind axum-server's TLS, on 0.0.0.0:443:
+    /// let from = up.from().local("0.0.0.0:443".parse().unwrap()).secure(true);
+    /// up.with_from(from).serve(&hub).await
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn with_from(mut self, from: StreamInfo) -> Self {
+        self.from = from;
+        self
+    }
+}
+
+/// Why [`Upgrade`] refused a request: its status and one-line reason, as
+/// hubbub's own listener answers.
+#[derive(Debug)]
+pub struct Rejection(HttpResponse);
+
+impl Rejection {
+    /// The HTTP status.
+    pub fn status(&self) -> u16 {
+        self.0.status
+    }
+
+    /// The one-line reason (the response body).
+    pub fn reason(&self) -> &str {
+        std::str::from_utf8(&self.0.body)
+            .unwrap_or_default()
+            .trim_end()
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.status(), self.reason())
+    }
+}
+
+impl std::error::Error for Rejection {}
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        crate::hyper::convert(self.0)
+    }
+}
