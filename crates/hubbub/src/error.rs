@@ -40,6 +40,8 @@ pub(crate) enum Kind {
     HandlerPanic(String),
     /// A TLS certificate or key problem.
     Tls(String),
+    /// The connection ended abnormally (the `Stream` view's last item).
+    Ended(crate::info::CloseInfo),
 }
 
 impl Error {
@@ -49,7 +51,16 @@ impl Error {
 
     /// The connection is closing or closed: nothing more can be sent.
     pub fn is_closed(&self) -> bool {
-        matches!(self.kind, Kind::Closed)
+        matches!(self.kind, Kind::Closed | Kind::Ended(_))
+    }
+
+    /// How the connection ended, when this error says it ended abnormally
+    /// (the last item of a [`crate::WebSocket`] stream).
+    pub fn close_info(&self) -> Option<&crate::CloseInfo> {
+        match &self.kind {
+            Kind::Ended(info) => Some(info),
+            _ => None,
+        }
     }
 
     /// The connection's send queue is full (see
@@ -108,6 +119,7 @@ impl Error {
             Kind::Protocol(e) => Some(e.close_code()),
             Kind::HandlerPanic(_) => Some(CloseCode::INTERNAL_ERROR),
             Kind::QueueFull { closing: true, .. } => Some(CloseCode::POLICY_VIOLATION),
+            Kind::Ended(info) => Some(info.code),
             _ => None,
         }
     }
@@ -139,6 +151,13 @@ impl fmt::Display for Error {
             Kind::Protocol(e) => write!(f, "protocol error: {e}"),
             Kind::HandlerPanic(what) => write!(f, "handler panicked: {what}"),
             Kind::Tls(what) => write!(f, "TLS: {what}"),
+            Kind::Ended(info) => write!(
+                f,
+                "connection ended with {}{}{}",
+                info.code,
+                if info.reason.is_empty() { "" } else { ": " },
+                info.reason
+            ),
         }
     }
 }

@@ -69,6 +69,7 @@ mod outbox;
 mod serve;
 mod server;
 mod socket;
+mod stream;
 mod tls;
 
 pub use config::{Backpressure, ProtocolOrder, ServerConfig};
@@ -86,6 +87,7 @@ pub use message::Message;
 pub use serve::{Hub, HubBuilder, Upgraded};
 pub use server::Server;
 pub use socket::Socket;
+pub use stream::WebSocket;
 pub use tls::TlsConfig;
 
 /// Re-exported so that handlers can name payload types without a direct

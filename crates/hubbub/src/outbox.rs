@@ -14,6 +14,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
 
 use atomic_waker::AtomicWaker;
 use bytes::Bytes;
@@ -66,6 +67,8 @@ struct Inner {
     /// The queue was dropped to make room (the server's budget): the
     /// driver drops what it holds too before closing.
     evicted: bool,
+    /// A sender waiting for room (a `Sink`; see [`Queue::poll_room`]).
+    room: Option<std::task::Waker>,
 }
 
 impl Item {
@@ -226,6 +229,8 @@ pub(crate) struct Queue {
     /// drain, so its item is drained; one that sees it clear wakes the
     /// driver.
     driving: AtomicBool,
+    /// A sender waits for room: the next write wakes it (`Inner::room`).
+    room_wanted: AtomicBool,
     /// Bytes queued or being written (the driver adds what it writes on
     /// its own, such as pongs), for `buffered_amount` and the limit.
     buffered: AtomicUsize,
@@ -247,9 +252,11 @@ impl Queue {
                 force: None,
                 deferred: false,
                 evicted: false,
+                room: None,
             }),
             waker: AtomicWaker::new(),
             driving: AtomicBool::new(false),
+            room_wanted: AtomicBool::new(false),
             buffered: AtomicUsize::new(0),
             max_bytes,
             policy,
@@ -436,6 +443,44 @@ impl Queue {
         self.budget.release(charged);
     }
 
+    /// Ready once `need` more bytes fit under the limit (or nothing is
+    /// buffered, whatever `need`), or sends are no longer accepted;
+    /// otherwise the next write wakes `cx`. For senders that wait instead
+    /// of failing (the `Sink` view).
+    pub(crate) fn poll_room(&self, cx: &mut std::task::Context<'_>, need: usize) -> Poll<()> {
+        let fits = || {
+            let buffered = self.buffered.load(Ordering::SeqCst);
+            buffered == 0 || buffered.saturating_add(need) <= self.max_bytes
+        };
+        if fits() {
+            return Poll::Ready(());
+        }
+        let mut inner = self.lock();
+        if inner.state == State::Closed {
+            return Poll::Ready(());
+        }
+        inner.room = Some(cx.waker().clone());
+        self.room_wanted.store(true, Ordering::SeqCst);
+        drop(inner);
+        // A write between the first look and the flag did not wake us.
+        if fits() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Wakes a sender waiting for room, if any (one load when none).
+    fn wake_room(&self) {
+        if self.room_wanted.load(Ordering::SeqCst) && self.room_wanted.swap(false, Ordering::SeqCst)
+        {
+            let waker = self.lock().room.take();
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+        }
+    }
+
     /// The driver starts delivering events (see the field).
     pub(crate) fn start_driving(&self) {
         self.driving.store(true, Ordering::Relaxed);
@@ -501,8 +546,11 @@ impl Queue {
     /// Takes `n` written or dropped bytes off the total, `charged` of them
     /// off the budget.
     pub(crate) fn written(&self, n: usize, charged: usize) {
-        self.buffered.fetch_sub(n, Ordering::Relaxed);
+        // SeqCst, as `poll_room`'s flag and load: a waiter either sees this
+        // or is seen by the `wake_room` load below.
+        self.buffered.fetch_sub(n, Ordering::SeqCst);
         self.budget.release(charged);
+        self.wake_room();
     }
 
     /// The connection ended: nothing more is accepted, and what is queued
@@ -511,6 +559,11 @@ impl Queue {
         let mut inner = self.lock();
         inner.state = State::Closed;
         self.discard(&mut inner);
+        let waiting = inner.room.take();
+        drop(inner);
+        if let Some(waker) = waiting {
+            waker.wake();
+        }
     }
 }
 

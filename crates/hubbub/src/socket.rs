@@ -45,6 +45,14 @@ impl<A> Handler<A> {
         })))
     }
 
+    /// A closure that returns a future only when it has to wait (the
+    /// `Stream` view: a full inbound channel).
+    pub(crate) fn maybe_future(
+        f: impl FnMut(&Connection, A) -> Option<BoxFuture> + Send + 'static,
+    ) -> Self {
+        Self(Some(Box::new(f)))
+    }
+
     /// An async closure.
     fn future<Fut>(mut f: impl FnMut(Connection, A) -> Fut + Send + 'static) -> Self
     where
