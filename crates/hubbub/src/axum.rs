@@ -27,16 +27,22 @@
 //! ```
 //!
 //! With `ConnectInfo<SocketAddr>` (as above) each connection knows its
-//! client's address; without it, the address is unknown (`0.0.0.0:0`) and
-//! per-address limits do not apply.
+//! client's address; with [`Addrs`] (`into_make_service_with_connect_info::<hubbub::axum::Addrs>()`)
+//! it also knows the server's own, so that the `Host` check
+//! ([`crate::HostPolicy`]) guards a loopback server against DNS rebinding as
+//! hubbub's own listener does. Without either, the client's address is
+//! unknown (`0.0.0.0:0`) and per-address limits do not apply.
 
 use std::fmt;
 use std::net::SocketAddr;
 
+use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::response::{IntoResponse, Response};
+use axum::serve::IncomingStream;
 use hubbub_proto::handshake::{HttpResponse, Request};
 use hyper::upgrade::OnUpgrade;
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::handshake::upgrade_required;
 use crate::info::StreamInfo;
@@ -75,12 +81,14 @@ impl<S: Send + Sync> FromRequestParts<S> for Upgrade {
         request
             .validate_upgrade()
             .map_err(|e| Rejection(e.response()))?;
-        let from = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or_else(StreamInfo::default, |ConnectInfo(peer)| {
-                StreamInfo::new(*peer)
-            });
+        let from = if let Some(ConnectInfo(addrs)) = parts.extensions.get::<ConnectInfo<Addrs>>() {
+            let from = StreamInfo::new(addrs.peer);
+            addrs.local.map_or(from, |local| from.local(local))
+        } else if let Some(ConnectInfo(peer)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() {
+            StreamInfo::new(*peer)
+        } else {
+            StreamInfo::default()
+        };
         Ok(Self {
             request,
             on_upgrade: parts.extensions.remove::<OnUpgrade>(),
@@ -125,6 +133,35 @@ impl Upgrade {
     pub fn with_from(mut self, from: StreamInfo) -> Self {
         self.from = from;
         self
+    }
+}
+
+/// Both addresses of an axum connection, as connect info: serve the app
+/// with `into_make_service_with_connect_info::<hubbub::axum::Addrs>()` and
+/// [`Upgrade`] takes the client's address and the server's own from it.
+/// (For a listener wrapped with `tap_io`, use `SocketAddr`: the server's
+/// address is then unknown.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Addrs {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The server's address the client connected to.
+    pub local: Option<SocketAddr>,
+}
+
+impl Addrs {
+    fn of(stream: &TcpStream, peer: SocketAddr) -> Self {
+        Self {
+            peer,
+            local: stream.local_addr().ok(),
+        }
+    }
+}
+
+impl Connected<IncomingStream<'_, TcpListener>> for Addrs {
+    fn connect_info(stream: IncomingStream<'_, TcpListener>) -> Self {
+        Self::of(stream.io(), *stream.remote_addr())
     }
 }
 

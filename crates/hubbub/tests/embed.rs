@@ -79,7 +79,7 @@ async fn axum_app(hub: &Hub) -> SocketAddr {
     tokio::spawn(async move {
         axum::serve(
             listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
+            app.into_make_service_with_connect_info::<hubbub::axum::Addrs>(),
         )
         .await
         .unwrap();
@@ -494,6 +494,15 @@ async fn refusals_through_axum_match_the_built_in_path() {
                 ServerConfig::default().with_origins(OriginPolicy::new()),
                 Box::new(|h| {
                     upgrade_request(h, &format!("{KEY}Sec-WebSocket-Version: 13\r\nOrigin: https://evil.example\r\n"))
+                }),
+                403,
+            ),
+            (
+                "a DNS-rebinding name on loopback",
+                ServerConfig::default(),
+                Box::new(|h| {
+                    upgrade_request(h, &format!("{KEY}Sec-WebSocket-Version: 13\r\n"))
+                        .replace(&format!("Host: {h}"), &format!("Host: attacker.test:{}", h.port()))
                 }),
                 403,
             ),
