@@ -200,3 +200,33 @@ async fn tls_acceptor_example_echoes_over_wss() {
     .await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+#[ignore = "needs chromium and node playwright-core: run scripts/test"]
+fn axum_example_chat_page_in_headless_chromium() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let artifacts = root.join("artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let screenshot = artifacts.join("axum-chat.png");
+    let binary = example_path("axum");
+    assert!(
+        binary.exists(),
+        "{} is built by `cargo test -p hubbub`",
+        binary.display()
+    );
+    let output = Command::new("node")
+        .env("NODE_PATH", root.join(".cache/node/node_modules"))
+        .arg(root.join("tests/browser/axum_chat.cjs"))
+        .arg(&binary)
+        .arg(&screenshot)
+        .output()
+        .expect("node runs (installed by scripts/test)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "axum_chat.cjs failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("axum browser chat: ok"), "{stdout}");
+    assert!(std::fs::metadata(&screenshot).unwrap().len() > 5_000);
+}

@@ -1,14 +1,16 @@
 //! Real peers over loopback: Python `websockets` and Node `ws` clients
-//! against the server, with and without permessage-deflate. They need the
+//! against the server (on its own listener, in a real axum app, on a real
+//! hyper server), with and without permessage-deflate. They need the
 //! tools `scripts/test` installs.
 
 mod common;
 
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 
-use common::{echo, start, watchdog};
-use hubbub::{CloseCode, ServerConfig};
+use common::{echo, stacks, start, watchdog};
+use hubbub::{CloseCode, CloseInfo, Hub, ServerConfig};
 use tokio::process::Command;
 
 fn workspace() -> PathBuf {
@@ -26,23 +28,90 @@ fn peer_script(name: &str) -> PathBuf {
 async fn run_peer(program: impl FnOnce(&str) -> Command) {
     watchdog(async {
         let server = start(ServerConfig::default(), echo).await;
-        let output = program(&server.url("/interop"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .output()
-            .await
-            .expect("peer program runs (installed by scripts/test)");
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(output.status.success(), "peer failed:\n{stdout}\n{stderr}");
+        let stdout = run_program(program, &server.url("/interop")).await;
         assert!(stdout.contains(": ok"), "{stdout}");
         let closes = server.wait_closes(1).await;
-        assert_eq!(closes[0].code, CloseCode(4001));
-        assert_eq!(closes[0].reason, "bye");
-        assert!(closes[0].clean, "{:?}", closes[0]);
+        assert_closed_with_bye(&closes[0]);
         server.stop().await;
     })
     .await;
+}
+
+fn assert_closed_with_bye(info: &CloseInfo) {
+    assert_eq!(info.code, CloseCode(4001));
+    assert_eq!(info.reason, "bye");
+    assert!(info.clean, "{info:?}");
+}
+
+/// Runs a peer program against `url`; returns its output once it passed.
+async fn run_program(program: impl FnOnce(&str) -> Command, url: &str) -> String {
+    let output = program(url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .await
+        .expect("peer program runs (installed by scripts/test)");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "peer failed:\n{stdout}\n{stderr}");
+    stdout
+}
+
+/// Which stack mounts the hub.
+#[derive(Clone, Copy)]
+enum Front {
+    Axum,
+    Hyper,
+}
+
+/// As [`run_peer`], with the echo hub mounted in a real axum app or hyper
+/// server.
+async fn run_peer_through(front: Front, program: impl FnOnce(&str) -> Command) {
+    watchdog(async {
+        let closes: Arc<Mutex<Vec<CloseInfo>>> = Arc::default();
+        let recorded = closes.clone();
+        let hub = Hub::new(move |socket| {
+            echo(socket);
+            let recorded = recorded.clone();
+            socket.on_close(move |_, info| recorded.lock().unwrap().push(info));
+        });
+        let url = match front {
+            Front::Axum => format!("ws://{}/chat", stacks::axum_app(&hub).await),
+            Front::Hyper => format!("ws://{}/ws", stacks::hyper_server(&hub).await),
+        };
+        let stdout = run_program(program, &url).await;
+        assert!(stdout.contains(": ok"), "{stdout}");
+        hub.shutdown();
+        hub.closed().await;
+        let closes = closes.lock().unwrap();
+        assert_eq!(closes.len(), 1);
+        assert_closed_with_bye(&closes[0]);
+    })
+    .await;
+}
+
+#[tokio::test]
+#[ignore = "needs python websockets: run scripts/test"]
+async fn python_websockets_client_through_axum_with_deflate() {
+    run_peer_through(Front::Axum, python("deflate")).await;
+}
+
+#[tokio::test]
+#[ignore = "needs python websockets: run scripts/test"]
+async fn python_websockets_client_through_hyper() {
+    run_peer_through(Front::Hyper, python("plain")).await;
+}
+
+#[tokio::test]
+#[ignore = "needs node ws: run scripts/test"]
+async fn node_ws_client_through_axum() {
+    run_peer_through(Front::Axum, node("plain")).await;
+}
+
+#[tokio::test]
+#[ignore = "needs node ws: run scripts/test"]
+async fn node_ws_client_through_hyper_with_deflate() {
+    run_peer_through(Front::Hyper, node("deflate")).await;
 }
 
 fn python(mode: &'static str) -> impl FnOnce(&str) -> Command {
