@@ -184,7 +184,7 @@ async fn python_websockets_client_over_tls() {
             .with_config(common::quick());
         let port = server.local_addr().port();
         let handle = server.handle();
-        let closes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let closes = Arc::new(Mutex::new(Vec::new()));
         let recorded = closes.clone();
         let task = tokio::spawn(server.start(move |socket| {
             echo(socket);
