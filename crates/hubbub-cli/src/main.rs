@@ -150,11 +150,7 @@ async fn serve(args: ServeArgs) -> Result<(), hubbub::Error> {
         .with_max_connections_per_ip(positive(args.max_connections_per_ip))
         .with_trusted_proxies(args.trusted_proxies.clone());
     let listen = url(&args.bind, args.port);
-    let cannot_listen = |e: hubbub::Error| {
-        hubbub::Error::from(std::io::Error::other(format!(
-            "cannot listen on {listen}: {e}"
-        )))
-    };
+    let cannot_listen_here = |e: hubbub::Error| cannot_listen(&listen, &e);
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
             let tls = hubbub::TlsConfig::from_pem_files(cert, key)?;
@@ -173,15 +169,14 @@ async fn serve(args: ServeArgs) -> Result<(), hubbub::Error> {
         (Some(tls), None) => Server::bind_tls(&listen, tls.clone()).await,
         _ => Server::bind(&listen).await,
     }
-    .map_err(cannot_listen)?;
+    .map_err(cannot_listen_here)?;
     let server = match (tls, args.tls_port) {
         (Some(tls), Some(port)) => {
             let secure = url(&args.bind, port).replacen("ws://", "wss://", 1);
-            let server = server.also_listen(&secure, Some(tls)).await.map_err(|e| {
-                hubbub::Error::from(std::io::Error::other(format!(
-                    "cannot listen on {secure}: {e}"
-                )))
-            })?;
+            let server = server
+                .also_listen(&secure, Some(tls))
+                .await
+                .map_err(|e| cannot_listen(&secure, &e))?;
             let addrs = server.local_addrs();
             println!(
                 "chat server on ws://{} (page: http://{}/)",
@@ -432,10 +427,28 @@ fn hubbub_proto_config(args: &EchoArgs) -> hubbub::ProtocolConfig {
         .with_deflate(compression)
 }
 
+/// A bind failure, said once, with what to do about a port in use.
+fn cannot_listen(url: &str, e: &hubbub::Error) -> hubbub::Error {
+    let hint = match e.io_error().map(std::io::Error::kind) {
+        Some(std::io::ErrorKind::AddrInUse) => {
+            " (another program listens there: choose another port with --port, or --port 0 for any free one)"
+        }
+        Some(std::io::ErrorKind::PermissionDenied) => {
+            " (ports below 1024 need privileges: choose another with --port)"
+        }
+        _ => "",
+    };
+    hubbub::Error::from(std::io::Error::other(format!(
+        "cannot listen on {url}: {e}{hint}"
+    )))
+}
+
 fn main() -> ExitCode {
     // Logs go to stderr; stdout carries the address lines and load results.
+    // Colours only on a terminal: a log file or a pipe gets plain text.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

@@ -675,7 +675,31 @@ fn settings_come_from_flags_environment_and_file_and_errors_are_clear() {
     let port = taken.local_addr().unwrap().port().to_string();
     let (ok, _, err) = run_hubbub(&["serve", "--port", &port], &[]);
     assert!(!ok && err.contains("cannot listen on"), "{err}");
+    // Said once, with what to do; and no colour codes in a pipe.
+    assert_eq!(err.matches("I/O error").count(), 0, "{err}");
+    assert!(
+        err.contains("Address already in use") && err.contains("--port"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
+
+    // Logs to a pipe carry no colour codes.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hubbub"))
+        .args(["serve", "--port", "0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stderr.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(line.contains("INFO"), "{line:?}");
+    assert!(!line.contains('\u{1b}'), "ANSI codes in a pipe: {line:?}");
 }
 
 /// Sends a signal with the shell's built-in `kill` (no procps needed).

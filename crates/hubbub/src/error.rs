@@ -95,6 +95,15 @@ impl Error {
         matches!(self.kind, Kind::Io(_))
     }
 
+    /// The socket or bind error, to look at its kind (such as
+    /// `AddrInUse`).
+    pub fn io_error(&self) -> Option<&io::Error> {
+        match &self.kind {
+            Kind::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+
     /// The peer broke the protocol or a limit.
     pub fn is_protocol(&self) -> bool {
         matches!(self.kind, Kind::Protocol(_))
