@@ -206,6 +206,9 @@ pub(crate) async fn run(listeners: Vec<Listener>, service: Arc<Service>) {
             (which, accepted) = accept_any(&listeners) => match accepted {
                 Ok((stream, peer)) => {
                     backoff = Duration::from_millis(10);
+                    // On a dual-stack listener, IPv4 clients arrive as
+                    // IPv4-mapped IPv6: name (and count) them as IPv4.
+                    let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
                     let Some(permit) = hub.handshake_permit(
                         peer.ip(),
                         config.max_handshakes,

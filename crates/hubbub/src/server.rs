@@ -80,10 +80,36 @@ fn parse_url(url: &str) -> Result<(String, u16, bool), Error> {
     Ok((host.to_owned(), port, secure))
 }
 
+/// A listener on `host:port`. The IPv6 wildcard (`::`) is dual-stack:
+/// IPv4 clients connect too, as IPv4-mapped addresses, whatever the
+/// system's default (Fleck's `SupportDualStack`).
+async fn listen(host: &str, port: u16) -> std::io::Result<TcpListener> {
+    let unbracketed = host.trim_start_matches('[').trim_end_matches(']');
+    if unbracketed
+        .parse::<std::net::Ipv6Addr>()
+        .is_ok_and(|ip| ip.is_unspecified())
+    {
+        let socket = socket2::Socket::new(
+            socket2::Domain::IPV6,
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        socket.set_only_v6(false)?;
+        socket.set_reuse_address(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)).into())?;
+        socket.listen(1024)?;
+        return TcpListener::from_std(socket.into());
+    }
+    TcpListener::bind((host, port)).await
+}
+
 impl Server {
     /// Binds to a `ws://host:port` URL: host names (such as `localhost`)
     /// are resolved, IPv4 and IPv6 work (`ws://[::1]:9001`), and port 0
-    /// picks a free port (see [`Server::local_addr`]).
+    /// picks a free port (see [`Server::local_addr`]). `ws://[::]:port`
+    /// listens on every address, IPv6 and IPv4 alike (dual-stack, as
+    /// Fleck's `SupportDualStack`); `ws://0.0.0.0:port` on IPv4 only.
     ///
     /// # Errors
     /// An invalid URL ([`Error::is_invalid_argument`]), or a resolution or
@@ -95,8 +121,7 @@ impl Server {
                 "{url}: wss:// needs a certificate: use Server::bind_tls"
             ))));
         }
-        let listener = TcpListener::bind((host.as_str(), port)).await?;
-        Self::from_listener(listener)
+        Self::from_listener(listen(&host, port).await?)
     }
 
     /// Binds to a `wss://host:port` URL, serving TLS with `tls`.
@@ -105,8 +130,7 @@ impl Server {
     /// As [`Server::bind`].
     pub async fn bind_tls(url: &str, tls: TlsConfig) -> Result<Self, Error> {
         let (host, port, _) = parse_url(url)?;
-        let listener = TcpListener::bind((host.as_str(), port)).await?;
-        Ok(Self::from_listener(listener)?.with_tls(tls))
+        Ok(Self::from_listener(listen(&host, port).await?)?.with_tls(tls))
     }
 
     /// Also listens on `url` (`ws://` or, with `tls`, `wss://`): one server,
@@ -132,8 +156,7 @@ impl Server {
                 "{url}: use wss:// with a TLS configuration and ws:// without"
             ))));
         }
-        let listener = TcpListener::bind((host.as_str(), port)).await?;
-        self.listeners.push((listener, tls));
+        self.listeners.push((listen(&host, port).await?, tls));
         Ok(self)
     }
 

@@ -133,3 +133,32 @@ async fn subprotocol_order_and_requirement_are_configurable() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn ipv6_wildcard_is_dual_stack() {
+    watchdog(async {
+        let server = hubbub::Server::bind("ws://[::]:0").await.unwrap();
+        let port = server.local_addr().port();
+        let handle = server.handle();
+        let task = tokio::spawn(server.start(common::echo));
+        for (url, ipv4) in [
+            (format!("ws://127.0.0.1:{port}/"), true),
+            (format!("ws://[::1]:{port}/"), false),
+        ] {
+            let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+            ws.send(Message::text("both")).await.unwrap();
+            assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("both"));
+            let conn = handle.clients().pop().unwrap();
+            // An IPv4 client is named as IPv4, not as ::ffff:127.0.0.1.
+            assert_eq!(conn.info().client_ip().is_ipv4(), ipv4, "{url}");
+            assert!(conn.info().client_ip().is_loopback());
+            ws.close(None).await.unwrap();
+            while handle.client_count() > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        }
+        handle.shutdown();
+        task.await.unwrap().unwrap();
+    })
+    .await;
+}
