@@ -100,3 +100,9 @@ pub use uuid::Uuid;
 #[cfg(doctest)]
 #[doc = include_str!("../../../README.md")]
 struct ReadmeDoctests;
+
+/// The guide for people coming from Fleck, tokio-tungstenite and axum
+/// (`docs/guide.md`), compiled as doc tests too.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/guide.md")]
+struct GuideDoctests;
