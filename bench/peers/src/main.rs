@@ -3,8 +3,12 @@
 //! `hubbub` uses; pinned to one CPU it has one worker) with `TCP_NODELAY`.
 //!
 //! ```text
-//! peer <tungstenite|fastwebsockets|tokio-websockets|tcp> <echo|chat> <port>
+//! peer <tungstenite|fastwebsockets|tokio-websockets|axum|hubbub-axum|tcp> <echo|chat> <port>
 //! ```
+//!
+//! `axum` is axum's own `WebSocketUpgrade`; `hubbub-axum` is hubbub's hub
+//! mounted on an axum route (configured as `hubbub echo` and `hubbub relay`
+//! are), both served by `axum::serve`.
 //!
 //! `echo` answers every text or binary message with itself; `chat` sends
 //! every text or binary message to every connected client, sender included
@@ -236,6 +240,98 @@ mod fastwebsockets_peer {
     }
 }
 
+mod axum_peer {
+    use super::*;
+    use axum::Router;
+    use axum::extract::State;
+    use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+    use axum::response::Response;
+    use axum::routing::any;
+    use axum::serve::ListenerExt;
+    use futures_util::{StreamExt, TryStreamExt};
+
+    fn is_data(message: &Message) -> bool {
+        matches!(message, Message::Text(_) | Message::Binary(_))
+    }
+
+    async fn echo(socket: WebSocket) {
+        let (write, read) = socket.split();
+        let _ = read
+            .try_filter(|m| std::future::ready(is_data(m)))
+            .forward(write)
+            .await;
+    }
+
+    async fn route(
+        ws: WebSocketUpgrade,
+        State(hub): State<Option<Arc<Hub<Message>>>>,
+    ) -> Response {
+        let ws = ws.max_message_size(64 << 20).max_frame_size(64 << 20);
+        ws.on_upgrade(move |socket| async move {
+            match hub {
+                Some(hub) => {
+                    let (write, read) = socket.split();
+                    sink_stream_chat(write, read, hub, is_data).await;
+                }
+                None => echo(socket).await,
+            }
+        })
+    }
+
+    async fn hubbub_route(up: hubbub::axum::Upgrade, State(hub): State<hubbub::Hub>) -> Response {
+        up.serve(&hub).await
+    }
+
+    /// hubbub's hub as `hubbub echo` (`chat`: `hubbub relay`) configures it.
+    fn hubbub_hub(chat: bool) -> hubbub::Hub {
+        let mut deflate = hubbub::DeflateConfig::default();
+        deflate.threshold = 0;
+        let protocol = hubbub::ProtocolConfig::default()
+            .with_max_message_size(64 << 20)
+            .with_max_frame_size(64 << 20)
+            .with_deflate(deflate);
+        let config = hubbub::ServerConfig::default()
+            .with_protocol_config(protocol)
+            .with_max_connections(1_000_000)
+            .with_max_queue_bytes(256 << 20);
+        hubbub::Hub::builder().with_config(config).build(move |socket| {
+            if chat {
+                socket.on_message(|conn, text| {
+                    conn.server().broadcast(text);
+                });
+                socket.on_binary(|conn, data| {
+                    conn.server().broadcast(data);
+                });
+            } else {
+                socket.on_message(|conn, text| {
+                    let _ = conn.send(text);
+                });
+                socket.on_binary(|conn, data| {
+                    let _ = conn.send_binary(data);
+                });
+            }
+        })
+    }
+
+    pub(crate) async fn run(hubbub: bool, chat: bool, port: u16) -> io::Result<()> {
+        let app = if hubbub {
+            Router::new()
+                .fallback(any(hubbub_route))
+                .with_state(hubbub_hub(chat))
+        } else {
+            Router::new()
+                .fallback(any(route))
+                .with_state(chat.then(Hub::new))
+        };
+        let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+        println!("listening on {}", listener.local_addr()?);
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        axum::serve(listener, app).await
+    }
+}
+
 async fn tcp_echo(mut stream: TcpStream) -> Result<(), BoxError> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = vec![0; 64 * 1024];
@@ -310,11 +406,22 @@ async fn run(server: Server, port: u16) -> io::Result<()> {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: peer <tungstenite|fastwebsockets|tokio-websockets|tcp> <echo|chat> <port>";
+    let usage = "usage: peer <tungstenite|fastwebsockets|tokio-websockets|axum|hubbub-axum|tcp> <echo|chat> <port>";
     let [library, mode, port] = &args[..] else {
         eprintln!("{usage}");
         std::process::exit(2);
     };
+    if let ("axum" | "hubbub-axum", "echo" | "chat", Ok(port)) =
+        (library.as_str(), mode.as_str(), port.parse())
+    {
+        let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+        let result = runtime.block_on(axum_peer::run(library == "hubbub-axum", mode == "chat", port));
+        if let Err(e) = result {
+            eprintln!("peer: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let (Some(server), Ok(port)) = (Server::parse(library, mode), port.parse()) else {
         eprintln!("{usage}");
         std::process::exit(2);
