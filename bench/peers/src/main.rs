@@ -262,10 +262,7 @@ mod axum_peer {
             .await;
     }
 
-    async fn route(
-        ws: WebSocketUpgrade,
-        State(hub): State<Option<Arc<Hub<Message>>>>,
-    ) -> Response {
+    async fn route(ws: WebSocketUpgrade, State(hub): State<Option<Arc<Hub<Message>>>>) -> Response {
         let ws = ws.max_message_size(64 << 20).max_frame_size(64 << 20);
         ws.on_upgrade(move |socket| async move {
             match hub {
@@ -294,23 +291,25 @@ mod axum_peer {
             .with_protocol_config(protocol)
             .with_max_connections(1_000_000)
             .with_max_queue_bytes(256 << 20);
-        hubbub::Hub::builder().with_config(config).build(move |socket| {
-            if chat {
-                socket.on_message(|conn, text| {
-                    conn.server().broadcast(text);
-                });
-                socket.on_binary(|conn, data| {
-                    conn.server().broadcast(data);
-                });
-            } else {
-                socket.on_message(|conn, text| {
-                    let _ = conn.send(text);
-                });
-                socket.on_binary(|conn, data| {
-                    let _ = conn.send_binary(data);
-                });
-            }
-        })
+        hubbub::Hub::builder()
+            .with_config(config)
+            .build(move |socket| {
+                if chat {
+                    socket.on_message(|conn, text| {
+                        conn.server().broadcast(text);
+                    });
+                    socket.on_binary(|conn, data| {
+                        conn.server().broadcast(data);
+                    });
+                } else {
+                    socket.on_message(|conn, text| {
+                        let _ = conn.send(text);
+                    });
+                    socket.on_binary(|conn, data| {
+                        let _ = conn.send_binary(data);
+                    });
+                }
+            })
     }
 
     pub(crate) async fn run(hubbub: bool, chat: bool, port: u16) -> io::Result<()> {
@@ -415,7 +414,11 @@ fn main() {
         (library.as_str(), mode.as_str(), port.parse())
     {
         let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-        let result = runtime.block_on(axum_peer::run(library == "hubbub-axum", mode == "chat", port));
+        let result = runtime.block_on(axum_peer::run(
+            library == "hubbub-axum",
+            mode == "chat",
+            port,
+        ));
         if let Err(e) = result {
             eprintln!("peer: {e}");
             std::process::exit(1);

@@ -45,7 +45,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
-use crate::accept::{run_upgraded, start_background};
+use crate::accept::{serve_after, start_background};
 use crate::handshake::{admit, upgrade_required};
 use crate::hook::text_response;
 use crate::info::StreamInfo;
@@ -165,17 +165,20 @@ pub(crate) async fn answer<B: From<Bytes>>(
         }
     };
     let peer = from.peer();
-    tokio::spawn(async move {
+    tokio::spawn(serve_after(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
                 let stream = TokioIo::new(upgraded);
-                run_upgraded(admitted.start(stream, BytesMut::new(), &service.config)).await;
+                Some(admitted.start(stream, BytesMut::new(), &service.config))
             }
             // The client left between the 101 and the upgrade: the
             // connection never opened (no on_open, no on_close).
-            Err(e) => tracing::debug!(%peer, "upgrade did not complete: {e}"),
+            Err(e) => {
+                tracing::debug!(%peer, "upgrade did not complete: {e}");
+                None
+            }
         }
-    });
+    }));
     response
 }
 

@@ -13,10 +13,10 @@ use hubbub_proto::handshake::{HttpResponse, Request};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
-use crate::accept::{run_upgraded, serve_stream, start_background};
+use crate::accept::{serve_after, start_background};
 use crate::config::ServerConfig;
 use crate::handle::ServerHandle;
-use crate::handshake::{HttpHandler, Service, adopt, close_refused};
+use crate::handshake::{HttpHandler, Service, adopt, close_refused, handshake};
 use crate::hook::Hook;
 use crate::hub::{Broker, HubState, Node};
 use crate::info::StreamInfo;
@@ -132,16 +132,20 @@ impl Hub {
         let permit = service
             .hub
             .handshake_permit(peer.ip(), service.config.max_handshakes, per_ip);
-        async move {
+        // Everything but the running connection is in the boxed opening,
+        // freed once the handshake is over (see `serve_after`).
+        serve_after(async move {
             start_background(&service);
             let Some(permit) = permit else {
                 service.hub.metrics.dropped_handshake();
                 tracing::debug!(%peer, "too many handshakes in progress: stream dropped");
-                return;
+                return None;
             };
             let deadline = Instant::now() + service.config.handshake_timeout;
-            serve_stream(stream, from, service, deadline, Some(permit)).await;
-        }
+            let upgraded = handshake(stream, from, &service, deadline).await;
+            drop(permit);
+            upgraded
+        })
     }
 
     /// Serves a stream whose upgrade another HTTP stack already answered
@@ -164,7 +168,7 @@ impl Hub {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let service = self.service.clone();
-        async move {
+        serve_after(async move {
             start_background(&service);
             let Upgraded {
                 request,
@@ -174,16 +178,14 @@ impl Hub {
             } = upgrade;
             let mut stream = stream;
             match adopt(&service, request, &from, protocol, deflate) {
-                Ok(admitted) => {
-                    let upgraded = admitted.start(stream, BytesMut::new(), &service.config);
-                    run_upgraded(upgraded).await;
-                }
+                Ok(admitted) => Some(admitted.start(stream, BytesMut::new(), &service.config)),
                 Err(refusal) => {
                     tracing::info!(peer = %from.peer(), code = refusal.0.0, "refused an upgraded stream: {}", refusal.1);
                     close_refused(&mut stream, &service.config, refusal).await;
+                    None
                 }
             }
-        }
+        })
     }
 
     /// Waits until a shutdown was asked for ([`ServerHandle::shutdown`])
