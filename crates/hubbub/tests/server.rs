@@ -137,7 +137,7 @@ async fn subprotocol_order_and_requirement_are_configurable() {
 #[tokio::test]
 async fn ipv6_wildcard_is_dual_stack() {
     watchdog(async {
-        let server = hubbub::Server::bind("ws://[::]:0").await.unwrap();
+        let server = Server::bind("ws://[::]:0").await.unwrap();
         let port = server.local_addr().port();
         let handle = server.handle();
         let task = tokio::spawn(server.start(common::echo));
