@@ -686,8 +686,8 @@ fn settings_come_from_flags_environment_and_file_and_errors_are_clear() {
     // Logs to a pipe carry no colour codes.
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hubbub"))
         .args(["serve", "--port", "0"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut line = String::new();
