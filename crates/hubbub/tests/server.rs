@@ -140,7 +140,7 @@ async fn ipv6_wildcard_is_dual_stack() {
         let server = Server::bind("ws://[::]:0").await.unwrap();
         let port = server.local_addr().port();
         let handle = server.handle();
-        let task = tokio::spawn(server.start(common::echo));
+        let task = tokio::spawn(server.start(echo));
         for (url, ipv4) in [
             (format!("ws://127.0.0.1:{port}/"), true),
             (format!("ws://[::1]:{port}/"), false),
