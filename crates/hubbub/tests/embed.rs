@@ -380,10 +380,10 @@ type Case = (
     u16,
 );
 
-/// Every refusal the built-in path makes, through axum: same status, same
-/// one-line reason.
+/// Every refusal the built-in path makes, through axum and through hyper:
+/// same status, same one-line reason.
 #[tokio::test]
-async fn refusals_through_axum_match_the_built_in_path() {
+async fn refusals_through_axum_and_hyper_match_the_built_in_path() {
     watchdog(async {
         let big = format!("X-Big: {}\r\n", "a".repeat(20 << 10));
         let cases: Vec<Case> = vec![
@@ -451,11 +451,15 @@ async fn refusals_through_axum_match_the_built_in_path() {
             let hub = Hub::builder().with_config(config).build(echo);
             let own = own_listener(&hub).await;
             let via_axum = axum_app(&hub).await;
+            let via_hyper = hyper_server(&hub).await;
             let built_in = exchange(own, request(own).as_bytes()).await;
             let axum = exchange(via_axum, request(via_axum).as_bytes()).await;
+            let hyper = exchange(via_hyper, request(via_hyper).as_bytes()).await;
             assert_eq!(built_in.0, expected, "{name}: built-in {built_in:?}");
             assert_eq!(axum.0, expected, "{name}: axum {axum:?}");
+            assert_eq!(hyper.0, expected, "{name}: hyper {hyper:?}");
             assert_eq!(axum.1, built_in.1, "{name}: the same reason");
+            assert_eq!(hyper.1, built_in.1, "{name}: the same reason");
             assert_eq!(axum.1.lines().count(), 1, "{name}: one line: {:?}", axum.1);
             hub.shutdown();
         }
@@ -530,13 +534,14 @@ async fn per_address_limit_through_axum_is_429() {
 }
 
 #[tokio::test]
-async fn garbage_after_the_101_through_axum_gets_the_built_in_close_code() {
+async fn garbage_after_the_101_through_axum_and_hyper_gets_the_built_in_close_code() {
     watchdog(async {
         let hub = Hub::new(echo);
         let via_axum = axum_app(&hub).await;
+        let via_hyper = hyper_server(&hub).await;
         let own = own_listener(&hub).await;
         let mut codes = Vec::new();
-        for addr in [own, via_axum] {
+        for addr in [own, via_axum, via_hyper] {
             let (mut stream, _, response) = common::upgrade(
                 addr,
                 hubbub_proto::handshake::ClientRequest::new(addr.to_string(), "/chat"),
@@ -552,8 +557,7 @@ async fn garbage_after_the_101_through_axum_gets_the_built_in_close_code() {
                 .expect("a close frame");
             codes.push(u16::from_be_bytes([reply[at + 2], reply[at + 3]]));
         }
-        assert_eq!(codes[0], CloseCode::PROTOCOL_ERROR.0);
-        assert_eq!(codes[1], codes[0]);
+        assert_eq!(codes, [CloseCode::PROTOCOL_ERROR.0; 3]);
         hub.shutdown();
     })
     .await;

@@ -43,7 +43,8 @@ pub async fn own_listener(hub: &Hub) -> SocketAddr {
     addr
 }
 
-/// A real hyper 1.x server on 127.0.0.1:0 answering `/ws` with the hub.
+/// A real hyper 1.x server on 127.0.0.1:0 answering `/ws` and `/chat`
+/// with the hub, and `hello` elsewhere.
 pub async fn hyper_server(hub: &Hub) -> SocketAddr {
     use http_body_util::Full;
     use hyper::service::service_fn;
@@ -58,8 +59,13 @@ pub async fn hyper_server(hub: &Hub) -> SocketAddr {
                 let hub = hub.clone();
                 async move {
                     let response: hyper::Response<Full<bytes::Bytes>> =
-                        if request.uri().path() == "/ws" {
-                            hubbub::hyper::upgrade(&hub, request, peer).await
+                        if matches!(request.uri().path(), "/ws" | "/chat") {
+                            hubbub::hyper::upgrade(
+                                &hub,
+                                request,
+                                hubbub::StreamInfo::new(peer).local(addr),
+                            )
+                            .await
                         } else {
                             hyper::Response::new(Full::from("hello"))
                         };
