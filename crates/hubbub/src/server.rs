@@ -207,7 +207,7 @@ impl Server {
     /// Routes publishes through `broker` (see [`crate::Broker`]), so that
     /// topics span every node attached to it. Without one, topics are this
     /// server's alone. The broker is attached when the server starts (a
-    /// second call replaces the first); it gets a [`Node`], which does not
+    /// second call replaces the first); it gets a [`crate::Node`], which does not
     /// keep the server alive.
     #[must_use]
     pub fn with_broker(mut self, broker: Arc<dyn Broker>) -> Self {
