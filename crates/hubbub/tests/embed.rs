@@ -66,7 +66,10 @@ async fn connect(url: &str) -> Client {
     tokio_tungstenite::connect_async(url).await.unwrap().0
 }
 
-async fn next_text(client: &mut Client) -> String {
+async fn next_text<S>(client: &mut tokio_tungstenite::WebSocketStream<S>) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     loop {
         match client.next().await.unwrap().unwrap() {
             Message::Text(text) => return text.to_string(),
@@ -191,7 +194,7 @@ async fn any_stream_an_in_memory_pipe_and_a_unix_socket() {
             .await
             .unwrap();
         client.send(Message::text("over a pipe")).await.unwrap();
-        assert_eq!(next_text_any(&mut client).await, "over a pipe");
+        assert_eq!(next_text(&mut client).await, "over a pipe");
         let conn = hub.clients().pop().unwrap();
         assert_eq!(conn.info().path(), "/pipe");
         assert!(conn.info().client_ip().is_unspecified());
@@ -214,31 +217,18 @@ async fn any_stream_an_in_memory_pipe_and_a_unix_socket() {
         unix.send(Message::text("over a unix socket"))
             .await
             .unwrap();
-        assert_eq!(next_text_any(&mut unix).await, "over a unix socket");
+        assert_eq!(next_text(&mut unix).await, "over a unix socket");
         assert_eq!(hub.client_count(), 2);
         // A broadcast reaches both, however they came in.
         assert_eq!(hub.broadcast("to all"), 2);
-        assert_eq!(next_text_any(&mut client).await, "to all");
-        assert_eq!(next_text_any(&mut unix).await, "to all");
+        assert_eq!(next_text(&mut client).await, "to all");
+        assert_eq!(next_text(&mut unix).await, "to all");
         drop((client, unix));
         hub.shutdown();
         hub.closed().await;
         let _ = std::fs::remove_dir_all(&dir);
     })
     .await;
-}
-
-async fn next_text_any<S>(client: &mut tokio_tungstenite::WebSocketStream<S>) -> String
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    loop {
-        match client.next().await.unwrap().unwrap() {
-            Message::Text(text) => return text.to_string(),
-            Message::Ping(_) | Message::Pong(_) => {}
-            other => panic!("expected text, got {other:?}"),
-        }
-    }
 }
 
 #[tokio::test]
