@@ -55,8 +55,10 @@ pub fn append_frame(out: &mut Vec<u8>, opcode: OpCode, rsv1: bool, payload: &[u8
     len
 }
 
-/// One whole unmasked frame: a small one in one buffer, a large one as its
-/// header and the payload it shares (never copied). Cloning shares both.
+/// One whole frame: a small one in one buffer, a large one as its header
+/// and the payload it shares (never copied). Cloning shares both. Frames
+/// made here are unmasked (the server's); a client's come masked, whole,
+/// from [`crate::Connection::encode_message`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodedFrame {
     head: Bytes,
@@ -86,6 +88,14 @@ impl EncodedFrame {
                 head: Bytes::copy_from_slice(header.as_bytes()),
                 body: Some(payload),
             }
+        }
+    }
+
+    /// A whole frame already encoded in one buffer (a masked one, say).
+    pub(crate) fn whole(frame: Bytes) -> Self {
+        Self {
+            head: frame,
+            body: None,
         }
     }
 

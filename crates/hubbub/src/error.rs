@@ -42,6 +42,13 @@ pub(crate) enum Kind {
     Tls(String),
     /// The connection ended abnormally (the `Stream` view's last item).
     Ended(crate::info::CloseInfo),
+    /// A client could not reach the server: resolution, refusal, timeout.
+    Connect(String),
+    /// A server refused a client's upgrade, or answered it wrongly.
+    Handshake {
+        status: Option<u16>,
+        message: String,
+    },
 }
 
 impl Error {
@@ -109,6 +116,27 @@ impl Error {
         matches!(self.kind, Kind::Protocol(_))
     }
 
+    /// A client could not reach the server (name resolution, connection
+    /// refused, timeout).
+    pub fn is_connect(&self) -> bool {
+        matches!(self.kind, Kind::Connect(_))
+    }
+
+    /// A server refused a client's upgrade (see [`Error::status`]) or
+    /// answered it wrongly (a bad `Sec-WebSocket-Accept`, an extension or
+    /// subprotocol the client did not offer).
+    pub fn is_handshake(&self) -> bool {
+        matches!(self.kind, Kind::Handshake { .. })
+    }
+
+    /// The HTTP status a server refused a client's upgrade with.
+    pub fn status(&self) -> Option<u16> {
+        match &self.kind {
+            Kind::Handshake { status, .. } => *status,
+            _ => None,
+        }
+    }
+
     /// A TLS certificate or key could not be used.
     pub fn is_tls(&self) -> bool {
         matches!(self.kind, Kind::Tls(_))
@@ -160,6 +188,8 @@ impl fmt::Display for Error {
             Kind::Protocol(e) => write!(f, "protocol error: {e}"),
             Kind::HandlerPanic(what) => write!(f, "handler panicked: {what}"),
             Kind::Tls(what) => write!(f, "TLS: {what}"),
+            Kind::Connect(why) => f.write_str(why),
+            Kind::Handshake { message, .. } => write!(f, "upgrade refused: {message}"),
             Kind::Ended(info) => write!(
                 f,
                 "connection ended with {}{}{}",

@@ -46,6 +46,7 @@
 mod accept;
 #[cfg(feature = "axum")]
 pub mod axum;
+pub mod client;
 mod config;
 mod driver;
 #[cfg(test)]

@@ -19,7 +19,7 @@ use std::task::Poll;
 use atomic_waker::AtomicWaker;
 use bytes::Bytes;
 use hubbub_proto::encode::{COPY_THRESHOLD, EncodedFrame, append_frame};
-use hubbub_proto::{CloseCode, MessageKind, OpCode};
+use hubbub_proto::{CloseCode, OpCode};
 
 use crate::config::Backpressure;
 use crate::error::{Error, Kind};
@@ -33,9 +33,10 @@ pub(crate) enum Item {
     /// The payload of a large frame shared by many queues (a broadcast):
     /// charged to the budget once, by its owner, for all of them.
     Shared(Bytes),
-    /// A message to compress with the connection's own context (only the
-    /// driver's protocol state can: the context is in order of sending).
-    Deflate(MessageKind, Bytes),
+    /// A frame only the driver's protocol state can encode, in order of
+    /// sending: a message to compress with the connection's own context,
+    /// or, for a client, any frame (every one is masked with a fresh key).
+    Deferred(OpCode, Bytes),
 }
 
 /// Whether sends are accepted.
@@ -77,7 +78,7 @@ impl Item {
     pub(crate) fn bytes(&self) -> &[u8] {
         match self {
             Self::Bytes(bytes) | Self::Shared(bytes) => bytes,
-            Self::Deflate(..) => &[],
+            Self::Deferred(..) => &[],
         }
     }
 
@@ -86,7 +87,7 @@ impl Item {
         match self {
             Self::Bytes(bytes) => bytes.len(),
             Self::Shared(_) => 0,
-            Self::Deflate(_, payload) => estimate(payload.len()),
+            Self::Deferred(_, payload) => estimate(payload.len()),
         }
     }
 }
@@ -106,7 +107,7 @@ impl Inner {
         let (mut dropped, mut charged) = (self.tail.len(), self.tail.len());
         for item in self.items.drain(..) {
             dropped += match &item {
-                Item::Deflate(_, payload) => estimate(payload.len()),
+                Item::Deferred(_, payload) => estimate(payload.len()),
                 other => other.bytes().len(),
             };
             charged += item.charged();
@@ -329,13 +330,13 @@ impl Queue {
         })
     }
 
-    /// Queues a message for the driver to compress with the connection's
-    /// context. The limit is checked against its uncompressed size.
-    pub(crate) fn push_deflate(&self, kind: MessageKind, payload: Bytes) -> Result<usize, Error> {
+    /// Queues a frame for the driver to encode (see [`Item::Deferred`]).
+    /// The limit is checked against its uncompressed size.
+    pub(crate) fn push_deferred(&self, opcode: OpCode, payload: Bytes) -> Result<usize, Error> {
         let len = estimate(payload.len());
         self.push_with(len, len, |inner| {
             inner.flush_tail();
-            inner.items.push_back(Item::Deflate(kind, payload));
+            inner.items.push_back(Item::Deferred(opcode, payload));
             inner.deferred = true;
             len
         })
@@ -576,7 +577,7 @@ mod tests {
         for item in items {
             match item {
                 Item::Bytes(b) | Item::Shared(b) => out.extend_from_slice(b),
-                Item::Deflate(..) => out.extend_from_slice(b"<deflate>"),
+                Item::Deferred(..) => out.extend_from_slice(b"<deflate>"),
             }
         }
         out
@@ -653,7 +654,7 @@ mod tests {
             .push(OpCode::Text, Bytes::from_static(b"before"))
             .unwrap();
         queue
-            .push_deflate(MessageKind::Text, Bytes::from_static(b"squeeze"))
+            .push_deferred(OpCode::Text, Bytes::from_static(b"squeeze"))
             .unwrap();
         let mut out = VecDeque::new();
         queue.close_point(&mut out);

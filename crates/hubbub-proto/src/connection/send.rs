@@ -104,39 +104,75 @@ impl Connection {
         Ok(())
     }
 
-    /// A whole message of `kind` as an unmasked frame for the server role,
-    /// compressed with this connection's own context when permessage-deflate
-    /// is negotiated with context takeover on this side and `payload` is at
-    /// least the threshold; otherwise as [`EncodedFrame::message`] (frames
-    /// for receivers without context takeover are best made once for all of
-    /// them with [`crate::encode::Deflater`]).
+    /// A whole message of `kind` as one frame, compressed with this
+    /// connection's own context when permessage-deflate is negotiated and
+    /// `payload` is at least the threshold.
+    ///
+    /// In the server role the frame is unmasked, and compressed here only
+    /// with context takeover on this side (frames for receivers without it
+    /// are best made once for all of them with [`crate::encode::Deflater`]);
+    /// otherwise it is [`EncodedFrame::message`]. In the client role every
+    /// frame is masked with a fresh key, in one buffer, and compressed
+    /// whichever the context mode.
     ///
     /// It neither checks nor changes the close state: a driver that queues
     /// messages apart from the protocol's own replies encodes, in order, the
     /// ones it accepted before its close point.
     ///
     /// # Errors
-    /// [`SendError::MaskRequired`] in the client role.
+    /// None today; the `Result` is kept for encodings that can fail.
     pub fn encode_message(
         &mut self,
         kind: MessageKind,
         payload: Bytes,
     ) -> Result<EncodedFrame, SendError> {
-        if self.role == Role::Client {
-            return Err(SendError::MaskRequired);
-        }
+        let client = self.role == Role::Client;
         if let Some(deflate) = self.deflate.as_mut() {
             let params = deflate.params;
-            if payload.len() >= params.threshold && !params.local_no_context_takeover {
+            if payload.len() >= params.threshold && (client || !params.local_no_context_takeover) {
                 let compressor = deflate
                     .compressor
                     .get_or_insert_with(|| Compressor::new(&params));
                 let mut out = Vec::with_capacity(payload.len() / 2 + 16);
                 compressor.compress(&payload, &mut out);
-                return Ok(EncodedFrame::new(kind.opcode(), out.into(), true));
+                if !client {
+                    return Ok(EncodedFrame::new(kind.opcode(), out.into(), true));
+                }
+                let header = FrameHeader {
+                    rsv1: true,
+                    ..FrameHeader::new(kind.opcode(), out.len() as u64)
+                };
+                let mut frame = BytesMut::new();
+                self.write_frame(header, &out, &mut frame);
+                return Ok(EncodedFrame::whole(frame.freeze()));
             }
         }
+        if client {
+            let mut frame = BytesMut::new();
+            let header = FrameHeader::new(kind.opcode(), payload.len() as u64);
+            self.write_frame(header, &payload, &mut frame);
+            return Ok(EncodedFrame::whole(frame.freeze()));
+        }
         Ok(EncodedFrame::message(kind, payload))
+    }
+
+    /// A ping or pong as one frame (masked in the client role), without
+    /// checking or changing the close state (see
+    /// [`Connection::encode_message`]).
+    ///
+    /// # Errors
+    /// [`SendError::ControlPayloadTooLong`] over 125 bytes.
+    pub fn encode_control(&mut self, opcode: OpCode, payload: &[u8]) -> Result<Bytes, SendError> {
+        if payload.len() > MAX_CONTROL_PAYLOAD {
+            return Err(SendError::ControlPayloadTooLong);
+        }
+        let mut frame = BytesMut::new();
+        self.write_frame(
+            FrameHeader::new(opcode, payload.len() as u64),
+            payload,
+            &mut frame,
+        );
+        Ok(frame.freeze())
     }
 
     /// Appends a ping with `payload` (at most 125 bytes).

@@ -444,7 +444,7 @@ fn client_masks_every_frame_with_fresh_key() {
 }
 
 #[test]
-fn encode_message_shares_large_payloads_and_refuses_the_client_role() {
+fn encode_message_shares_large_payloads_and_masks_in_the_client_role() {
     let mut conn = server();
     let payload = Bytes::from(vec![9u8; 70_000]);
     let frame = conn
@@ -460,10 +460,27 @@ fn encode_message_shares_large_payloads_and_refuses_the_client_role() {
         .encode_message(MessageKind::Text, Bytes::from_static(b"hi"))
         .unwrap();
     assert_eq!(&small.head()[..], &[0x81, 2, b'h', b'i']);
+    // A client's frames are masked, whole, and read back by a server.
     let mut client = Connection::new(Role::Client, Config::default());
+    let frame = client
+        .encode_message(MessageKind::Text, Bytes::from_static(b"hello"))
+        .unwrap();
+    assert!(frame.body().is_none());
+    assert_eq!(frame.head()[1], 0x80 | 5, "mask bit and length");
+    assert_ne!(&frame.head()[6..], b"hello", "the payload is masked");
+    let ping = client.encode_control(OpCode::Ping, b"p").unwrap();
+    assert_eq!(ping[0], 0x89);
+    assert!(client.encode_control(OpCode::Ping, &[0; 126]).is_err());
+    let mut input = BytesMut::from(&frame.head()[..]);
+    input.extend_from_slice(&ping);
+    let mut replies = BytesMut::new();
     assert_eq!(
-        client.encode_message(MessageKind::Text, Bytes::new()),
-        Err(SendError::MaskRequired)
+        conn.read(&mut input, &mut replies).unwrap(),
+        Some(Event::Text("hello".into()))
+    );
+    assert_eq!(
+        conn.read(&mut input, &mut replies).unwrap(),
+        Some(Event::Ping(Bytes::from_static(b"p")))
     );
 }
 

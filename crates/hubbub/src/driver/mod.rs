@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use hubbub_proto::CloseFrame;
-use hubbub_proto::{CloseCode, Connection as Proto, Event};
+use hubbub_proto::encode::EncodedFrame;
+use hubbub_proto::{CloseCode, Connection as Proto, Event, MessageKind, OpCode};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Sleep;
 
@@ -386,12 +387,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         while i < self.pending.len() {
             match std::mem::replace(&mut self.pending[i], Item::Bytes(Bytes::new())) {
                 other @ (Item::Bytes(_) | Item::Shared(_)) => self.pending[i] = other,
-                Item::Deflate(kind, payload) => {
+                Item::Deferred(opcode, payload) => {
                     let estimate = estimate(payload.len());
-                    match self.proto.encode_message(kind, payload) {
-                        Ok(frame) => {
-                            queue.recharge(estimate, frame.len());
-                            let (head, body) = frame.into_parts();
+                    let encoded = match opcode {
+                        OpCode::Text | OpCode::Binary => {
+                            let kind = if opcode == OpCode::Text {
+                                MessageKind::Text
+                            } else {
+                                MessageKind::Binary
+                            };
+                            self.proto
+                                .encode_message(kind, payload)
+                                .map(EncodedFrame::into_parts)
+                        }
+                        control => self
+                            .proto
+                            .encode_control(control, &payload)
+                            .map(|frame| (frame, None)),
+                    };
+                    match encoded {
+                        Ok((head, body)) => {
+                            let len = head.len() + body.as_ref().map_or(0, Bytes::len);
+                            queue.recharge(estimate, len);
                             self.pending[i] = Item::Bytes(head);
                             if let Some(body) = body {
                                 i += 1;
@@ -399,9 +416,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                             }
                         }
                         Err(e) => {
-                            // Only the client role refuses, and a driver
-                            // serves the server role.
-                            tracing::error!(id = %self.conn.id(), "cannot encode a queued message: {e}");
+                            // Handles check control payloads' length: not
+                            // expected.
+                            tracing::error!(id = %self.conn.id(), "cannot encode a queued frame: {e}");
                             queue.written(estimate, estimate);
                             self.pending.remove(i);
                             continue;
@@ -548,7 +565,7 @@ impl<S> Driver<S> {
         let (mut n, mut charged) = (0, 0);
         for item in self.pending.drain(keep.min(self.pending.len())..) {
             n += match &item {
-                Item::Deflate(_, payload) => estimate(payload.len()),
+                Item::Deferred(_, payload) => estimate(payload.len()),
                 other => other.bytes().len(),
             };
             charged += item.charged();

@@ -56,6 +56,10 @@ pub(crate) struct Member {
     data: Mutex<Vec<Box<dyn Any + Send + Sync>>>,
     /// permessage-deflate, when negotiated.
     pub(crate) deflate: Option<DeflateParams>,
+    /// The client side of a connection: every frame is masked with a fresh
+    /// key, so the driver encodes them all (nothing is encoded ahead or
+    /// shared with other queues).
+    client: bool,
 }
 
 fn relock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -82,6 +86,21 @@ impl Member {
             subscriptions: Mutex::default(),
             data: Mutex::default(),
             deflate,
+            client: false,
+        }
+    }
+
+    /// As [`Member::new`], for the client side of a connection.
+    pub(crate) fn new_client(
+        info: ConnectionInfo,
+        hub: Arc<HubState>,
+        max_queue_bytes: usize,
+        backpressure: Backpressure,
+        deflate: Option<DeflateParams>,
+    ) -> Self {
+        Self {
+            client: true,
+            ..Self::new(info, hub, max_queue_bytes, backpressure, deflate)
         }
     }
 
@@ -119,13 +138,16 @@ impl Member {
     /// built straight into the queue; a compressed one is made here, or by
     /// the driver when this side keeps its compression context.
     pub(crate) fn send(&self, kind: MessageKind, payload: Bytes) -> Result<(), Error> {
+        if self.client {
+            return self.counted(self.queue.push_deferred(kind.opcode(), payload));
+        }
         let result = match &self.deflate {
             Some(params) if payload.len() >= params.threshold => {
                 if params.local_no_context_takeover {
                     self.queue
                         .push_encoded(&compress_alone(kind, &payload, params), false)
                 } else {
-                    self.queue.push_deflate(kind, payload)
+                    self.queue.push_deferred(kind.opcode(), payload)
                 }
             }
             _ => self.queue.push(kind.opcode(), payload),
@@ -136,6 +158,9 @@ impl Member {
     /// Queues a control frame (payload at most 125 bytes, checked by the
     /// caller).
     pub(crate) fn send_control(&self, opcode: OpCode, payload: Bytes) -> Result<(), Error> {
+        if self.client {
+            return self.counted(self.queue.push_deferred(opcode, payload));
+        }
         self.counted(self.queue.push(opcode, payload))
     }
 
@@ -143,6 +168,10 @@ impl Member {
     /// needs: plain, compressed once for every receiver of the same window
     /// and level, or compressed with this connection's own context.
     pub(crate) fn enqueue(&self, message: &Outgoing) -> Result<(), Error> {
+        if self.client {
+            let payload = message.payload.clone();
+            return self.counted(self.queue.push_deferred(message.kind.opcode(), payload));
+        }
         let result = match &self.deflate {
             Some(params) if message.payload.len() >= params.threshold => {
                 if params.local_no_context_takeover {
@@ -151,7 +180,7 @@ impl Member {
                     self.queue.push_encoded(&frame, true)
                 } else {
                     self.queue
-                        .push_deflate(message.kind, message.payload.clone())
+                        .push_deferred(message.kind.opcode(), message.payload.clone())
                 }
             }
             _ => self

@@ -1,0 +1,542 @@
+//! The client: connect to a `ws://` or `wss://` URL and get the same
+//! programming model as the server (a setup closure with `on_open`,
+//! `on_message`, … and a [`Connection`] handle), or the `Stream`/`Sink`
+//! view ([`Client::connect_stream`]).
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), hubbub::Error> {
+//! use hubbub::client::Client;
+//!
+//! let session = Client::new("ws://127.0.0.1:9001/chat")
+//!     .header("Authorization", "Bearer 123")
+//!     .protocol("chat.v1")
+//!     .connect(|socket| {
+//!         socket.on_message(|_conn, text| println!("< {text}"));
+//!         socket.on_close(|_conn, info| println!("closed: {} {}", info.code, info.reason));
+//!     })
+//!     .await?;
+//! session.send("hello")?;
+//! session.close()?;
+//! session.closed().await;
+//! # Ok(()) }
+//! ```
+//!
+//! The connection is the same driver the server runs, in the client role:
+//! every frame it sends is masked with a fresh key, and the same limits
+//! hold (message and frame size, inflate bounded while it inflates, a
+//! bounded send queue, keepalive pings, the close handshake).
+
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use hubbub_proto::handshake::{ClientHandshakeError, ClientRequest, Headers, Request};
+use hubbub_proto::{Connection as Proto, Role, deflate};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+use tokio_rustls::rustls;
+
+use crate::accept::serve_after;
+use crate::config::ServerConfig;
+use crate::driver::Driver;
+use crate::error::{Error, Kind};
+use crate::handle::Connection;
+use crate::handshake::Upgraded;
+use crate::hub::{HubState, Member};
+use crate::info::ConnectionInfo;
+use crate::socket::{Handlers, Socket, panic_message};
+use crate::stream::WebSocket;
+
+/// A WebSocket client for one URL: its request (headers, subprotocols,
+/// permessage-deflate), TLS and limits, then [`Client::connect`].
+#[derive(Clone)]
+pub struct Client {
+    url: String,
+    headers: Vec<(String, String)>,
+    protocols: Vec<String>,
+    config: ServerConfig,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("url", &self.url)
+            .field("protocols", &self.protocols)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The parts of a `ws://` or `wss://` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Target {
+    secure: bool,
+    host: String,
+    port: u16,
+    /// Path and query, `/` at least.
+    path: String,
+}
+
+impl Target {
+    fn parse(url: &str) -> Result<Self, Error> {
+        let invalid = |why: &str| Error::new(Kind::InvalidUrl(format!("{url}: {why}")));
+        let (rest, secure) = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
+            (Some(rest), _) => (rest, false),
+            (_, Some(rest)) => (rest, true),
+            _ => return Err(invalid("expected ws://host[:port]/path or wss://…")),
+        };
+        let (authority, path) = match rest.find(['/', '?']) {
+            Some(i) if rest[i..].starts_with('?') => (&rest[..i], format!("/{}", &rest[i..])),
+            Some(i) => (&rest[..i], rest[i..].to_owned()),
+            None => (rest, "/".to_owned()),
+        };
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (host, port) = v6.split_once(']').ok_or_else(|| invalid("unclosed ["))?;
+            (host, port.strip_prefix(':'))
+        } else {
+            match authority.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (authority, None),
+            }
+        };
+        if host.is_empty() {
+            return Err(invalid("missing host"));
+        }
+        let port = match port {
+            None | Some("") => {
+                if secure {
+                    443
+                } else {
+                    80
+                }
+            }
+            Some(port) => port.parse().map_err(|_| invalid("bad port"))?,
+        };
+        Ok(Self {
+            secure,
+            host: host.to_owned(),
+            port,
+            path,
+        })
+    }
+
+    /// The `Host` header: the port only when not the scheme's default.
+    fn host_header(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        if self.port == if self.secure { 443 } else { 80 } {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+impl Client {
+    /// A client for `url` (`ws://host[:port]/path?query` or `wss://…`; IPv6
+    /// literals in brackets), offering permessage-deflate, with a 10 s
+    /// connect timeout and the library's default limits.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            headers: Vec::new(),
+            protocols: Vec::new(),
+            config: ServerConfig::default(),
+            tls: None,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Adds a request header (an auth token, a cookie, an `Origin`).
+    #[must_use]
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Offers a subprotocol (in order of preference); the agreed one is
+    /// `conn.info().protocol()`.
+    #[must_use]
+    pub fn protocol(mut self, protocol: impl Into<String>) -> Self {
+        self.protocols.push(protocol.into());
+        self
+    }
+
+    /// The limits and timeouts of the connection: the protocol's
+    /// (`protocol`: message and frame size, permessage-deflate, which
+    /// [`hubbub_proto::DeflateConfig::enabled`] turns off), the send queue
+    /// (`max_queue_bytes`, `backpressure`), keepalive (`ping_interval`,
+    /// `idle_timeout`), `close_timeout` and `handshake_timeout`.
+    #[must_use]
+    pub fn with_config(mut self, config: ServerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// How long the TCP connection, TLS and the upgrade may take together.
+    #[must_use]
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// TLS with this rustls configuration (custom roots, a client
+    /// certificate, ALPN…). Without one, `wss://` trusts the system's roots.
+    #[must_use]
+    pub fn tls(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
+    /// TLS trusting only the certificates in `pem` (a private CA, a
+    /// self-signed server).
+    ///
+    /// # Errors
+    /// [`Error::is_tls`] when `pem` holds no usable certificate.
+    pub fn ca_pem(self, pem: &[u8]) -> Result<Self, Error> {
+        use rustls_pki_types::CertificateDer;
+        use rustls_pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            let cert = cert.map_err(|e| Error::new(Kind::Tls(format!("CA file: {e}"))))?;
+            roots
+                .add(cert)
+                .map_err(|e| Error::new(Kind::Tls(format!("CA certificate: {e}"))))?;
+        }
+        if roots.is_empty() {
+            return Err(Error::new(Kind::Tls(
+                "no certificate in the CA file".into(),
+            )));
+        }
+        Ok(self.tls(Arc::new(client_config(roots))))
+    }
+
+    /// Connects: TCP (or TLS), the upgrade, then the connection runs in a
+    /// task of its own with the handlers `setup` attaches (as the server's
+    /// setup closure does; `on_open` runs first). Returns once the upgrade
+    /// is done.
+    ///
+    /// # Errors
+    /// A typed error that says what failed: [`Error::is_invalid_argument`]
+    /// for a bad URL, [`Error::is_connect`] (resolution, refused, timeout),
+    /// [`Error::is_tls`] (with the certificate's fault),
+    /// [`Error::is_handshake`] (the HTTP status and the body's first line,
+    /// a wrong `Sec-WebSocket-Accept`, an extension or subprotocol not
+    /// offered).
+    pub async fn connect<F>(self, setup: F) -> Result<Session, Error>
+    where
+        F: FnOnce(&mut Socket),
+    {
+        let target = Target::parse(&self.url)?;
+        let deadline = self.connect_timeout;
+        let connector = self.tls.clone();
+        match timeout(deadline, open(&target, connector)).await {
+            Err(_) => Err(connect_error(&target, "timed out")),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(Stream::Plain(tcp))) => self.upgrade(tcp, &target, setup).await,
+            Ok(Ok(Stream::Tls(tls))) => self.upgrade(*tls, &target, setup).await,
+        }
+    }
+
+    /// Connects and returns the connection as a [`WebSocket`] (a `Stream`
+    /// of messages and a `Sink`), as tokio-tungstenite's `connect_async`.
+    ///
+    /// # Errors
+    /// As [`Client::connect`].
+    pub async fn connect_stream(self) -> Result<WebSocket, Error> {
+        let mut ws = None;
+        let _session = self.connect(|socket| ws = Some(socket.stream())).await?;
+        ws.ok_or_else(|| Error::new(Kind::Closed))
+    }
+
+    /// The upgrade over an open stream, within the connect timeout.
+    async fn upgrade<S, F>(
+        &self,
+        mut stream: S,
+        target: &Target,
+        setup: F,
+    ) -> Result<Session, Error>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static + Peers,
+        F: FnOnce(&mut Socket),
+    {
+        let config = &self.config;
+        let mut request = ClientRequest::new(target.host_header(), target.path.clone());
+        for protocol in &self.protocols {
+            request = request.protocol(protocol.clone());
+        }
+        let offers_deflate = config.protocol.deflate.enabled;
+        if offers_deflate {
+            request = request.extension("permessage-deflate; client_max_window_bits");
+        }
+        for (name, value) in &self.headers {
+            request = request.header(name.clone(), value.clone());
+        }
+        let mut out = BytesMut::new();
+        request.write(&mut out);
+        let exchange = async {
+            stream.write_all(&out).await?;
+            let mut input = BytesMut::with_capacity(1024);
+            loop {
+                match request.parse_response(&mut input, &config.protocol) {
+                    Ok(Some(response)) => return Ok(Ok((response, input))),
+                    Ok(None) => {}
+                    Err(e) => return Ok(Err((e, input))),
+                }
+                if stream.read_buf(&mut input).await? == 0 {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the server closed the connection during the handshake",
+                    ));
+                }
+            }
+        };
+        let (response, leftover) = match timeout(self.connect_timeout, exchange).await {
+            Err(_) => return Err(connect_error(target, "timed out during the handshake")),
+            Ok(Err(e)) => return Err(connect_error(target, &e.to_string())),
+            Ok(Ok(Err((e, input)))) => {
+                return Err(Error::new(Kind::Handshake {
+                    status: match e {
+                        ClientHandshakeError::Status(status) => Some(status),
+                        _ => None,
+                    },
+                    message: refusal_message(&e, &mut stream, input).await,
+                }));
+            }
+            Ok(Ok(Ok(done))) => done,
+        };
+        let mut proto = Proto::new(Role::Client, config.protocol.clone());
+        let mut params = None;
+        if let Some(answer) = response
+            .extensions
+            .iter()
+            .find(|e| e.name.eq_ignore_ascii_case("permessage-deflate"))
+        {
+            let Some(accepted) = deflate::client_params(answer, config.protocol.deflate.threshold)
+            else {
+                return Err(Error::new(Kind::Handshake {
+                    status: None,
+                    message: "the server's permessage-deflate parameters are not acceptable".into(),
+                }));
+            };
+            proto.set_deflate(accepted);
+            params = Some(accepted);
+        }
+        let mut headers = Headers::default();
+        headers.append("Host", target.host_header().as_bytes());
+        for (name, value) in &self.headers {
+            headers.append(name, value.as_bytes());
+        }
+        if !self.protocols.is_empty() {
+            headers.append(
+                "Sec-WebSocket-Protocol",
+                self.protocols.join(", ").as_bytes(),
+            );
+        }
+        let sent = Request::from_parts("GET", &target.path, 1, headers)
+            .map_err(|e| Error::new(Kind::InvalidUrl(format!("{}: {e}", self.url))))?;
+        let (peer, local) = stream.peers();
+        let info = ConnectionInfo::new(peer, local, sent, response.protocol.clone());
+        let hub = HubState::new(Some(local));
+        let keepalive = crate::keepalive::spawn(&hub, config);
+        let conn = Connection::new(Arc::new(Member::new_client(
+            info,
+            hub.clone(),
+            config.max_queue_bytes,
+            config.backpressure,
+            params,
+        )));
+        let mut socket = Socket {
+            conn: conn.clone(),
+            handlers: Handlers::default(),
+        };
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| setup(&mut socket))) {
+            keepalive.abort();
+            return Err(Error::new(Kind::HandlerPanic(panic_message(&*panic))));
+        }
+        let Some(permit) = hub.permit(usize::MAX) else {
+            unreachable!("a client's own hub has room for it");
+        };
+        hub.register(&conn.member);
+        let span = tracing::debug_span!("client", id = %conn.id(), %peer);
+        let driver = Driver::new(
+            stream,
+            proto,
+            conn.clone(),
+            socket.handlers,
+            leftover,
+            config,
+        );
+        let upgraded = Upgraded {
+            driver,
+            span,
+            _permit: permit,
+            _slot: None,
+        };
+        let task = tokio::spawn(async move {
+            serve_after(async move { Some(upgraded) }).await;
+            keepalive.abort();
+        });
+        Ok(Session { conn, task })
+    }
+}
+
+/// The default TLS configuration: the given roots, TLS 1.3 and 1.2, ring.
+fn client_config(roots: rustls::RootCertStore) -> rustls::ClientConfig {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
+/// The system's trusted roots (what `wss://` trusts without
+/// [`Client::tls`]).
+fn system_roots() -> Result<rustls::RootCertStore, Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    let found = rustls_native_certs::load_native_certs();
+    for cert in found.certs {
+        let _ = roots.add(cert);
+    }
+    if roots.is_empty() {
+        return Err(Error::new(Kind::Tls(
+            "no trusted root certificates found on this system: give a CA with Client::ca_pem"
+                .into(),
+        )));
+    }
+    Ok(roots)
+}
+
+/// A plain or TLS stream to the server.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+/// Both ends' addresses of a stream.
+trait Peers {
+    fn peers(&self) -> (SocketAddr, SocketAddr);
+}
+
+impl Peers for TcpStream {
+    fn peers(&self) -> (SocketAddr, SocketAddr) {
+        let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
+        (
+            self.peer_addr().unwrap_or(unknown),
+            self.local_addr().unwrap_or(unknown),
+        )
+    }
+}
+
+impl Peers for tokio_rustls::client::TlsStream<TcpStream> {
+    fn peers(&self) -> (SocketAddr, SocketAddr) {
+        self.get_ref().0.peers()
+    }
+}
+
+/// The TCP connection, and TLS for `wss://`.
+async fn open(target: &Target, tls: Option<Arc<rustls::ClientConfig>>) -> Result<Stream, Error> {
+    let tcp = TcpStream::connect((target.host.as_str(), target.port))
+        .await
+        .map_err(|e| connect_error(target, &e.to_string()))?;
+    let _ = tcp.set_nodelay(true);
+    if !target.secure {
+        return Ok(Stream::Plain(tcp));
+    }
+    let config = match tls {
+        Some(config) => config,
+        None => Arc::new(client_config(system_roots()?)),
+    };
+    let name = rustls_pki_types::ServerName::try_from(target.host.clone()).map_err(|e| {
+        Error::new(Kind::Tls(format!(
+            "{}: not a valid server name: {e}",
+            target.host
+        )))
+    })?;
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| Error::new(Kind::Tls(format!("{}:{}: {e}", target.host, target.port))))?;
+    Ok(Stream::Tls(Box::new(tls)))
+}
+
+fn connect_error(target: &Target, why: &str) -> Error {
+    Error::new(Kind::Connect(format!(
+        "cannot connect to {}:{}: {why}",
+        target.host, target.port
+    )))
+}
+
+/// What to say about a refused upgrade: for a status, the body's first
+/// line (read for up to a second).
+async fn refusal_message<S: AsyncRead + Unpin>(
+    error: &ClientHandshakeError,
+    stream: &mut S,
+    mut input: BytesMut,
+) -> String {
+    let ClientHandshakeError::Status(_) = error else {
+        return error.to_string();
+    };
+    let body_line = |input: &BytesMut| {
+        let text = String::from_utf8_lossy(input);
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_owned())?;
+        body.lines()
+            .next()
+            .map(str::to_owned)
+            .filter(|l| !l.is_empty())
+    };
+    let _ = timeout(Duration::from_secs(1), async {
+        while body_line(&input).is_none() && input.len() < 16 << 10 {
+            match stream.read_buf(&mut input).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    match body_line(&input) {
+        Some(line) => format!("{error}: {line}"),
+        None => error.to_string(),
+    }
+}
+
+/// An open client connection: its [`Connection`] handle (this derefs to
+/// it) and the task that runs it.
+#[derive(Debug)]
+pub struct Session {
+    conn: Connection,
+    task: JoinHandle<()>,
+}
+
+impl Deref for Session {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl Session {
+    /// The connection's handle (cheap to clone, usable from any task).
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Waits until the connection has ended and `on_close` has run.
+    pub async fn closed(self) {
+        let _ = self.task.await;
+    }
+}
