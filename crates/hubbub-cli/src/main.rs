@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod chat;
+mod connect;
 mod load;
 mod settings;
 
@@ -38,6 +39,10 @@ enum Command {
     /// Generates load against a server and reports what it measured.
     #[command(subcommand)]
     Load(load::LoadCommand),
+    /// An interactive client: sends each line of stdin as a text message,
+    /// prints each message received on a line; closes with 1000 at the end
+    /// of stdin.
+    Connect(connect::ConnectArgs),
 }
 
 /// Options of `hubbub relay`.
@@ -444,23 +449,36 @@ fn cannot_listen(url: &str, e: &hubbub::Error) -> hubbub::Error {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let quiet = matches!(cli.command, Some(Command::Connect(_)));
     // Logs go to stderr; stdout carries the address lines and load results.
     // Colours only on a terminal: a log file or a pipe gets plain text.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                // The interactive client prints messages, not the log.
+                tracing_subscriber::EnvFilter::new(if quiet { "warn" } else { "info" })
+            }),
         )
         .init();
-    let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("hubbub: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
+    };
+    let cli = match cli.command {
+        Some(Command::Connect(args)) => {
+            let code = runtime.block_on(connect::run(args));
+            // Reading stdin blocks a thread of the runtime's pool: do not
+            // wait for a line that may never come.
+            runtime.shutdown_background();
+            return code;
+        }
+        command => Cli { command },
     };
     let result = runtime.block_on(async {
         // No subcommand means `serve`, with its environment variables.
@@ -476,6 +494,7 @@ fn main() -> ExitCode {
                 eprintln!("hubbub load: {e}");
                 hubbub::Error::from(std::io::Error::other(e))
             }),
+            Command::Connect(_) => unreachable!("run above"),
         }
     });
     match result {

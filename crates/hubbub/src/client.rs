@@ -275,9 +275,16 @@ impl Client {
         for protocol in &self.protocols {
             request = request.protocol(protocol.clone());
         }
-        let offers_deflate = config.protocol.deflate.enabled;
-        if offers_deflate {
-            request = request.extension("permessage-deflate; client_max_window_bits");
+        let deflate = &config.protocol.deflate;
+        if deflate.enabled {
+            // The window the server may set; and, as `DeflateConfig` says
+            // for the client side, no context kept between messages (less
+            // memory, and a server may then ask for it: RFC 7692 7.1.1.1).
+            request = request.extension(if deflate.client_no_context_takeover {
+                "permessage-deflate; client_max_window_bits; client_no_context_takeover"
+            } else {
+                "permessage-deflate; client_max_window_bits"
+            });
         }
         for (name, value) in &self.headers {
             request = request.header(name.clone(), value.clone());
