@@ -208,3 +208,158 @@ async fn python_websockets_client_over_tls() {
     })
     .await;
 }
+
+/// Starts a peer's echo server (its program and arguments); returns the
+/// process and its port.
+async fn peer_server(mut command: Command) -> (tokio::process::Child, u16) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("peer server runs (installed by scripts/test)");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = lines.next_line().await.unwrap().expect("a listening line");
+    let port = line
+        .strip_prefix("listening on ")
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    (child, port)
+}
+
+/// hubbub's client against a peer's server: the extension agreed, a
+/// fragmented message, the server's ping answered, text, binary and 1 MiB
+/// echoed, and the server's close code.
+async fn client_against(command: Command, deflate: bool, expect_ext: &str) {
+    watchdog(async {
+        let (_server, port) = peer_server(command).await;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let closed: Arc<Mutex<Option<CloseInfo>>> = Arc::default();
+        let record = closed.clone();
+        let mut config = ServerConfig::default();
+        config.protocol.deflate.enabled = deflate;
+        let binary = tx.clone();
+        let session = hubbub::client::Client::new(format!("ws://127.0.0.1:{port}/"))
+            .with_config(config)
+            .connect(move |socket| {
+                socket.on_message(move |_, text| {
+                    let _ = tx.send(hubbub::Message::Text(text));
+                });
+                socket.on_binary(move |_, data| {
+                    let _ = binary.send(hubbub::Message::Binary(data));
+                });
+                socket.on_close(move |_, info| *record.lock().unwrap() = Some(info));
+            })
+            .await
+            .unwrap();
+        let mut next = async || rx.recv().await.unwrap();
+        assert_eq!(next().await, hubbub::Message::Text(expect_ext.into()));
+        assert_eq!(next().await, hubbub::Message::Text("fragmented".into()));
+        assert_eq!(next().await, hubbub::Message::Text("pong ok".into()));
+        let big: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+        let text = "all work and no play ".repeat(500);
+        session.send(text.clone()).unwrap();
+        session.send_binary(vec![0u8, 1, 255]).unwrap();
+        session.send_binary(big.clone()).unwrap();
+        assert_eq!(next().await, hubbub::Message::Text(text.into()));
+        assert_eq!(
+            next().await,
+            hubbub::Message::Binary(vec![0u8, 1, 255].into())
+        );
+        assert_eq!(next().await, hubbub::Message::Binary(big.into()));
+        session.send("close-me").unwrap();
+        session.closed().await;
+        let info = closed.lock().unwrap().clone().unwrap();
+        assert_eq!(
+            (info.code, info.reason.as_str()),
+            (CloseCode(4003), "as asked")
+        );
+        assert!(info.clean, "{info:?}");
+    })
+    .await;
+}
+
+fn python_server(mode: &str) -> Command {
+    let python = std::env::var_os("HUBBUB_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join(".cache/venv/bin/python"));
+    let mut command = Command::new(python);
+    command.arg(peer_script("python_server.py")).arg(mode);
+    command
+}
+
+fn node_server(mode: &str) -> Command {
+    let mut command = Command::new("node");
+    command
+        .env("NODE_PATH", workspace().join(".cache/node/node_modules"))
+        .arg(peer_script("node_server.cjs"))
+        .arg(mode);
+    command
+}
+
+#[tokio::test]
+#[ignore = "needs python websockets: run scripts/test"]
+async fn hubbub_client_against_python_websockets_server() {
+    client_against(python_server("deflate"), true, "ext: PerMessageDeflate").await;
+    client_against(python_server("plain"), true, "ext: none").await;
+    client_against(python_server("deflate"), false, "ext: none").await;
+}
+
+#[tokio::test]
+#[ignore = "needs node ws: run scripts/test"]
+async fn hubbub_client_against_node_ws_server() {
+    client_against(node_server("deflate"), true, "ext: permessage-deflate").await;
+    client_against(node_server("plain"), true, "ext: none").await;
+}
+
+/// `hubbub connect` (the CLI) against a Python `wss://` server whose
+/// self-signed certificate is given with `--ca`.
+#[tokio::test]
+#[ignore = "needs python websockets: run scripts/test"]
+async fn hubbub_connect_over_tls_against_python_websockets() {
+    watchdog(async {
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let dir =
+            std::env::temp_dir().join(format!("hubbub-interop-connect-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert, certified.cert.pem()).unwrap();
+        std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
+        let mut command = python_server("deflate");
+        command.arg(&cert).arg(&key);
+        let (_server, port) = peer_server(command).await;
+        // The newest build of the binary (scripts/test builds release).
+        let binary = ["release", "debug"]
+            .map(|profile| workspace().join("target").join(profile).join("hubbub"))
+            .into_iter()
+            .filter_map(|path| Some((path.metadata().ok()?.modified().ok()?, path)))
+            .max()
+            .map(|(_, path)| path)
+            .expect("the hubbub binary is built (scripts/test builds it)");
+        let mut child = Command::new(binary)
+            .args(["connect", &format!("wss://localhost:{port}/"), "--ca"])
+            .arg(&cert)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the hubbub binary is built (scripts/test builds it)");
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"one\ntwo\nclose-me\n").await.unwrap();
+        let output = child.wait_with_output().await.unwrap();
+        drop(stdin);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            stdout, "ext: PerMessageDeflate\nfragmented\npong ok\none\ntwo\n",
+            "{stderr}"
+        );
+        // The server closed with 4003: said on stderr, non-zero status.
+        assert!(!output.status.success());
+        assert!(stderr.contains("4003"), "{stderr}");
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}
