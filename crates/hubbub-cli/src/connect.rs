@@ -1,8 +1,8 @@
 //! `hubbub connect URL`: an interactive WebSocket client. Each line of
 //! stdin is sent as a text message; each message received is printed on a
 //! line of its own (binary as hex, or raw with `--binary-raw`). On a
-//! terminal, received lines are marked `< ` and sent ones are echoed with
-//! `> `; on a pipe only the messages are printed. At the end of stdin it
+//! terminal there is a `> ` prompt and received lines are marked `< `; on a
+//! pipe only the messages are printed. At the end of stdin it
 //! closes with 1000 and exits once the server answered the close.
 
 use std::io::{IsTerminal, Write};
@@ -45,14 +45,18 @@ pub(crate) struct ConnectArgs {
     binary_raw: bool,
 }
 
-/// Prints one received message as a line.
+/// Prints one received message as a line. On a terminal it is marked
+/// `< `, over the prompt, and the `> ` prompt follows it again.
 fn print_line(marked: bool, bytes: &[u8]) {
     let mut out = std::io::stdout().lock();
     if marked {
-        let _ = out.write_all(b"< ");
+        let _ = out.write_all(b"\r< ");
     }
     let _ = out.write_all(bytes);
     let _ = out.write_all(b"\n");
+    if marked {
+        let _ = out.write_all(b"> ");
+    }
     let _ = out.flush();
 }
 
@@ -124,6 +128,10 @@ async fn connect(args: ConnectArgs) -> Result<ExitCode, String> {
             .unwrap_or_default();
         eprintln!("connected to {}{protocol} (end with Ctrl-D)", args.url);
     }
+    if marked {
+        print!("> ");
+        let _ = std::io::stdout().flush();
+    }
     let conn = session.connection().clone();
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let ended = {
@@ -141,6 +149,10 @@ async fn connect(args: ConnectArgs) -> Result<ExitCode, String> {
                 Ok(Some(line)) => {
                     if conn.send(line).is_err() {
                         break;
+                    }
+                    if marked {
+                        print!("> ");
+                        let _ = std::io::stdout().flush();
                     }
                 }
                 // End of input (or an unreadable stdin): close normally.
