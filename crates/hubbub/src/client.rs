@@ -547,3 +547,214 @@ impl Session {
         let _ = self.task.await;
     }
 }
+
+/// When and how often a [`Client::connect_persistent`] connection is made
+/// again after it drops: exponential backoff with jitter.
+///
+/// ```
+/// use std::time::Duration;
+/// let policy = hubbub::client::Reconnect::new()
+///     .initial_delay(Duration::from_millis(200))
+///     .max_delay(Duration::from_secs(10))
+///     .max_attempts(Some(20));
+/// # let _ = policy;
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Reconnect {
+    initial: Duration,
+    max: Duration,
+    attempts: Option<u32>,
+}
+
+impl Default for Reconnect {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Reconnect {
+    /// From 500 ms, doubling to at most 30 s, each delay drawn between half
+    /// and all of it (so that many clients do not return at once), forever.
+    pub fn new() -> Self {
+        Self {
+            initial: Duration::from_millis(500),
+            max: Duration::from_secs(30),
+            attempts: None,
+        }
+    }
+
+    /// The first delay.
+    #[must_use]
+    pub fn initial_delay(mut self, delay: Duration) -> Self {
+        self.initial = delay;
+        self
+    }
+
+    /// The longest delay.
+    #[must_use]
+    pub fn max_delay(mut self, delay: Duration) -> Self {
+        self.max = delay;
+        self
+    }
+
+    /// Gives up after this many failed attempts in a row (`None`: never).
+    #[must_use]
+    pub fn max_attempts(mut self, attempts: Option<u32>) -> Self {
+        self.attempts = attempts;
+        self
+    }
+
+    /// The delay before attempt `n` (0 for the first retry): half to all
+    /// of `initial · 2ⁿ`, at most `max`.
+    fn delay(&self, n: u32) -> Duration {
+        let full = self.initial.saturating_mul(1u32 << n.min(20)).min(self.max);
+        let random = uuid::Uuid::new_v4().as_u64_pair().0;
+        let fraction = 0.5 + (random % 1000) as f64 / 2000.0;
+        full.mul_f64(fraction)
+    }
+}
+
+/// A connection that is made again when it drops (see [`Reconnect`]): its
+/// setup runs for each connection (so `on_open` runs again), and sends
+/// while it is down are refused with [`Error::is_disconnected`], never
+/// queued for later or lost in silence.
+#[derive(Debug, Clone)]
+pub struct Persistent {
+    shared: Arc<PersistentState>,
+}
+
+#[derive(Debug)]
+struct PersistentState {
+    current: std::sync::Mutex<Option<Connection>>,
+    stop: tokio_util::sync::CancellationToken,
+    done: tokio_util::sync::CancellationToken,
+}
+
+impl Persistent {
+    /// The connection now, if connected.
+    pub fn connection(&self) -> Option<Connection> {
+        self.shared
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&Connection) -> Result<R, Error>) -> Result<R, Error> {
+        match self.connection() {
+            Some(conn) if conn.is_open() => f(&conn),
+            _ => Err(Error::new(Kind::Disconnected)),
+        }
+    }
+
+    /// Sends a text message on the current connection.
+    ///
+    /// # Errors
+    /// [`Error::is_disconnected`] while reconnecting; otherwise as
+    /// [`Connection::send`].
+    pub fn send(&self, text: impl Into<hubbub_proto::Utf8Bytes>) -> Result<(), Error> {
+        let text = text.into();
+        self.with(|conn| conn.send(text))
+    }
+
+    /// Sends a binary message on the current connection.
+    ///
+    /// # Errors
+    /// As [`Persistent::send`].
+    pub fn send_binary(&self, data: impl Into<bytes::Bytes>) -> Result<(), Error> {
+        let data = data.into();
+        self.with(|conn| conn.send_binary(data))
+    }
+
+    /// Stops reconnecting and closes the current connection (1000).
+    pub fn close(&self) {
+        self.shared.stop.cancel();
+        if let Some(conn) = self.connection() {
+            let _ = conn.close();
+        }
+    }
+
+    /// Waits until it stopped for good: after [`Persistent::close`], or
+    /// when the attempts ran out.
+    pub async fn closed(&self) {
+        self.shared.done.cancelled().await;
+    }
+}
+
+impl Client {
+    /// Connects, and connects again with `policy` whenever the connection
+    /// drops (whatever ended it, but [`Persistent::close`]). `setup` runs
+    /// for each connection. Returns once the first connection is open.
+    ///
+    /// # Errors
+    /// As [`Client::connect`], for the first attempt.
+    pub async fn connect_persistent<F>(
+        self,
+        policy: Reconnect,
+        setup: F,
+    ) -> Result<Persistent, Error>
+    where
+        F: Fn(&mut Socket) + Send + Sync + 'static,
+    {
+        let setup = Arc::new(setup);
+        let first = {
+            let setup = setup.clone();
+            self.clone().connect(move |socket| setup(socket)).await?
+        };
+        let shared = Arc::new(PersistentState {
+            current: std::sync::Mutex::new(Some(first.connection().clone())),
+            stop: tokio_util::sync::CancellationToken::new(),
+            done: tokio_util::sync::CancellationToken::new(),
+        });
+        let state = shared.clone();
+        tokio::spawn(async move {
+            let mut session = first;
+            'connected: loop {
+                tokio::select! {
+                    () = state.stop.cancelled() => {
+                        session.closed().await;
+                        break;
+                    }
+                    () = session.wait() => {}
+                }
+                *state.current.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                let mut failures = 0;
+                loop {
+                    if state.stop.is_cancelled()
+                        || policy.attempts.is_some_and(|max| failures >= max)
+                    {
+                        break 'connected;
+                    }
+                    let delay = policy.delay(failures);
+                    tokio::select! {
+                        () = state.stop.cancelled() => break 'connected,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                    let setup = setup.clone();
+                    match self.clone().connect(move |socket| setup(socket)).await {
+                        Ok(next) => {
+                            tracing::info!(url = %self.url, "reconnected");
+                            *state.current.lock().unwrap_or_else(|p| p.into_inner()) =
+                                Some(next.connection().clone());
+                            session = next;
+                            continue 'connected;
+                        }
+                        Err(e) => {
+                            failures += 1;
+                            tracing::info!(url = %self.url, failures, "reconnect failed: {e}");
+                        }
+                    }
+                }
+            }
+            state.done.cancel();
+        });
+        Ok(Persistent { shared })
+    }
+}
+
+impl Session {
+    /// Waits until the connection has ended, keeping the session.
+    async fn wait(&mut self) {
+        let _ = (&mut self.task).await;
+    }
+}

@@ -44,6 +44,8 @@ pub(crate) enum Kind {
     Ended(crate::info::CloseInfo),
     /// A client could not reach the server: resolution, refusal, timeout.
     Connect(String),
+    /// A reconnecting client is between connections.
+    Disconnected,
     /// A server refused a client's upgrade, or answered it wrongly.
     Handshake {
         status: Option<u16>,
@@ -122,6 +124,12 @@ impl Error {
         matches!(self.kind, Kind::Connect(_))
     }
 
+    /// A reconnecting client ([`crate::client::Persistent`]) is between
+    /// connections: the message was not sent.
+    pub fn is_disconnected(&self) -> bool {
+        matches!(self.kind, Kind::Disconnected)
+    }
+
     /// A server refused a client's upgrade (see [`Error::status`]) or
     /// answered it wrongly (a bad `Sec-WebSocket-Accept`, an extension or
     /// subprotocol the client did not offer).
@@ -189,6 +197,9 @@ impl fmt::Display for Error {
             Kind::HandlerPanic(what) => write!(f, "handler panicked: {what}"),
             Kind::Tls(what) => write!(f, "TLS: {what}"),
             Kind::Connect(why) => f.write_str(why),
+            Kind::Disconnected => {
+                f.write_str("not connected (reconnecting): the message was not sent")
+            }
             Kind::Handshake { message, .. } => write!(f, "upgrade refused: {message}"),
             Kind::Ended(info) => write!(
                 f,

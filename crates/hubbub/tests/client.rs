@@ -222,3 +222,67 @@ async fn wss_with_a_given_ca() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_persistent_connection_comes_back_and_refuses_sends_while_down() {
+    use hubbub::client::Reconnect;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    watchdog(async {
+        let server = start(ServerConfig::default(), |socket| {
+            socket.on_message(|conn, text| {
+                if &*text == "restart" {
+                    let _ = conn.close_with(1012, "restarting");
+                } else {
+                    let _ = conn.send(text);
+                }
+            });
+        })
+        .await;
+        let opens = Arc::new(AtomicUsize::new(0));
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let counted = opens.clone();
+        let persistent = Client::new(server.url("/"))
+            .connect_persistent(
+                Reconnect::new().initial_delay(Duration::from_millis(300)),
+                move |socket| {
+                    let opens = counted.clone();
+                    socket.on_open(move |_| {
+                        opens.fetch_add(1, Ordering::SeqCst);
+                    });
+                    let tx = tx.clone();
+                    socket.on_message(move |_, text| {
+                        let _ = tx.send(text.to_string());
+                    });
+                },
+            )
+            .await
+            .unwrap();
+        persistent.send("first").unwrap();
+        assert_eq!(rx.recv().await.unwrap(), "first");
+        persistent.send("restart").unwrap();
+        // Down: refused with a clear error, not queued for later.
+        let refused = loop {
+            match persistent.send("while down") {
+                Err(e) => break e,
+                Ok(()) => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        };
+        assert!(refused.is_disconnected(), "{refused}");
+        // Back: on_open ran again, and sends work.
+        while opens.load(Ordering::SeqCst) < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        loop {
+            if persistent.send("second").is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(rx.recv().await.unwrap(), "second");
+        persistent.close();
+        persistent.closed().await;
+        assert_eq!(opens.load(Ordering::SeqCst), 2);
+        server.stop().await;
+    })
+    .await;
+}
