@@ -62,6 +62,19 @@ pub struct Client {
     config: ServerConfig,
     tls: Option<Arc<rustls::ClientConfig>>,
     connect_timeout: Duration,
+    proxy: ProxySetting,
+}
+
+/// Where the connection goes through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ProxySetting {
+    /// `HTTPS_PROXY` (`wss://`) or `HTTP_PROXY` (`ws://`), unless `NO_PROXY`
+    /// names the host.
+    FromEnv,
+    /// This proxy (`http://[user:password@]host:port`).
+    Url(String),
+    /// Straight to the server.
+    Direct,
 }
 
 impl std::fmt::Debug for Client {
@@ -154,7 +167,24 @@ impl Client {
             config: ServerConfig::default(),
             tls: None,
             connect_timeout: Duration::from_secs(10),
+            proxy: ProxySetting::FromEnv,
         }
+    }
+
+    /// Connects through this HTTP proxy (`http://[user:password@]host:port`)
+    /// with `CONNECT`, instead of the one the environment names.
+    #[must_use]
+    pub fn proxy(mut self, url: impl Into<String>) -> Self {
+        self.proxy = ProxySetting::Url(url.into());
+        self
+    }
+
+    /// Connects straight to the server, whatever `HTTPS_PROXY`/`HTTP_PROXY`
+    /// say. (By default, those are used, unless `NO_PROXY` names the host.)
+    #[must_use]
+    pub fn no_proxy(mut self) -> Self {
+        self.proxy = ProxySetting::Direct;
+        self
     }
 
     /// Adds a request header (an auth token, a cookie, an `Origin`).
@@ -240,7 +270,13 @@ impl Client {
         let target = Target::parse(&self.url)?;
         let deadline = self.connect_timeout;
         let connector = self.tls.clone();
-        match timeout(deadline, open(&target, connector)).await {
+        let proxy = match &self.proxy {
+            ProxySetting::Direct => None,
+            ProxySetting::Url(url) => Some(url.clone()),
+            ProxySetting::FromEnv => proxy_from_env(&target, |name| std::env::var(name).ok()),
+        };
+        let proxy = proxy.map(|url| Proxy::parse(&url)).transpose()?;
+        match timeout(deadline, open(&target, proxy.as_ref(), connector)).await {
             Err(_) => Err(connect_error(&target, "timed out")),
             Ok(Err(e)) => Err(e),
             Ok(Ok(Stream::Plain(tcp))) => self.upgrade(tcp, &target, setup).await,
@@ -452,11 +488,140 @@ impl Peers for tokio_rustls::client::TlsStream<TcpStream> {
     }
 }
 
-/// The TCP connection, and TLS for `wss://`.
-async fn open(target: &Target, tls: Option<Arc<rustls::ClientConfig>>) -> Result<Stream, Error> {
-    let tcp = TcpStream::connect((target.host.as_str(), target.port))
-        .await
-        .map_err(|e| connect_error(target, &e.to_string()))?;
+/// An HTTP proxy to tunnel through with `CONNECT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Proxy {
+    host: String,
+    port: u16,
+    /// `Proxy-Authorization: Basic …` from the URL's user and password.
+    authorization: Option<String>,
+}
+
+impl Proxy {
+    fn parse(url: &str) -> Result<Self, Error> {
+        use base64::Engine as _;
+        let invalid = |why: &str| Error::new(Kind::InvalidUrl(format!("proxy {url}: {why}")));
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| invalid("expected http://[user:password@]host:port"))?;
+        let authority = rest.split('/').next().unwrap_or_default();
+        let (credentials, host_port) = match authority.rsplit_once('@') {
+            Some((credentials, host_port)) => (Some(credentials), host_port),
+            None => (None, authority),
+        };
+        let (host, port) = match host_port.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() => {
+                (host, port.parse().map_err(|_| invalid("bad port"))?)
+            }
+            _ => (host_port, 80),
+        };
+        if host.is_empty() {
+            return Err(invalid("missing host"));
+        }
+        Ok(Self {
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+            port,
+            authorization: credentials.map(|c| base64::engine::general_purpose::STANDARD.encode(c)),
+        })
+    }
+
+    /// Opens the tunnel to `target` over `tcp` (connected to the proxy).
+    async fn tunnel(&self, tcp: &mut TcpStream, target: &Target) -> Result<(), Error> {
+        let authority = if target.host.contains(':') {
+            format!("[{}]:{}", target.host, target.port)
+        } else {
+            format!("{}:{}", target.host, target.port)
+        };
+        let mut request = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
+        if let Some(credentials) = &self.authorization {
+            request += &format!("Proxy-Authorization: Basic {credentials}\r\n");
+        }
+        request += "\r\n";
+        let failed = |why: String| {
+            Error::new(Kind::Connect(format!(
+                "cannot connect to {authority} through the proxy {}:{}: {why}",
+                self.host, self.port
+            )))
+        };
+        tcp.write_all(request.as_bytes())
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        // Byte by byte, so as not to read past the head into the tunnel.
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            if head.len() > 16 << 10 {
+                return Err(failed("answer head too large".into()));
+            }
+            let byte = tcp.read_u8().await.map_err(|e| failed(e.to_string()))?;
+            head.push(byte);
+        }
+        let text = String::from_utf8_lossy(&head);
+        let status_line = text.lines().next().unwrap_or_default();
+        match status_line.split_whitespace().nth(1) {
+            Some(status) if status.starts_with('2') => Ok(()),
+            _ => Err(failed(format!("the proxy answered {status_line:?}"))),
+        }
+    }
+}
+
+/// The proxy the environment names for `target`: `HTTPS_PROXY` for
+/// `wss://`, `HTTP_PROXY` for `ws://` (either case), unless `NO_PROXY`
+/// lists the host, a domain it ends with, or `*`, or the host is loopback.
+fn proxy_from_env(target: &Target, var: impl Fn(&str) -> Option<String>) -> Option<String> {
+    let either = |name: &str| {
+        var(name)
+            .or_else(|| var(&name.to_ascii_lowercase()))
+            .filter(|v| !v.trim().is_empty())
+    };
+    let proxy = either(if target.secure {
+        "HTTPS_PROXY"
+    } else {
+        "HTTP_PROXY"
+    })?;
+    let host = target.host.to_ascii_lowercase();
+    // Loopback is never proxied from the environment.
+    if host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+    {
+        return None;
+    }
+    let excluded = either("NO_PROXY").is_some_and(|list| {
+        list.split(',').map(str::trim).any(|entry| {
+            let entry = entry.trim_start_matches('.').to_ascii_lowercase();
+            entry == "*" || host == entry || host.ends_with(&format!(".{entry}"))
+        })
+    });
+    (!excluded).then_some(proxy)
+}
+
+/// The TCP connection (through `proxy` if any), and TLS for `wss://`.
+async fn open(
+    target: &Target,
+    proxy: Option<&Proxy>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Result<Stream, Error> {
+    let tcp = match proxy {
+        None => TcpStream::connect((target.host.as_str(), target.port))
+            .await
+            .map_err(|e| connect_error(target, &e.to_string()))?,
+        Some(proxy) => {
+            let mut tcp = TcpStream::connect((proxy.host.as_str(), proxy.port))
+                .await
+                .map_err(|e| {
+                    Error::new(Kind::Connect(format!(
+                        "cannot connect to the proxy {}:{}: {e}",
+                        proxy.host, proxy.port
+                    )))
+                })?;
+            proxy.tunnel(&mut tcp, target).await?;
+            tcp
+        }
+    };
     let _ = tcp.set_nodelay(true);
     if !target.secure {
         return Ok(Stream::Plain(tcp));
@@ -756,5 +921,71 @@ impl Session {
     /// Waits until the connection has ended, keeping the session.
     async fn wait(&mut self) {
         let _ = (&mut self.task).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_and_proxies_parse() {
+        let t = Target::parse("wss://[::1]:9443/chat?room=a").unwrap();
+        assert_eq!(
+            (t.secure, t.host.as_str(), t.port, t.path.as_str()),
+            (true, "::1", 9443, "/chat?room=a")
+        );
+        assert_eq!(t.host_header(), "[::1]:9443");
+        let t = Target::parse("ws://example.com?x=1").unwrap();
+        assert_eq!(
+            (t.port, t.path.as_str(), t.host_header().as_str()),
+            (80, "/?x=1", "example.com")
+        );
+        assert!(Target::parse("http://example.com/").is_err());
+        assert!(Target::parse("ws://:80/").is_err());
+        let p = Proxy::parse("http://ann:secret@proxy.test:3128").unwrap();
+        assert_eq!((p.host.as_str(), p.port), ("proxy.test", 3128));
+        assert_eq!(p.authorization.as_deref(), Some("YW5uOnNlY3JldA=="));
+        assert!(Proxy::parse("socks5://proxy.test:1080").is_err());
+    }
+
+    #[test]
+    fn the_environment_names_the_proxy_unless_no_proxy_lists_the_host() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        let secure = Target::parse("wss://api.example.com/").unwrap();
+        let plain = Target::parse("ws://api.example.com/").unwrap();
+        let vars: &[(&str, &str)] = &[("HTTPS_PROXY", "http://p:1"), ("http_proxy", "http://q:2")];
+        assert_eq!(
+            proxy_from_env(&secure, env(vars)).as_deref(),
+            Some("http://p:1")
+        );
+        assert_eq!(
+            proxy_from_env(&plain, env(vars)).as_deref(),
+            Some("http://q:2")
+        );
+        let vars: &[(&str, &str)] = &[
+            ("HTTPS_PROXY", "http://p:1"),
+            ("NO_PROXY", "localhost, .example.com"),
+        ];
+        assert_eq!(proxy_from_env(&secure, env(vars)), None);
+        let vars: &[(&str, &str)] = &[("HTTPS_PROXY", "http://p:1"), ("NO_PROXY", "example.org")];
+        assert_eq!(
+            proxy_from_env(&secure, env(vars)).as_deref(),
+            Some("http://p:1")
+        );
+        assert_eq!(proxy_from_env(&secure, env(&[])), None);
+        let local = Target::parse("wss://127.0.0.1:9/").unwrap();
+        let vars: &[(&str, &str)] = &[("HTTPS_PROXY", "http://p:1")];
+        assert_eq!(
+            proxy_from_env(&local, env(vars)),
+            None,
+            "loopback is never proxied"
+        );
     }
 }

@@ -286,3 +286,78 @@ async fn a_persistent_connection_comes_back_and_refuses_sends_while_down() {
     })
     .await;
 }
+
+/// A minimal HTTP CONNECT proxy on 127.0.0.1:0 that records each target.
+async fn connect_proxy() -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let record = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let record = record.clone();
+            tokio::spawn(async move {
+                let mut reader = BufReader::new(stream);
+                let mut line = String::new();
+                reader.read_line(&mut line).await.unwrap();
+                let mut header = String::new();
+                let mut authorized = false;
+                loop {
+                    header.clear();
+                    reader.read_line(&mut header).await.unwrap();
+                    authorized |= header.starts_with("Proxy-Authorization: Basic ");
+                    if header == "\r\n" {
+                        break;
+                    }
+                }
+                let target = line.split_whitespace().nth(1).unwrap().to_owned();
+                record
+                    .lock()
+                    .unwrap()
+                    .push(format!("{target} auth={authorized}"));
+                let mut upstream = tokio::net::TcpStream::connect(&target).await.unwrap();
+                let mut client = reader.into_inner();
+                client
+                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .await
+                    .unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn through_an_http_connect_proxy() {
+    watchdog(async {
+        let server = start(ServerConfig::default(), echo).await;
+        let (proxy, seen) = connect_proxy().await;
+        let (session, mut rx, _) = connect(
+            Client::new(server.url("/via-proxy")).proxy(format!("http://ann:secret@{proxy}")),
+        )
+        .await;
+        session.send("tunnelled").unwrap();
+        assert_eq!(rx.recv().await.unwrap(), Message::Text("tunnelled".into()));
+        assert_eq!(
+            seen.lock().unwrap().as_slice(),
+            [format!("{} auth=true", server.addr)]
+        );
+        // A proxy that is not there: the error names it.
+        let gone = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let e = Client::new(server.url("/"))
+            .proxy(format!("http://{gone}"))
+            .connect(|_| {})
+            .await
+            .unwrap_err();
+        assert!(e.is_connect() && e.to_string().contains("proxy"), "{e}");
+        drop(session);
+        server.stop().await;
+    })
+    .await;
+}
