@@ -17,6 +17,8 @@
 //!
 //! The server prints `listening on ADDR` once it accepts connections.
 
+mod client;
+
 use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -406,6 +408,29 @@ async fn run(server: Server, port: u16) -> io::Result<()> {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let usage = "usage: peer <tungstenite|fastwebsockets|tokio-websockets|axum|hubbub-axum|tcp> <echo|chat> <port>";
+    if args.first().map(String::as_str) == Some("client") {
+        let usage = "usage: peer client <hubbub|tungstenite|tokio-websockets> URL N K SIZE SECONDS";
+        let [_, library, url, n, k, size, seconds] = &args[..] else {
+            eprintln!("{usage}");
+            std::process::exit(2);
+        };
+        let (Ok(n), Ok(k), Ok(size), Ok(seconds)) =
+            (n.parse(), k.parse(), size.parse(), seconds.parse())
+        else {
+            eprintln!("{usage}");
+            std::process::exit(2);
+        };
+        let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+        match runtime.block_on(client::run(library, url, n, k, size, seconds)) {
+            Ok(line) => println!("{line}"),
+            Err(e) => {
+                eprintln!("peer client: {e}");
+                std::process::exit(1);
+            }
+        }
+        runtime.shutdown_background();
+        return;
+    }
     let [library, mode, port] = &args[..] else {
         eprintln!("{usage}");
         std::process::exit(2);
