@@ -216,6 +216,43 @@ async fn echo_and_a_clean_close_from_the_client() {
     assert_eq!(hub.clients.all().len(), 0, "left the registry");
 }
 
+/// Input that arrives while an async handler runs is held, and each of its
+/// messages starts the handler again: every one must be handled, however
+/// many come in one read (a handler started from held input was once left
+/// unpolled until some other wake-up came).
+#[tokio::test]
+async fn pipelined_messages_all_reach_an_async_handler() {
+    // Each handler waits for a permit the test hands out one at a time, and
+    // sends nothing (a send would wake the task by itself): each handler
+    // started from held input has to be polled to be woken at all.
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let (handled, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let permits = gate.clone();
+    let mut pipe = Pipe::open(ServerConfig::default(), 64 << 10, move |socket| {
+        let (gate, handled) = (permits.clone(), handled.clone());
+        socket.on_message_async(move |_, text| {
+            let (gate, handled) = (gate.clone(), handled.clone());
+            async move {
+                gate.acquire().await.unwrap().forget();
+                let _ = handled.send(text.to_string());
+            }
+        });
+    })
+    .await;
+    let mut burst = BytesMut::new();
+    for i in 0..5 {
+        pipe.proto.send_text(&format!("m{i}"), &mut burst).unwrap();
+    }
+    pipe.client.write_all(&burst).await.unwrap();
+    for i in 0..5 {
+        gate.add_permits(1);
+        let text = tokio::time::timeout(Duration::from_secs(5), seen.recv())
+            .await
+            .expect("every pipelined message handled");
+        assert_eq!(text.unwrap(), format!("m{i}"));
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn keepalive_pings_a_silent_peer_whose_pongs_keep_it_open() {
     let config = ServerConfig::default()

@@ -1,6 +1,6 @@
 //! The examples, run as their users run them: each binary (built by
-//! `cargo test` with the others) is started on port 0, and real clients
-//! use what it printed.
+//! `cargo test` with the others) is started on port 0, and clients (hubbub's
+//! own; the interop tests keep independent ones) use what it printed.
 
 mod common;
 
@@ -8,13 +8,13 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 
 use common::watchdog;
 use futures_util::{SinkExt, StreamExt};
+use hubbub::Message;
+use hubbub::client::Client;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
 
 /// A running example, killed when dropped.
 struct Example {
@@ -68,35 +68,38 @@ fn run(name: &str, args: &[&str]) -> Example {
     Example { child, addr }
 }
 
-type Client = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+type Ws = hubbub::WebSocket;
 
-async fn text(client: &mut Client) -> String {
-    loop {
-        match client.next().await.unwrap().unwrap() {
-            Message::Text(text) => return text.to_string(),
-            Message::Ping(_) | Message::Pong(_) => {}
-            other => panic!("expected text, got {other:?}"),
-        }
+async fn text<S: futures_util::Stream<Item = Result<Message, hubbub::Error>> + Unpin>(
+    client: &mut S,
+) -> String {
+    match client.next().await.unwrap().unwrap() {
+        Message::Text(text) => text.to_string(),
+        other => panic!("expected text, got {other:?}"),
     }
+}
+
+async fn connect(url: &str) -> Ws {
+    Client::new(url).connect_stream().await.unwrap()
 }
 
 /// Two clients of the seed's chat at `url`: greeting, join notice, a
 /// message to everyone, the leave notice.
 async fn seed_chat(url: &str) {
-    let (mut a, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let mut a = connect(url).await;
     assert_eq!(text(&mut a).await, "You have just joined the conversation.");
-    let (mut b, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let mut b = connect(url).await;
     assert_eq!(text(&mut b).await, "You have just joined the conversation.");
     let joined = text(&mut a).await;
     let b_id = joined
         .strip_suffix(" joined the conversation.")
         .unwrap_or_else(|| panic!("{joined}"))
         .to_owned();
-    b.send(Message::text("hello there")).await.unwrap();
+    b.send(Message::Text("hello there".into())).await.unwrap();
     let said = format!("{b_id} says: hello there");
     assert_eq!(text(&mut a).await, said);
     assert_eq!(text(&mut b).await, said);
-    b.close(None).await.unwrap();
+    b.close().await.unwrap();
     assert_eq!(text(&mut a).await, format!("{b_id} left the chat room."));
 }
 
@@ -138,22 +141,31 @@ async fn stream_example_echoes() {
     let example = run("stream", &["0"]);
     watchdog(async {
         let url = format!("ws://{}/", example.addr);
-        let (mut client, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        let client = connect(&url).await;
+        // Sends and reads at once, as a real client does: both directions
+        // are bounded, so a client that sends everything before reading
+        // would be held back by its own unread echoes.
+        let (mut sink, mut stream) = client.split();
+        let sender = tokio::spawn(async move {
+            for i in 0..50 {
+                sink.send(Message::Text(format!("{i}").into()))
+                    .await
+                    .unwrap();
+            }
+            sink.send(Message::Binary(vec![9u8; 70_000].into()))
+                .await
+                .unwrap();
+            sink
+        });
         for i in 0..50 {
-            client.send(Message::text(format!("{i}"))).await.unwrap();
-        }
-        client
-            .send(Message::binary(vec![9u8; 70_000]))
-            .await
-            .unwrap();
-        for i in 0..50 {
-            assert_eq!(text(&mut client).await, format!("{i}"));
+            assert_eq!(text(&mut stream).await, format!("{i}"));
         }
         assert_eq!(
-            client.next().await.unwrap().unwrap(),
-            Message::binary(vec![9u8; 70_000])
+            stream.next().await.unwrap().unwrap(),
+            Message::Binary(vec![9u8; 70_000].into())
         );
-        client.close(None).await.unwrap();
+        let mut client = sender.await.unwrap().reunite(stream).unwrap();
+        client.close().await.unwrap();
     })
     .await;
 }
@@ -171,30 +183,20 @@ async fn tls_acceptor_example_echoes_over_wss() {
         &[cert.to_str().unwrap(), key.to_str().unwrap(), "0"],
     );
     watchdog(async {
-        use tokio_rustls::rustls;
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(certified.cert.der().clone()).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
+        let url = format!("wss://localhost:{}/", example.addr.port());
+        let mut client = Client::new(url)
+            .ca_pem(certified.cert.pem().as_bytes())
             .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let tcp = TcpStream::connect(example.addr).await.unwrap();
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect("localhost".try_into().unwrap(), tcp)
-            .await
-            .unwrap();
-        let (mut client, _) = tokio_tungstenite::client_async("wss://localhost/", tls)
+            .connect_stream()
             .await
             .unwrap();
         client
-            .send(Message::text("over your own TLS"))
+            .send(Message::Text("over your own TLS".into()))
             .await
             .unwrap();
         assert_eq!(
             client.next().await.unwrap().unwrap(),
-            Message::text("over your own TLS")
+            Message::Text("over your own TLS".into())
         );
     })
     .await;

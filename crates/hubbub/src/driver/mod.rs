@@ -176,6 +176,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 self.deliver(&mut input);
                 self.held = self.running.is_some() && !input.is_empty();
                 self.leftover = input;
+                if self.running.is_some() {
+                    // A handler future just started: poll it (next round)
+                    // before sleeping, or nothing would wake this task.
+                    continue;
+                }
             }
             if let Err(e) = self.poll_write(cx) {
                 return Poll::Ready(self.io_failed(e));
