@@ -155,3 +155,47 @@ async fn wss_with_ca_and_insecure() {
     assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `hubbub connect` in the chat of `hubbub serve` over `wss://`.
+#[tokio::test]
+async fn talks_in_hubbub_serves_chat_over_wss() {
+    use tokio::io::AsyncBufReadExt;
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let dir = std::env::temp_dir().join(format!("hubbub-connect-serve-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_hubbub"))
+        .args(["serve", "--port", "0", "--tls-cert"])
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(serve.stdout.take().unwrap()).lines();
+    let first = lines.next_line().await.unwrap().unwrap();
+    let port = first
+        .strip_prefix("chat server on wss://")
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|addr| addr.rsplit_once(':'))
+        .map(|(_, port)| port.to_owned())
+        .unwrap_or_else(|| panic!("{first}"));
+    let url = format!("wss://localhost:{port}/lobby");
+    let (code, stdout, stderr) =
+        connect(&[&url, "--ca", cert.to_str().unwrap()], "hi there\n").await;
+    assert_eq!(code, 0, "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines[0], "You have just joined the conversation.",
+        "{stdout}"
+    );
+    assert!(
+        lines.iter().any(|l| l.ends_with(" says: hi there")),
+        "{stdout}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
