@@ -64,7 +64,7 @@ impl Error {
     }
 
     /// How the connection ended, when this error says it ended abnormally
-    /// (the last item of a [`crate::WebSocket`] stream).
+    /// (the last item of a `WebSocket` stream).
     pub fn close_info(&self) -> Option<&crate::CloseInfo> {
         match &self.kind {
             Kind::Ended(info) => Some(info),
@@ -124,7 +124,7 @@ impl Error {
         matches!(self.kind, Kind::Connect(_))
     }
 
-    /// A reconnecting client ([`crate::client::Persistent`]) is between
+    /// A reconnecting client (`client::Persistent`) is between
     /// connections: the message was not sent.
     pub fn is_disconnected(&self) -> bool {
         matches!(self.kind, Kind::Disconnected)
