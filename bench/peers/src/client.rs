@@ -73,6 +73,38 @@ async fn hubbub_conn(
     Ok(())
 }
 
+/// The echo loop of a client whose connection is a `Sink` and a `Stream`
+/// of messages: K messages out, then one more for each echo received.
+async fn sink_stream_echo<M, W, R, E>(
+    mut write: W,
+    mut read: R,
+    k: usize,
+    message: impl Fn() -> M,
+    is_binary: fn(&M) -> bool,
+    run: Arc<Run>,
+) -> Result<(), BoxError>
+where
+    W: futures_util::Sink<M> + Unpin,
+    W::Error: std::error::Error + Send + Sync + 'static,
+    R: futures_util::Stream<Item = Result<M, E>> + Unpin,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    for _ in 0..k {
+        write.feed(message()).await?;
+    }
+    write.flush().await?;
+    while let Some(received) = read.next().await {
+        if is_binary(&received?) {
+            run.received.fetch_add(1, Ordering::Relaxed);
+            if run.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            write.send(message()).await?;
+        }
+    }
+    Ok(())
+}
+
 async fn tungstenite_conn(
     url: String,
     k: usize,
@@ -84,22 +116,10 @@ async fn tungstenite_conn(
         .max_message_size(Some(64 << 20))
         .max_frame_size(Some(64 << 20));
     let (ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true).await?;
-    let (mut write, mut read) = ws.split();
+    let (write, read) = ws.split();
     let payload = hubbub::Bytes::from(payload);
-    for _ in 0..k {
-        write.feed(Message::Binary(payload.clone())).await?;
-    }
-    write.flush().await?;
-    while let Some(message) = read.next().await {
-        if message?.is_binary() {
-            run.received.fetch_add(1, Ordering::Relaxed);
-            if run.stop.load(Ordering::Relaxed) {
-                break;
-            }
-            write.send(Message::Binary(payload.clone())).await?;
-        }
-    }
-    Ok(())
+    let message = move || Message::Binary(payload.clone());
+    sink_stream_echo(write, read, k, message, Message::is_binary, run).await
 }
 
 async fn tokio_websockets_conn(
@@ -115,22 +135,10 @@ async fn tokio_websockets_conn(
         .limits(Limits::unlimited())
         .connect()
         .await?;
-    let (mut write, mut read) = ws.split();
+    let (write, read) = ws.split();
     let payload = hubbub::Bytes::from(payload);
-    for _ in 0..k {
-        write.feed(Message::binary(payload.clone())).await?;
-    }
-    write.flush().await?;
-    while let Some(message) = read.next().await {
-        if message?.is_binary() {
-            run.received.fetch_add(1, Ordering::Relaxed);
-            if run.stop.load(Ordering::Relaxed) {
-                break;
-            }
-            write.send(Message::binary(payload.clone())).await?;
-        }
-    }
-    Ok(())
+    let message = move || Message::binary(payload.clone());
+    sink_stream_echo(write, read, k, message, Message::is_binary, run).await
 }
 
 /// Runs the benchmark; returns the JSON line.
