@@ -248,7 +248,7 @@ impl Client {
                 "no certificate in the CA file".into(),
             )));
         }
-        Ok(self.tls(Arc::new(client_config(roots))))
+        Ok(self.tls(Arc::new(client_config(roots)?)))
     }
 
     /// Connects: TCP (or TLS), the upgrade, then the connection runs in a
@@ -435,13 +435,13 @@ impl Client {
 }
 
 /// The default TLS configuration: the given roots, TLS 1.3 and 1.2, ring.
-fn client_config(roots: rustls::RootCertStore) -> rustls::ClientConfig {
+fn client_config(roots: rustls::RootCertStore) -> Result<rustls::ClientConfig, Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    rustls::ClientConfig::builder_with_provider(provider)
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .expect("ring supports the default versions")
+        .map_err(|e| Error::new(Kind::Tls(e.to_string())))?
         .with_root_certificates(roots)
-        .with_no_client_auth()
+        .with_no_client_auth())
 }
 
 /// The system's trusted roots (what `wss://` trusts without
@@ -628,7 +628,7 @@ async fn open(
     }
     let config = match tls {
         Some(config) => config,
-        None => Arc::new(client_config(system_roots()?)),
+        None => Arc::new(client_config(system_roots()?)?),
     };
     let name = rustls_pki_types::ServerName::try_from(target.host.clone()).map_err(|e| {
         Error::new(Kind::Tls(format!(
