@@ -407,8 +407,10 @@ impl Client {
             keepalive.abort();
             return Err(Error::new(Kind::HandlerPanic(panic_message(&*panic))));
         }
+        // A client's own hub always has room for it.
         let Some(permit) = hub.permit(usize::MAX) else {
-            unreachable!("a client's own hub has room for it");
+            keepalive.abort();
+            return Err(Error::new(Kind::Closed));
         };
         hub.register(&conn.member);
         let span = tracing::debug_span!("client", id = %conn.id(), %peer);
