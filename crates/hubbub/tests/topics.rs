@@ -5,17 +5,15 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{start, watchdog};
+use common::{client, start, watchdog};
 use futures_util::{SinkExt, StreamExt};
 use hubbub::{Connection, Message};
-use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws = hubbub::WebSocket;
 
 async fn next_text(ws: &mut Ws) -> String {
     match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
-        Ok(Some(Ok(WsMessage::Text(text)))) => text.to_string(),
+        Ok(Some(Ok(Message::Text(text)))) => text.to_string(),
         other => panic!("expected text, got {other:?}"),
     }
 }
@@ -48,16 +46,10 @@ async fn topics_publish_except_unsubscribe_and_cleanup_on_close() {
             });
         })
         .await;
-        let mut a = tokio_tungstenite::connect_async(server.url("/"))
-            .await
-            .unwrap()
-            .0;
-        let mut b = tokio_tungstenite::connect_async(server.url("/"))
-            .await
-            .unwrap()
-            .0;
-        a.send(WsMessage::text("news,sport")).await.unwrap();
-        b.send(WsMessage::text("news")).await.unwrap();
+        let mut a = client(&server.url("/")).await;
+        let mut b = client(&server.url("/")).await;
+        a.send(Message::from("news,sport")).await.unwrap();
+        b.send(Message::from("news")).await.unwrap();
         assert_eq!(next_text(&mut a).await, "subscribed");
         assert_eq!(next_text(&mut b).await, "subscribed");
         let handle = server.handle.clone();
@@ -89,7 +81,7 @@ async fn topics_publish_except_unsubscribe_and_cleanup_on_close() {
         assert_eq!(handle.client_count(), 2);
 
         // Closing drops the subscriptions.
-        a.close(None).await.unwrap();
+        a.close().await.unwrap();
         server.wait_closes(1).await;
         assert_eq!(handle.subscriber_count("sport"), 0);
         assert!(!handle.topics().contains(&"sport".to_owned()));
@@ -121,11 +113,8 @@ async fn typed_user_data_per_connection() {
             });
         })
         .await;
-        let mut ws = tokio_tungstenite::connect_async(server.url("/"))
-            .await
-            .unwrap()
-            .0;
-        ws.send(WsMessage::text("ada")).await.unwrap();
+        let mut ws = client(&server.url("/")).await;
+        ws.send(Message::from("ada")).await.unwrap();
         assert_eq!(next_text(&mut ws).await, "ada 7 None");
         assert_eq!(next_text(&mut ws).await, "ada!");
         server.stop().await;

@@ -47,6 +47,15 @@ pub async fn upgrade(
     }
 }
 
+/// A connection from hubbub's own client, as a `Stream` + `Sink` (the
+/// tests' convenience client; the interop tests keep independent ones).
+pub async fn client(url: &str) -> hubbub::WebSocket {
+    hubbub::client::Client::new(url)
+        .connect_stream()
+        .await
+        .unwrap()
+}
+
 /// Fails the test instead of hanging CI.
 pub async fn watchdog<F: Future>(future: F) -> F::Output {
     tokio::time::timeout(Duration::from_secs(20), future)
