@@ -105,6 +105,8 @@ async fn connect(args: ConnectArgs) -> Result<ExitCode, String> {
     }
     let closed: Arc<Mutex<Option<CloseInfo>>> = Arc::default();
     let record = closed.clone();
+    let ended = Arc::new(tokio::sync::Notify::new());
+    let end = ended.clone();
     let binary_raw = args.binary_raw;
     let session = client
         .connect(move |socket| {
@@ -116,7 +118,11 @@ async fn connect(args: ConnectArgs) -> Result<ExitCode, String> {
                     print_line(marked, hex(&data).as_bytes());
                 }
             });
-            socket.on_close(move |_, info| *record.lock().unwrap() = Some(info));
+            socket.on_close(move |_, info| {
+                *record.lock().unwrap() = Some(info);
+                // A permit is kept if nobody waits yet.
+                end.notify_one();
+            });
         })
         .await
         .map_err(|e| e.to_string())?;
@@ -134,15 +140,6 @@ async fn connect(args: ConnectArgs) -> Result<ExitCode, String> {
     }
     let conn = session.connection().clone();
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-    let ended = {
-        let conn = conn.clone();
-        async move {
-            while conn.is_open() {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    };
-    tokio::pin!(ended);
     loop {
         tokio::select! {
             line = lines.next_line() => match line {
@@ -161,7 +158,7 @@ async fn connect(args: ConnectArgs) -> Result<ExitCode, String> {
                     break;
                 }
             },
-            () = &mut ended => break,
+            () = ended.notified() => break,
         }
     }
     session.closed().await;

@@ -6,9 +6,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::process::Command;
 use tokio_tungstenite::tungstenite::Message;
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
@@ -401,23 +400,14 @@ async fn serve_over_tls_with_cert_files() {
         let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
         std::fs::write(&cert, certified.cert.pem()).unwrap();
         std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hubbub"))
-            .args(["serve", "--port", "0", "--tls-cert"])
-            .arg(&cert)
-            .arg("--tls-key")
-            .arg(&key)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = lines.next_line().await.unwrap().unwrap();
-        let addr = first
-            .strip_prefix("chat server on wss://")
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| panic!("{first}"))
-            .to_owned();
+        let chat = chat_with(&[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ])
+        .await;
+        let addr = chat.addr.clone();
         let connect = |trusted: rustls::pki_types::CertificateDer<'static>| {
             let addr = addr.clone();
             async move {
@@ -452,7 +442,7 @@ async fn serve_over_tls_with_cert_files() {
         let renewed = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
         std::fs::write(&cert, renewed.cert.pem()).unwrap();
         std::fs::write(&key, renewed.key_pair.serialize_pem()).unwrap();
-        let pid = child.id().unwrap().to_string();
+        let pid = chat.child.id().unwrap().to_string();
         assert!(signal(&pid, "HUP"));
         let mut reloaded = false;
         for _ in 0..50 {
@@ -468,7 +458,7 @@ async fn serve_over_tls_with_cert_files() {
         );
         assert!(connect(certified.cert.der().clone()).await.is_err());
         let _ = std::fs::remove_dir_all(&dir);
-        drop(child);
+        drop(chat);
     })
     .await;
 }

@@ -8,6 +8,10 @@ use hubbub::{Server, ServerConfig};
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
+#[path = "support/serve.rs"]
+#[allow(dead_code)] // the tests here need the address only
+mod support;
+
 /// Runs `hubbub connect ARGS` with `input` on stdin; returns (exit code,
 /// stdout, stderr).
 async fn connect(args: &[&str], input: &str) -> (i32, String, String) {
@@ -159,31 +163,20 @@ async fn wss_with_ca_and_insecure() {
 /// `hubbub connect` in the chat of `hubbub serve` over `wss://`.
 #[tokio::test]
 async fn talks_in_hubbub_serves_chat_over_wss() {
-    use tokio::io::AsyncBufReadExt;
     let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
     let dir = std::env::temp_dir().join(format!("hubbub-connect-serve-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert, certified.cert.pem()).unwrap();
     std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_hubbub"))
-        .args(["serve", "--port", "0", "--tls-cert"])
-        .arg(&cert)
-        .arg("--tls-key")
-        .arg(&key)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(serve.stdout.take().unwrap()).lines();
-    let first = lines.next_line().await.unwrap().unwrap();
-    let port = first
-        .strip_prefix("chat server on wss://")
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|addr| addr.rsplit_once(':'))
-        .map(|(_, port)| port.to_owned())
-        .unwrap_or_else(|| panic!("{first}"));
+    let chat = support::serve(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ])
+    .await;
+    let port = chat.addr.rsplit_once(':').unwrap().1;
     let url = format!("wss://localhost:{port}/lobby");
     let (code, stdout, stderr) =
         connect(&[&url, "--ca", cert.to_str().unwrap()], "hi there\n").await;

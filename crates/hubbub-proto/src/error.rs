@@ -126,9 +126,6 @@ pub enum SendError {
     /// A continuation fragment of a different kind than the message it
     /// continues.
     FragmentKindMismatch,
-    /// A payload-less frame header was asked for in the client role, whose
-    /// frames must be masked and so copied.
-    MaskRequired,
 }
 
 impl fmt::Display for SendError {
@@ -141,7 +138,6 @@ impl fmt::Display for SendError {
             Self::FragmentKindMismatch => {
                 f.write_str("fragment kind differs from the message being sent")
             }
-            Self::MaskRequired => f.write_str("client frames must be masked"),
         }
     }
 }

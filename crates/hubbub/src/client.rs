@@ -51,6 +51,7 @@ use crate::hub::{HubState, Member};
 use crate::info::ConnectionInfo;
 use crate::socket::{Handlers, Socket, panic_message};
 use crate::stream::WebSocket;
+use crate::url::Target;
 
 /// A WebSocket client for one URL: its request (headers, subprotocols,
 /// permessage-deflate), TLS and limits, then [`Client::connect`].
@@ -84,74 +85,6 @@ impl std::fmt::Debug for Client {
             .field("protocols", &self.protocols)
             .field("connect_timeout", &self.connect_timeout)
             .finish_non_exhaustive()
-    }
-}
-
-/// The parts of a `ws://` or `wss://` URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Target {
-    secure: bool,
-    host: String,
-    port: u16,
-    /// Path and query, `/` at least.
-    path: String,
-}
-
-impl Target {
-    fn parse(url: &str) -> Result<Self, Error> {
-        let invalid = |why: &str| Error::new(Kind::InvalidUrl(format!("{url}: {why}")));
-        let (rest, secure) = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
-            (Some(rest), _) => (rest, false),
-            (_, Some(rest)) => (rest, true),
-            _ => return Err(invalid("expected ws://host[:port]/path or wss://…")),
-        };
-        let (authority, path) = match rest.find(['/', '?']) {
-            Some(i) if rest[i..].starts_with('?') => (&rest[..i], format!("/{}", &rest[i..])),
-            Some(i) => (&rest[..i], rest[i..].to_owned()),
-            None => (rest, "/".to_owned()),
-        };
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (host, port) = v6.split_once(']').ok_or_else(|| invalid("unclosed ["))?;
-            (host, port.strip_prefix(':'))
-        } else {
-            match authority.rsplit_once(':') {
-                Some((host, port)) => (host, Some(port)),
-                None => (authority, None),
-            }
-        };
-        if host.is_empty() {
-            return Err(invalid("missing host"));
-        }
-        let port = match port {
-            None | Some("") => {
-                if secure {
-                    443
-                } else {
-                    80
-                }
-            }
-            Some(port) => port.parse().map_err(|_| invalid("bad port"))?,
-        };
-        Ok(Self {
-            secure,
-            host: host.to_owned(),
-            port,
-            path,
-        })
-    }
-
-    /// The `Host` header: the port only when not the scheme's default.
-    fn host_header(&self) -> String {
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
-        if self.port == if self.secure { 443 } else { 80 } {
-            host
-        } else {
-            format!("{host}:{}", self.port)
-        }
     }
 }
 

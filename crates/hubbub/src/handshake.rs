@@ -7,8 +7,8 @@
 //! Three ways in, one decision:
 //! - [`handshake`]: raw bytes; this module reads the head, answers plain
 //!   HTTP, and writes the `101` or the refusal itself;
-//! - [`admit`] alone: another HTTP stack (hyper, axum) parsed the request
-//!   and writes the answer this returns;
+//! - [`check_host`], [`validated`] and [`admit`] alone: another HTTP stack
+//!   (hyper, axum) parsed the request and writes the answer they return;
 //! - [`adopt`]: the upgrade was already answered elsewhere; only the limits
 //!   are checked, and a refusal is a close frame.
 
@@ -195,7 +195,11 @@ fn choose_protocol(request: &Request, config: &ServerConfig) -> Option<String> {
 
 /// Whether the request's `Host` is one this hub answers (a refusal when
 /// not).
-fn check_host(service: &Service, request: &Request, from: &StreamInfo) -> Result<(), HttpResponse> {
+pub(crate) fn check_host(
+    service: &Service,
+    request: &Request,
+    from: &StreamInfo,
+) -> Result<(), HttpResponse> {
     if service
         .config
         .allowed_hosts
@@ -206,6 +210,15 @@ fn check_host(service: &Service, request: &Request, from: &StreamInfo) -> Result
     let peer = from.peer();
     tracing::info!(%peer, host = request.host(), "host not allowed: 403");
     Err(text_response(403, "host not allowed"))
+}
+
+/// The `Sec-WebSocket-Accept` value for a valid upgrade request, or the
+/// refusal (logged) for one that is not (RFC 6455 §4.2.1).
+pub(crate) fn validated(request: &Request, from: &StreamInfo) -> Result<String, HttpResponse> {
+    request.validate_upgrade().map_err(|e| {
+        tracing::info!(peer = %from.peer(), status = e.status(), "handshake refused: {}", e.reason());
+        e.response()
+    })
 }
 
 /// The opening handshake over raw bytes, to finish by `deadline`: the
@@ -261,7 +274,14 @@ where
         refuse(&mut stream, upgrade_required(), hub).await;
         return None;
     }
-    let admitted = match admit(service, request, &from, deadline).await {
+    let accept = match validated(&request, &from) {
+        Ok(accept) => accept,
+        Err(response) => {
+            refuse(&mut stream, response, hub).await;
+            return None;
+        }
+    };
+    let admitted = match admit(service, request, accept, &from, deadline).await {
         Ok(admitted) => admitted,
         Err(response) => {
             refuse(&mut stream, response, hub).await;
@@ -282,25 +302,22 @@ where
     Some(admitted.start(stream, buf, config))
 }
 
-/// Decides on an upgrade request, whoever parsed it: the `Host`, the
-/// request itself, the per-address limits, the `Origin`, the hook and the
-/// connection limit, in that order; then the subprotocol and the
-/// extension, and the setup closure. A refusal is the HTTP answer to give
-/// (already logged; not yet counted).
+/// Decides on an upgrade request, whoever parsed it, once its `Host`
+/// ([`check_host`]) and the request itself ([`validated`], which gave
+/// `accept`) passed: the shutdown, the per-address limits, the `Origin`,
+/// the hook and the connection limit, in that order; then the subprotocol
+/// and the extension, and the setup closure. A refusal is the HTTP answer
+/// to give (already logged; not yet counted).
 pub(crate) async fn admit(
     service: &Service,
     request: Request,
+    accept: String,
     from: &StreamInfo,
     deadline: Instant,
 ) -> Result<Admitted, HttpResponse> {
     let Service {
         hub, config, hook, ..
     } = service;
-    check_host(service, &request, from)?;
-    let accept = request.validate_upgrade().map_err(|e| {
-        tracing::info!(peer = %from.peer(), status = e.status(), "handshake refused: {}", e.reason());
-        e.response()
-    })?;
     if hub.shutdown.is_cancelled() {
         tracing::debug!(peer = %from.peer(), "shutting down: 503");
         return Err(text_response(503, "server shutting down"));

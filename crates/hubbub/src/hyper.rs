@@ -46,7 +46,7 @@ use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
 use crate::accept::{serve_after, start_background};
-use crate::handshake::{admit, upgrade_required};
+use crate::handshake::{admit, check_host, upgrade_required, validated};
 use crate::hook::text_response;
 use crate::info::StreamInfo;
 use crate::serve::Hub;
@@ -134,13 +134,17 @@ pub(crate) async fn answer<B: From<Bytes>>(
         tracing::info!(peer = %from.peer(), "handshake refused: request head too large");
         return refused(text_response(431, "request head too large"));
     }
+    if let Err(response) = check_host(&service, &request, &from) {
+        return refused(response);
+    }
     if !request.is_upgrade() && (request.method() == "GET" || request.method() == "HEAD") {
         return refused(upgrade_required());
     }
-    if let Err(e) = request.validate_upgrade() {
-        tracing::info!(peer = %from.peer(), status = e.status(), "handshake refused: {}", e.reason());
-        return refused(e.response());
-    }
+    let accept = match validated(&request, &from) {
+        Ok(accept) => accept,
+        Err(response) => return refused(response),
+    };
+    // Checked before `admit`, which runs the setup closure.
     let Some(on_upgrade) = on_upgrade else {
         tracing::error!(
             "this connection cannot be upgraded: serve it with hyper's `with_upgrades()` (HTTP/1.1)"
@@ -148,7 +152,7 @@ pub(crate) async fn answer<B: From<Bytes>>(
         return refused(text_response(500, "this connection cannot be upgraded"));
     };
     let deadline = Instant::now() + service.config.handshake_timeout;
-    let admitted = match admit(&service, request, &from, deadline).await {
+    let admitted = match admit(&service, request, accept, &from, deadline).await {
         Ok(admitted) => admitted,
         Err(response) => return refused(response),
     };

@@ -72,6 +72,7 @@ mod server;
 mod socket;
 mod stream;
 mod tls;
+mod url;
 
 pub use config::{Backpressure, ProtocolOrder, ServerConfig};
 pub use error::Error;

@@ -16,6 +16,7 @@ use crate::hub::Broker;
 use crate::serve::{Hub, HubBuilder};
 use crate::socket::Socket;
 use crate::tls::TlsConfig;
+use crate::url::Target;
 
 /// A WebSocket server bound to an address, Fleck style:
 /// [`Server::bind`] then [`Server::start`] with a per-connection setup.
@@ -56,28 +57,8 @@ impl std::fmt::Debug for Server {
 /// Parses `ws://host:port` or `wss://host:port` (path ignored) into host,
 /// port and whether it is TLS.
 fn parse_url(url: &str) -> Result<(String, u16, bool), Error> {
-    let invalid = |why: &str| Error::new(Kind::InvalidUrl(format!("{url}: {why}")));
-    let (rest, secure) = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
-        (Some(rest), _) => (rest, false),
-        (_, Some(rest)) => (rest, true),
-        _ => return Err(invalid("expected ws://host:port or wss://host:port")),
-    };
-    let authority = rest.split('/').next().unwrap_or_default();
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (host, port) = v6.split_once(']').ok_or_else(|| invalid("unclosed ["))?;
-        (host, port.strip_prefix(':').unwrap_or(""))
-    } else {
-        authority.rsplit_once(':').unwrap_or((authority, ""))
-    };
-    if host.is_empty() {
-        return Err(invalid("missing host"));
-    }
-    let port = match (port.is_empty(), secure) {
-        (true, false) => 80,
-        (true, true) => 443,
-        _ => port.parse().map_err(|_| invalid("bad port"))?,
-    };
-    Ok((host.to_owned(), port, secure))
+    let target = Target::parse(url)?;
+    Ok((target.host, target.port, target.secure))
 }
 
 /// A listener on `host:port`. The IPv6 wildcard (`::`) is dual-stack:

@@ -123,25 +123,21 @@ impl WebSocket {
     /// Tries to queue the pending message; ready when it is queued (or
     /// failed).
     fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        let Some(message) = &self.pending else {
+        let Some(message) = self.pending.take() else {
             return Poll::Ready(Ok(()));
         };
         let queue = &self.conn.member.queue;
         if !queue.is_open() {
-            self.pending = None;
             return Poll::Ready(Err(Error::new(Kind::Closed)));
         }
-        let len = match message {
+        let len = match &message {
             Message::Text(text) => text.len(),
             Message::Binary(data) => data.len(),
         };
         if queue.poll_room(cx, estimate(len)).is_pending() {
+            self.pending = Some(message);
             return Poll::Pending;
         }
-        let message = self
-            .pending
-            .take()
-            .unwrap_or(Message::Binary(Default::default()));
         Poll::Ready(self.conn.send_message(message))
     }
 }

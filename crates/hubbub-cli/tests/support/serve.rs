@@ -16,7 +16,8 @@ pub(crate) struct Serve {
     pub(crate) lines: Lines<BufReader<ChildStdout>>,
 }
 
-/// Starts `hubbub serve --port 0 <extra>` and reads its address line.
+/// Starts `hubbub serve --port 0 <extra>` and reads its address line
+/// (`ws://` or, with a certificate, `wss://`).
 pub(crate) async fn serve(extra: &[&str]) -> Serve {
     let mut child = Command::new(env!("CARGO_BIN_EXE_hubbub"))
         .args(["serve", "--port", "0"])
@@ -30,6 +31,7 @@ pub(crate) async fn serve(extra: &[&str]) -> Serve {
     let first = lines.next_line().await.unwrap().expect("startup line");
     let addr = first
         .strip_prefix("chat server on ws://")
+        .or_else(|| first.strip_prefix("chat server on wss://"))
         .and_then(|rest| rest.split_whitespace().next())
         .expect("address in startup line")
         .to_owned();
