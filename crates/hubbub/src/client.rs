@@ -212,9 +212,76 @@ impl Client {
         match timeout(deadline, open(&target, proxy.as_ref(), connector)).await {
             Err(_) => Err(connect_error(&target, "timed out")),
             Ok(Err(e)) => Err(e),
-            Ok(Ok(Stream::Plain(tcp))) => self.upgrade(tcp, &target, setup).await,
-            Ok(Ok(Stream::Tls(tls))) => self.upgrade(*tls, &target, setup).await,
+            Ok(Ok(Stream::Plain(tcp))) => {
+                let peers = tcp.peers();
+                self.upgrade(tcp, peers, &target, setup).await
+            }
+            Ok(Ok(Stream::Tls(tls))) => {
+                let peers = tls.peers();
+                self.upgrade(*tls, peers, &target, setup).await
+            }
         }
+    }
+
+    /// Opens the WebSocket on a stream the caller already has: a Unix
+    /// socket, an in-memory pipe, a TLS or SSH tunnel. The URL gives the
+    /// `Host` and the path; the stream is used as it is (a `wss://` URL
+    /// does not add TLS: wrap the stream first), and the proxy setting
+    /// does not apply. The connection's addresses are reported as
+    /// unspecified (`0.0.0.0:0`). Otherwise as [`Client::connect`].
+    ///
+    /// ```
+    /// # async fn run() -> Result<(), hubbub::Error> {
+    /// use hubbub::client::Client;
+    ///
+    /// let hub = hubbub::Hub::new(|socket| {
+    ///     socket.on_message(|conn, text| {
+    ///         let _ = conn.send(text);
+    ///     });
+    /// });
+    /// let (near, far) = tokio::io::duplex(64 * 1024);
+    /// let from = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+    /// tokio::spawn(async move { hub.serve_stream(far, from).await });
+    /// let session = Client::new("ws://localhost/echo")
+    ///     .connect_on(near, |socket| {
+    ///         socket.on_message(|conn, text| {
+    ///             println!("{text}");
+    ///             let _ = conn.close();
+    ///         });
+    ///     })
+    ///     .await?;
+    /// session.send("over a pipe")?;
+    /// session.closed().await;
+    /// # Ok(()) }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(run()).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Client::connect`], less the connect errors.
+    pub async fn connect_on<S, F>(self, stream: S, setup: F) -> Result<Session, Error>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        F: FnOnce(&mut Socket),
+    {
+        let target = Target::parse(&self.url)?;
+        let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
+        self.upgrade(stream, (unknown, unknown), &target, setup)
+            .await
+    }
+
+    /// [`Client::connect_on`] as a [`WebSocket`].
+    ///
+    /// # Errors
+    /// As [`Client::connect_on`].
+    pub async fn connect_stream_on<S>(self, stream: S) -> Result<WebSocket, Error>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let mut ws = None;
+        let _session = self
+            .connect_on(stream, |socket| ws = Some(socket.stream()))
+            .await?;
+        ws.ok_or_else(|| Error::new(Kind::Closed))
     }
 
     /// Connects and returns the connection as a [`WebSocket`] (a `Stream`
@@ -232,11 +299,12 @@ impl Client {
     async fn upgrade<S, F>(
         &self,
         mut stream: S,
+        (peer, local): (SocketAddr, SocketAddr),
         target: &Target,
         setup: F,
     ) -> Result<Session, Error>
     where
-        S: AsyncRead + AsyncWrite + Unpin + Send + 'static + Peers,
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         F: FnOnce(&mut Socket),
     {
         let config = &self.config;
@@ -321,8 +389,8 @@ impl Client {
         }
         let sent = Request::from_parts("GET", &target.path, 1, headers)
             .map_err(|e| Error::new(Kind::InvalidUrl(format!("{}: {e}", self.url))))?;
-        let (peer, local) = stream.peers();
-        let info = ConnectionInfo::new(peer, local, sent, response.protocol.clone());
+        let info = ConnectionInfo::new(peer, local, sent, response.protocol.clone())
+            .with_response(response.headers);
         let hub = HubState::new(Some(local));
         let keepalive = crate::keepalive::spawn(&hub, config);
         let conn = Connection::new(Arc::new(Member::new_client(
@@ -621,7 +689,9 @@ async fn refusal_message<S: AsyncRead + Unpin>(
 }
 
 /// An open client connection: its [`Connection`] handle (this derefs to
-/// it) and the task that runs it.
+/// it) and the task that runs it. The handlers drive the connection, as on
+/// a server: dropping the `Session` leaves it running until it is closed
+/// ([`Connection::close`]) or the server ends it.
 #[derive(Debug)]
 pub struct Session {
     conn: Connection,

@@ -96,6 +96,8 @@ pub struct ConnectionInfo {
     cookies: Vec<(String, String)>,
     requested_protocols: Vec<String>,
     protocol: Option<String>,
+    /// A client's: the header fields of the server's `101`.
+    response: Option<Box<Headers>>,
 }
 
 impl ConnectionInfo {
@@ -113,7 +115,14 @@ impl ConnectionInfo {
             requested_protocols: request.protocols(),
             request,
             protocol,
+            response: None,
         }
+    }
+
+    /// A client connection's info also keeps the server's answer.
+    pub(crate) fn with_response(mut self, headers: Headers) -> Self {
+        self.response = Some(Box::new(headers));
+        self
     }
 
     /// A unique id (UUID v4); it prints lowercase and hyphenated, like
@@ -194,6 +203,24 @@ impl ConnectionInfo {
     /// The whole parsed request.
     pub fn request(&self) -> &Request {
         &self.request
+    }
+
+    /// On a client's connection ([`crate::client`]), the header fields of
+    /// the server's `101 Switching Protocols` answer (cookies it set, its
+    /// `Sec-WebSocket-Extensions`, anything a proxy added); `None` on a
+    /// server's connection.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), hubbub::Error> {
+    /// let session = hubbub::client::Client::new("ws://127.0.0.1:8181/")
+    ///     .connect(|_| {})
+    ///     .await?;
+    /// let answer = session.info().response_headers().unwrap();
+    /// println!("server: {:?}", answer.get("Server"));
+    /// # Ok(()) }
+    /// ```
+    pub fn response_headers(&self) -> Option<&Headers> {
+        self.response.as_deref()
     }
 }
 

@@ -37,6 +37,10 @@ const INBOUND: usize = 16;
 /// closes handled by the server) and ends after the close handshake; when
 /// the connection ended any other way (a drop, a protocol error, a limit)
 /// its last item is an error saying how ([`Error::close_info`]).
+///
+/// Dropping it closes the connection with 1000 (as dropping
+/// tokio-tungstenite's stream ends its connection), unless it is closed
+/// already: nothing would read what comes next.
 pub struct WebSocket {
     conn: Connection,
     inbound: mpsc::Receiver<Message>,
@@ -109,6 +113,15 @@ fn forward(tx: &mpsc::Sender<Message>, message: Message) -> Option<crate::socket
             Some(Box::pin(async move {
                 let _ = tx.send(message).await;
             }))
+        }
+    }
+}
+
+impl Drop for WebSocket {
+    fn drop(&mut self) {
+        // A message given to the sink but never flushed is dropped with it.
+        if self.conn.is_open() {
+            let _ = self.conn.close();
         }
     }
 }

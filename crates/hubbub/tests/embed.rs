@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use common::stacks::{axum_app, hyper_server, own_listener};
-use common::watchdog;
-use futures_util::{SinkExt, StreamExt};
+use common::{Event, Peer, watchdog};
 use hubbub::{
     CloseCode, CloseInfo, Connection, Decision, Hub, OriginPolicy, Server, ServerConfig, Socket,
     StreamInfo, Upgraded,
@@ -21,8 +20,6 @@ use hubbub::{
 use hubbub_proto::handshake::{AcceptResponse, RequestParser};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as TCode;
 
 /// The seed's chat, as a setup closure over a shared client list.
 fn chat(clients: Arc<Mutex<Vec<Connection>>>) -> impl Fn(&mut Socket) + Send + Sync + 'static {
@@ -60,23 +57,12 @@ fn echo(socket: &mut Socket) {
     });
 }
 
-type Client = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
-
-async fn connect(url: &str) -> Client {
-    tokio_tungstenite::connect_async(url).await.unwrap().0
+async fn connect(url: &str) -> Peer {
+    Peer::connect(url).await
 }
 
-async fn next_text<S>(client: &mut tokio_tungstenite::WebSocketStream<S>) -> String
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    loop {
-        match client.next().await.unwrap().unwrap() {
-            Message::Text(text) => return text.to_string(),
-            Message::Ping(_) | Message::Pong(_) => {}
-            other => panic!("expected text, got {other:?}"),
-        }
-    }
+async fn next_text(client: &mut Peer) -> String {
+    client.text().await
 }
 
 #[tokio::test]
@@ -107,9 +93,7 @@ async fn axum_and_own_listener_clients_chat_in_one_room() {
             .trim_end_matches(" joined the conversation.")
             .to_owned();
 
-        b.send(Message::text("hi from the own listener"))
-            .await
-            .unwrap();
+        b.send("hi from the own listener").unwrap();
         let expected = format!("{b_id} says: hi from the own listener");
         assert_eq!(next_text(&mut a).await, expected);
         assert_eq!(next_text(&mut b).await, expected);
@@ -124,16 +108,16 @@ async fn axum_and_own_listener_clients_chat_in_one_room() {
         assert!(a_conn.info().client_ip().is_loopback());
         assert_eq!(a_conn.info().path(), "/chat");
 
-        a.send(Message::text("and from axum")).await.unwrap();
+        a.send("and from axum").unwrap();
         let from_a = next_text(&mut b).await;
         assert_eq!(from_a, format!("{} says: and from axum", a_conn.id()));
 
-        drop(a);
+        a.close().unwrap();
         assert_eq!(
             next_text(&mut b).await,
             format!("{} left the chat room.", a_conn.id())
         );
-        drop(b);
+        b.close().unwrap();
         hub.shutdown();
         hub.closed().await;
     })
@@ -160,7 +144,7 @@ async fn hyper_server_serves_the_hub_with_topics_shared() {
         while hub.subscriber_count("room") < 2 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        b.send(Message::text("to the room")).await.unwrap();
+        b.send("to the room").unwrap();
         assert_eq!(next_text(&mut a).await, "to the room");
         assert_eq!(next_text(&mut b).await, "to the room");
         // permessage-deflate is negotiated through hyper too.
@@ -171,12 +155,8 @@ async fn hyper_server_serves_the_hub_with_topics_shared() {
             .unwrap();
         assert!(conn.info().client_ip().is_loopback());
         hub.shutdown();
-        let close = a.next().await.unwrap().unwrap();
-        assert!(
-            matches!(&close, Message::Close(Some(f)) if f.code == TCode::Away),
-            "{close:?}"
-        );
-        drop((a, b));
+        assert_eq!(a.closed().await.0, 1001);
+        assert_eq!(b.closed().await.0, 1001);
         hub.closed().await;
         assert_eq!(hub.client_count(), 0);
     })
@@ -190,10 +170,12 @@ async fn any_stream_an_in_memory_pipe_and_a_unix_socket() {
         // A duplex pipe: no addresses at all.
         let (server_end, client_end) = tokio::io::duplex(4096);
         tokio::spawn(hub.serve_stream(server_end, StreamInfo::default()));
-        let (mut client, _) = tokio_tungstenite::client_async("ws://localhost/pipe", client_end)
-            .await
-            .unwrap();
-        client.send(Message::text("over a pipe")).await.unwrap();
+        let mut client = Peer::with_stream(
+            hubbub::client::Client::new("ws://localhost/pipe"),
+            client_end,
+        )
+        .await;
+        client.send("over a pipe").unwrap();
         assert_eq!(next_text(&mut client).await, "over a pipe");
         let conn = hub.clients().pop().unwrap();
         assert_eq!(conn.info().path(), "/pipe");
@@ -211,19 +193,17 @@ async fn any_stream_an_in_memory_pipe_and_a_unix_socket() {
             served.serve_stream(stream, StreamInfo::default()).await;
         });
         let stream = tokio::net::UnixStream::connect(&path).await.unwrap();
-        let (mut unix, _) = tokio_tungstenite::client_async("ws://localhost/unix", stream)
-            .await
-            .unwrap();
-        unix.send(Message::text("over a unix socket"))
-            .await
-            .unwrap();
+        let mut unix =
+            Peer::with_stream(hubbub::client::Client::new("ws://localhost/unix"), stream).await;
+        unix.send("over a unix socket").unwrap();
         assert_eq!(next_text(&mut unix).await, "over a unix socket");
         assert_eq!(hub.client_count(), 2);
         // A broadcast reaches both, however they came in.
         assert_eq!(hub.broadcast("to all"), 2);
         assert_eq!(next_text(&mut client).await, "to all");
         assert_eq!(next_text(&mut unix).await, "to all");
-        drop((client, unix));
+        client.close().unwrap();
+        unix.close().unwrap();
         hub.shutdown();
         hub.closed().await;
         let _ = std::fs::remove_dir_all(&dir);
@@ -270,7 +250,7 @@ async fn a_stream_upgraded_elsewhere_joins_the_hub_and_limits_still_apply() {
             }
         });
         let mut first = connect(&format!("ws://{addr}/adopted?x=1")).await;
-        first.send(Message::text("adopted")).await.unwrap();
+        first.send("adopted").unwrap();
         assert_eq!(next_text(&mut first).await, "adopted");
         let conn = hub.clients().pop().unwrap();
         assert_eq!(conn.info().query(), Some("x=1"));
@@ -278,13 +258,8 @@ async fn a_stream_upgraded_elsewhere_joins_the_hub_and_limits_still_apply() {
         // Over the connection limit: the 101 was not ours to refuse, so the
         // hub closes with 1013.
         let mut second = connect(&format!("ws://{addr}/")).await;
-        let close = second.next().await.unwrap().unwrap();
-        assert!(
-            matches!(&close, Message::Close(Some(f)) if f.code == TCode::Again),
-            "{close:?}"
-        );
-        first.close(None).await.unwrap();
-        drop((first, second));
+        assert_eq!(second.closed().await.0, 1013);
+        first.close().unwrap();
         hub.shutdown();
         hub.closed().await;
         assert_eq!(
@@ -488,15 +463,15 @@ async fn hook_and_limits_refuse_through_axum_as_on_the_built_in_path() {
         // The one place is taken through axum: the next upgrade gets 503
         // on either path.
         let mut held = connect(&format!("ws://{via_axum}/chat")).await;
-        held.send(Message::text("x")).await.unwrap();
-        let _ = held.next().await;
+        held.send("x").unwrap();
+        assert_eq!(held.next().await, Event::Text("x".into()));
         let ok = |h: SocketAddr| upgrade_request(h, &format!("{KEY}Sec-WebSocket-Version: 13\r\n"));
         let built_in = exchange(own, ok(own).as_bytes()).await;
         let axum = exchange(via_axum, ok(via_axum).as_bytes()).await;
         assert_eq!((built_in.0, axum.0), (503, 503));
         assert_eq!(axum.1, built_in.1);
         assert!(hub.metrics().contains("503"), "refusals are counted");
-        drop(held);
+        held.close().unwrap();
         hub.shutdown();
         hub.closed().await;
     })
@@ -512,8 +487,8 @@ async fn per_address_limit_through_axum_is_429() {
         let via_axum = axum_app(&hub).await;
         let own = own_listener(&hub).await;
         let mut held = connect(&format!("ws://{own}/")).await;
-        held.send(Message::text("x")).await.unwrap();
-        let _ = held.next().await;
+        held.send("x").unwrap();
+        assert_eq!(held.next().await, Event::Text("x".into()));
         let ok = upgrade_request(via_axum, &format!("{KEY}Sec-WebSocket-Version: 13\r\n"));
         let (status, reason) = exchange(via_axum, ok.as_bytes()).await;
         assert_eq!(status, 429);

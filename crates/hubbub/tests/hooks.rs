@@ -4,13 +4,10 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
-use common::{start, watchdog};
-use futures_util::StreamExt;
+use common::{Event, Peer, start, watchdog};
 use hubbub::{Accept, Decision, HostPolicy, OriginPolicy, Server, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// Sends an upgrade request with extra header lines; returns the response
 /// head.
@@ -185,17 +182,18 @@ async fn hook_rejects_with_status_and_headers_or_accepts_with_extras() {
         let crashed = upgrade(addr, "Cookie: session=boom\r\n").await;
         assert!(crashed.starts_with("HTTP/1.1 500 "), "{crashed}");
 
-        let mut request = format!("ws://{addr}/chat").into_client_request().unwrap();
-        request
-            .headers_mut()
-            .insert("Cookie", "session=ada".parse().unwrap());
-        request
-            .headers_mut()
-            .insert("Sec-WebSocket-Protocol", "v1, v2".parse().unwrap());
-        let (mut ws, response) = tokio_tungstenite::connect_async(request).await.unwrap();
-        assert_eq!(response.headers()["set-cookie"], "seen=1");
-        assert_eq!(response.headers()["sec-websocket-protocol"], "v2");
-        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("welcome"));
+        let mut ws = Peer::with(
+            hubbub::client::Client::new(format!("ws://{addr}/chat"))
+                .header("Cookie", "session=ada")
+                .protocol("v1")
+                .protocol("v2"),
+        )
+        .await;
+        let response = ws.info().response_headers().unwrap();
+        assert_eq!(response.get("set-cookie"), Some("seen=1"));
+        assert_eq!(response.get("sec-websocket-protocol"), Some("v2"));
+        assert_eq!(ws.info().protocol(), Some("v2"));
+        assert_eq!(ws.text().await, "welcome");
         assert_eq!(
             users.lock().unwrap().clone(),
             vec![(Some(User("ada".into())), Some("v2".into()))]
@@ -219,21 +217,16 @@ async fn several_endpoints_on_one_port_each_with_its_handlers() {
             }
         })
         .await;
-        use futures_util::SinkExt;
         for (path, expected) in [("/echo", "Hi"), ("/upper", "HI")] {
-            let (mut ws, _) = tokio_tungstenite::connect_async(server.url(path))
-                .await
-                .unwrap();
-            ws.send(Message::text("Hi")).await.unwrap();
-            assert_eq!(ws.next().await.unwrap().unwrap(), Message::text(expected));
+            let mut ws = Peer::connect(&server.url(path)).await;
+            ws.send("Hi").unwrap();
+            assert_eq!(ws.text().await, expected);
         }
-        let (mut ws, _) = tokio_tungstenite::connect_async(server.url("/nope"))
-            .await
-            .unwrap();
-        match ws.next().await.unwrap().unwrap() {
-            Message::Close(Some(frame)) => assert_eq!(u16::from(frame.code), 4404),
-            other => panic!("{other:?}"),
-        }
+        let mut ws = Peer::connect(&server.url("/nope")).await;
+        assert_eq!(
+            ws.next().await,
+            Event::Close(4404, "no such endpoint".into())
+        );
         server.stop().await;
     })
     .await;

@@ -8,13 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{echo, raw_client, read_to_end, start, watchdog};
-use futures_util::{SinkExt, StreamExt};
+use common::{Event, Peer, echo, raw_client, read_to_end, start, watchdog};
 use hubbub::CloseCode;
 use tokio::io::AsyncWriteExt;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as TCode;
 
 use common::quick as cfg;
 
@@ -35,19 +31,13 @@ async fn on_open_runs_before_any_message_and_messages_stay_in_order() {
         })
         .await;
         // Send right away: the first frame may arrive with the request.
-        let (mut ws, _) = tokio_tungstenite::connect_async(server.url("/"))
-            .await
-            .unwrap();
+        let mut ws = Peer::connect(&server.url("/")).await;
         for i in 0..1000 {
-            ws.feed(Message::text(i.to_string())).await.unwrap();
+            ws.send(i.to_string()).unwrap();
         }
-        ws.flush().await.unwrap();
-        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("welcome"));
+        assert_eq!(ws.text().await, "welcome");
         for i in 0..1000 {
-            assert_eq!(
-                ws.next().await.unwrap().unwrap(),
-                Message::text(i.to_string())
-            );
+            assert_eq!(ws.text().await, i.to_string());
         }
         server.stop().await;
     })
@@ -58,16 +48,10 @@ async fn on_open_runs_before_any_message_and_messages_stay_in_order() {
 async fn on_close_once_after_clean_close_with_code_and_reason() {
     watchdog(async {
         let server = start(cfg(), echo).await;
-        let (mut ws, _) = tokio_tungstenite::connect_async(server.url("/"))
-            .await
-            .unwrap();
-        ws.close(Some(CloseFrame {
-            code: TCode::from(4001),
-            reason: "bye".into(),
-        }))
-        .await
-        .unwrap();
-        while ws.next().await.is_some() {}
+        let mut ws = Peer::connect(&server.url("/")).await;
+        ws.close_with(4001, "bye").unwrap();
+        // The server echoes the code back.
+        assert_eq!(ws.closed().await, (4001, "bye".into()));
         let closes = server.wait_closes(1).await;
         assert_eq!(closes[0].code, CloseCode(4001));
         assert_eq!(closes[0].reason, "bye");
@@ -126,14 +110,15 @@ async fn message_over_limit_closes_with_1009() {
         let config = cfg()
             .with_protocol_config(hubbub::ProtocolConfig::default().with_max_message_size(1000));
         let server = start(config, echo).await;
-        let (mut ws, _) = tokio_tungstenite::connect_async(server.url("/"))
-            .await
-            .unwrap();
-        ws.send(Message::binary(vec![0u8; 2000])).await.unwrap();
-        match ws.next().await.unwrap().unwrap() {
-            Message::Close(Some(frame)) => assert_eq!(u16::from(frame.code), 1009),
-            other => panic!("expected close, got {other:?}"),
-        }
+        let mut ws = Peer::connect(&server.url("/")).await;
+        ws.send_binary(vec![0u8; 2000]).unwrap();
+        assert_eq!(
+            ws.next().await,
+            Event::Close(
+                1009,
+                "message of 1001 bytes exceeds the limit of 1000".into()
+            )
+        );
         let closes = server.wait_closes(1).await;
         assert_eq!(closes[0].code, CloseCode::MESSAGE_TOO_BIG);
         server.stop().await;
@@ -153,22 +138,12 @@ async fn panicking_handler_closes_only_its_connection_with_1011() {
             });
         })
         .await;
-        let (mut bad, _) = tokio_tungstenite::connect_async(server.url("/"))
-            .await
-            .unwrap();
-        let (mut good, _) = tokio_tungstenite::connect_async(server.url("/"))
-            .await
-            .unwrap();
-        bad.send(Message::text("boom")).await.unwrap();
-        match bad.next().await.unwrap().unwrap() {
-            Message::Close(Some(frame)) => assert_eq!(u16::from(frame.code), 1011),
-            other => panic!("expected close, got {other:?}"),
-        }
-        good.send(Message::text("still here")).await.unwrap();
-        assert_eq!(
-            good.next().await.unwrap().unwrap(),
-            Message::text("still here")
-        );
+        let mut bad = Peer::connect(&server.url("/")).await;
+        let mut good = Peer::connect(&server.url("/")).await;
+        bad.send("boom").unwrap();
+        assert_eq!(bad.closed().await.0, 1011);
+        good.send("still here").unwrap();
+        assert_eq!(good.text().await, "still here");
         let closes = server.wait_closes(1).await;
         assert_eq!(closes[0].code, CloseCode::INTERNAL_ERROR);
         server.stop().await;
@@ -191,23 +166,21 @@ async fn sends_pongs_and_a_panic_close_keep_the_order_of_one_read() {
             });
         })
         .await;
-        let (mut ws, _) = tokio_tungstenite::connect_async(server.url("/"))
-            .await
-            .unwrap();
-        // One flush: the server reads these together.
-        ws.feed(Message::text("a")).await.unwrap();
-        ws.feed(Message::Ping("p".into())).await.unwrap();
-        ws.feed(Message::text("b")).await.unwrap();
-        ws.feed(Message::text("boom")).await.unwrap();
-        ws.feed(Message::text("never")).await.unwrap();
-        ws.flush().await.unwrap();
+        let mut ws = Peer::connect(&server.url("/")).await;
+        // Queued without a yield: the client writes them together, and the
+        // server reads them together.
+        ws.send("a").unwrap();
+        ws.ping("p").unwrap();
+        ws.send("b").unwrap();
+        ws.send("boom").unwrap();
+        ws.send("never").unwrap();
         let mut got = Vec::new();
         loop {
-            match ws.next().await.unwrap().unwrap() {
-                Message::Text(text) => got.push(text.to_string()),
-                Message::Pong(data) => got.push(format!("pong {}", String::from_utf8_lossy(&data))),
-                Message::Close(Some(frame)) => {
-                    got.push(format!("close {}", u16::from(frame.code)));
+            match ws.next().await {
+                Event::Text(text) => got.push(text),
+                Event::Pong(data) => got.push(format!("pong {}", String::from_utf8_lossy(&data))),
+                Event::Close(code, _) => {
+                    got.push(format!("close {code}"));
                     break;
                 }
                 other => panic!("unexpected {other:?}"),
@@ -244,17 +217,9 @@ async fn send_after_close_is_an_error_not_a_panic() {
             });
         })
         .await;
-        let (mut ws, _) = tokio_tungstenite::connect_async(server.url("/"))
-            .await
-            .unwrap();
-        ws.send(Message::text("x")).await.unwrap();
-        match ws.next().await.unwrap().unwrap() {
-            Message::Close(Some(frame)) => {
-                assert_eq!(u16::from(frame.code), 4000);
-                assert_eq!(frame.reason.as_str(), "done");
-            }
-            other => panic!("expected close, got {other:?}"),
-        }
+        let mut ws = Peer::connect(&server.url("/")).await;
+        ws.send("x").unwrap();
+        assert_eq!(ws.next().await, Event::Close(4000, "done".into()));
         let closes = server.wait_closes(1).await;
         assert_eq!(closes[0].code, CloseCode(4000));
         assert_eq!(*results.lock().unwrap(), [true; 4]);
@@ -284,19 +249,15 @@ async fn async_handler_never_blocks_other_connections() {
             });
         })
         .await;
-        let (mut a, _) = tokio_tungstenite::connect_async(server.url("/"))
-            .await
-            .unwrap();
-        let (mut b, _) = tokio_tungstenite::connect_async(server.url("/"))
-            .await
-            .unwrap();
-        a.send(Message::text("wait")).await.unwrap();
+        let mut a = Peer::connect(&server.url("/")).await;
+        let mut b = Peer::connect(&server.url("/")).await;
+        a.send("wait").unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
         // If A's pending handler blocked B, B would never be answered and
         // A never released.
-        b.send(Message::text("go")).await.unwrap();
-        assert_eq!(b.next().await.unwrap().unwrap(), Message::text("go"));
-        assert_eq!(a.next().await.unwrap().unwrap(), Message::text("released"));
+        b.send("go").unwrap();
+        assert_eq!(b.text().await, "go");
+        assert_eq!(a.text().await, "released");
         server.stop().await;
     })
     .await;
@@ -320,26 +281,17 @@ async fn a_send_before_a_slow_async_handler_is_not_held_back_by_it() {
             });
         })
         .await;
-        let (mut ws, _) = tokio_tungstenite::connect_async(server.url("/"))
-            .await
-            .unwrap();
+        let mut ws = Peer::connect(&server.url("/")).await;
         // One write: the second text waits behind the first slow handler,
         // then is delivered together with the second binary.
-        for message in [
-            Message::text("a"),
-            Message::binary(vec![1]),
-            Message::text("b"),
-            Message::binary(vec![2]),
-        ] {
-            ws.feed(message).await.unwrap();
-        }
-        ws.flush().await.unwrap();
+        ws.send("a").unwrap();
+        ws.send_binary(vec![1]).unwrap();
+        ws.send("b").unwrap();
+        ws.send_binary(vec![2]).unwrap();
         let began = std::time::Instant::now();
         let mut got = Vec::new();
         while got.len() < 2 {
-            if let Some(Ok(Message::Text(t))) = ws.next().await {
-                got.push((t.to_string(), began.elapsed()));
-            }
+            got.push((ws.text().await, began.elapsed()));
         }
         assert_eq!(got[0].0, "got a");
         assert_eq!(got[1].0, "got b");

@@ -1,11 +1,13 @@
-//! The server's API against a real client (tokio-tungstenite) over
-//! loopback: echo, connection info, binding, subprotocols.
+//! The server's API over loopback: echo, connection info, binding,
+//! subprotocols. The first test keeps tokio-tungstenite as an independent
+//! Rust client (with the Python and Node ones in `interop.rs`); the rest
+//! use hubbub's own.
 
 mod common;
 
 use std::sync::{Arc, Mutex};
 
-use common::{echo, start, watchdog};
+use common::{Peer, echo, start, watchdog};
 use futures_util::{SinkExt, StreamExt};
 use hubbub::Server;
 use hubbub_proto::handshake::ClientRequest;
@@ -145,14 +147,14 @@ async fn ipv6_wildcard_is_dual_stack() {
             (format!("ws://127.0.0.1:{port}/"), true),
             (format!("ws://[::1]:{port}/"), false),
         ] {
-            let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
-            ws.send(Message::text("both")).await.unwrap();
-            assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("both"));
+            let mut ws = Peer::connect(&url).await;
+            ws.send("both").unwrap();
+            assert_eq!(ws.text().await, "both");
             let conn = handle.clients().pop().unwrap();
             // An IPv4 client is named as IPv4, not as ::ffff:127.0.0.1.
             assert_eq!(conn.info().client_ip().is_ipv4(), ipv4, "{url}");
             assert!(conn.info().client_ip().is_loopback());
-            ws.close(None).await.unwrap();
+            ws.close().unwrap();
             while handle.client_count() > 0 {
                 tokio::time::sleep(std::time::Duration::from_millis(5)).await;
             }
