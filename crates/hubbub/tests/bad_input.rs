@@ -8,13 +8,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{echo, start, watchdog};
-use futures_util::{SinkExt, StreamExt};
 use hubbub::CloseCode;
 use hubbub_proto::handshake::ClientRequest;
 use hubbub_proto::{FrameHeader, OpCode, apply_mask};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
 
 const UPGRADE: &str = "GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
@@ -80,12 +78,9 @@ fn frame(b0: u8, payload: &[u8]) -> Vec<u8> {
 }
 
 async fn canary_is_served(url: &str) {
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-    ws.send(Message::text("still fine")).await.unwrap();
-    assert_eq!(
-        ws.next().await.unwrap().unwrap(),
-        Message::text("still fine")
-    );
+    let mut ws = common::Peer::connect(url).await;
+    ws.send("still fine").unwrap();
+    assert_eq!(ws.text().await, "still fine");
 }
 
 fn rss_bytes() -> u64 {

@@ -5,12 +5,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{echo, raw_client, read_to_end, start, watchdog};
-use futures_util::{SinkExt, StreamExt};
+use common::{Event, Peer, echo, raw_client, read_to_end, start, watchdog};
 use hubbub::CloseCode;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
 
 use common::quick as cfg;
 
@@ -36,18 +34,8 @@ async fn silent_client_is_dropped_after_handshake_timeout() {
 async fn upgrades_past_max_connections_get_503() {
     watchdog(async {
         let server = start(cfg().with_max_connections(1), echo).await;
-        let (_first, _) = tokio_tungstenite::connect_async(server.url("/"))
-            .await
-            .unwrap();
-        let err = tokio_tungstenite::connect_async(server.url("/"))
-            .await
-            .unwrap_err();
-        match err {
-            tokio_tungstenite::tungstenite::Error::Http(response) => {
-                assert_eq!(response.status(), 503)
-            }
-            other => panic!("expected HTTP 503, got {other:?}"),
-        }
+        let _first = Peer::connect(&server.url("/")).await;
+        assert_eq!(http_status_of_upgrade(&server.url("/")).await, 503);
         server.stop().await;
     })
     .await;
@@ -92,15 +80,13 @@ async fn keepalive_pings_silent_clients_and_keeps_answering_ones() {
             .with_ping_interval(Some(Duration::from_millis(100)))
             .with_idle_timeout(Some(Duration::from_millis(400)));
         let server = start(config, echo).await;
-        let (mut ws, _) = tokio_tungstenite::connect_async(server.url("/"))
-            .await
-            .unwrap();
-        // Silent, but reading: tungstenite answers each ping with a pong.
+        let mut ws = Peer::connect(&server.url("/")).await;
+        // Silent, but reading: the client answers each ping with a pong.
         let mut pings = 0;
         let until = tokio::time::Instant::now() + Duration::from_millis(1200);
         while let Ok(next) = tokio::time::timeout_at(until, ws.next()).await {
             match next {
-                Some(Ok(Message::Ping(_))) => pings += 1,
+                Event::Ping(_) => pings += 1,
                 other => panic!("unexpected {other:?}"),
             }
         }
@@ -109,16 +95,8 @@ async fn keepalive_pings_silent_clients_and_keeps_answering_ones() {
             server.closes.lock().unwrap().is_empty(),
             "a live client was closed"
         );
-        ws.send(Message::text("still open")).await.unwrap();
-        loop {
-            match ws.next().await.unwrap().unwrap() {
-                Message::Ping(_) => continue,
-                other => {
-                    assert_eq!(other, Message::text("still open"));
-                    break;
-                }
-            }
-        }
+        ws.send("still open").unwrap();
+        assert_eq!(ws.text().await, "still open");
         server.stop().await;
     })
     .await;
@@ -143,11 +121,15 @@ async fn dead_client_is_closed_after_idle_timeout() {
     .await;
 }
 
+/// The status of an upgrade's answer: 101, or the refusal's.
 async fn http_status_of_upgrade(url: &str) -> u16 {
-    match tokio_tungstenite::connect_async(url).await {
-        Ok(_) => 101,
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
-        Err(e) => panic!("{e}"),
+    match hubbub::client::Client::new(url).connect(|_| {}).await {
+        Ok(session) => {
+            session.close().unwrap();
+            session.closed().await;
+            101
+        }
+        Err(e) => e.status().unwrap_or_else(|| panic!("{e}")),
     }
 }
 
@@ -155,14 +137,10 @@ async fn http_status_of_upgrade(url: &str) -> u16 {
 async fn per_ip_connection_limit_answers_429() {
     watchdog(async {
         let server = start(cfg().with_max_connections_per_ip(Some(2)), echo).await;
-        let (a, _) = tokio_tungstenite::connect_async(server.url("/"))
-            .await
-            .unwrap();
-        let (_b, _) = tokio_tungstenite::connect_async(server.url("/"))
-            .await
-            .unwrap();
+        let a = Peer::connect(&server.url("/")).await;
+        let _b = Peer::connect(&server.url("/")).await;
         assert_eq!(http_status_of_upgrade(&server.url("/")).await, 429);
-        drop(a);
+        a.close().unwrap();
         server.wait_closes(1).await;
         assert_eq!(http_status_of_upgrade(&server.url("/")).await, 101);
         server.stop().await;
@@ -192,18 +170,15 @@ async fn message_rate_limit_closes_with_1008() {
             echo,
         )
         .await;
-        let (mut ws, _) = tokio_tungstenite::connect_async(server.url("/"))
-            .await
-            .unwrap();
+        let mut ws = Peer::connect(&server.url("/")).await;
         for i in 0..20 {
-            let _ = ws.feed(Message::text(i.to_string())).await;
+            ws.send(i.to_string()).unwrap();
         }
-        let _ = ws.flush().await;
         let mut echoed = 0;
         let code = loop {
             match ws.next().await {
-                Some(Ok(Message::Text(_))) => echoed += 1,
-                Some(Ok(Message::Close(Some(frame)))) => break u16::from(frame.code),
+                Event::Text(_) => echoed += 1,
+                Event::Close(code, _) => break code,
                 other => panic!("unexpected {other:?}"),
             }
         };

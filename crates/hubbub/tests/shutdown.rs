@@ -5,10 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{echo, raw_client, start, watchdog};
-use futures_util::StreamExt;
+use common::{Peer, echo, raw_client, start, watchdog};
 use hubbub::CloseCode;
-use tokio_tungstenite::tungstenite::Message;
 
 use common::quick as cfg;
 
@@ -18,12 +16,7 @@ async fn shutdown_sends_1001_fires_every_on_close_and_returns() {
         let server = start(cfg(), echo).await;
         let mut clients = Vec::new();
         for _ in 0..3 {
-            clients.push(
-                tokio_tungstenite::connect_async(server.url("/"))
-                    .await
-                    .unwrap()
-                    .0,
-            );
+            clients.push(Peer::connect(&server.url("/")).await);
         }
         while server.handle.client_count() < 3 {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -32,13 +25,9 @@ async fn shutdown_sends_1001_fires_every_on_close_and_returns() {
             .into_iter()
             .map(|mut ws| {
                 tokio::spawn(async move {
-                    let code = match ws.next().await {
-                        Some(Ok(Message::Close(Some(frame)))) => u16::from(frame.code),
-                        other => panic!("expected close, got {other:?}"),
-                    };
-                    // Keep reading so that the client's close reply is sent.
-                    while ws.next().await.is_some() {}
-                    code
+                    // The client answers the close; its on_close has the
+                    // server's code.
+                    ws.closed().await.0
                 })
             })
             .collect();

@@ -5,13 +5,12 @@ mod common;
 
 use std::sync::Arc;
 
-use common::watchdog;
-use futures_util::{SinkExt, StreamExt};
+use common::{Peer, watchdog};
+use hubbub::client::Client;
 use hubbub::{Server, TlsConfig};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::{self, pki_types::ServerName};
-use tokio_tungstenite::tungstenite::Message;
 
 struct Cert {
     cert_pem: String,
@@ -73,12 +72,10 @@ async fn wss_echo_over_tls_1_3_and_1_2() {
                 .await
                 .unwrap();
             assert_eq!(tls.get_ref().1.protocol_version(), Some(version.version));
-            let (mut ws, _) = tokio_tungstenite::client_async("wss://localhost/", tls)
-                .await
-                .unwrap();
-            ws.send(Message::text("over TLS")).await.unwrap();
-            assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("over TLS"));
-            ws.close(None).await.unwrap();
+            let mut ws = Peer::with_stream(Client::new("wss://localhost/"), tls).await;
+            ws.send("over TLS").unwrap();
+            assert_eq!(ws.text().await, "over TLS");
+            ws.close().unwrap();
         }
         assert_eq!(*secure_seen.lock().unwrap(), [true, true], "hooks see TLS");
         handle.shutdown();
@@ -97,9 +94,11 @@ async fn plain_client_on_tls_port_is_dropped_and_server_survives() {
         let handle = server.handle();
         let task = tokio::spawn(server.start(|_| {}));
         assert!(
-            tokio_tungstenite::connect_async(format!("ws://{addr}/"))
+            Client::new(format!("ws://{addr}/"))
+                .connect(|_| {})
                 .await
-                .is_err()
+                .unwrap_err()
+                .is_connect()
         );
         let tcp = TcpStream::connect(addr).await.unwrap();
         let tls = connector(&cert, &[&rustls::version::TLS13])
@@ -107,7 +106,8 @@ async fn plain_client_on_tls_port_is_dropped_and_server_survives() {
             .await
             .unwrap();
         assert!(
-            tokio_tungstenite::client_async("wss://localhost/", tls)
+            Client::new("wss://localhost/")
+                .connect_on(tls, |_| {})
                 .await
                 .is_ok()
         );
@@ -211,30 +211,20 @@ async fn one_server_serves_plain_and_tls_side_by_side() {
                 let _ = conn.server().broadcast(text);
             });
         }));
-        let (mut plain, _) = tokio_tungstenite::connect_async(format!("ws://{}/", addrs[0]))
-            .await
-            .unwrap();
+        let mut plain = Peer::connect(&format!("ws://{}/", addrs[0])).await;
         let tcp = TcpStream::connect(addrs[1]).await.unwrap();
         let stream = connector(&cert, &[&rustls::version::TLS13])
             .connect(ServerName::try_from("localhost").unwrap(), tcp)
             .await
             .unwrap();
-        let (mut secure, _) = tokio_tungstenite::client_async("wss://localhost/", stream)
-            .await
-            .unwrap();
+        let mut secure = Peer::with_stream(Client::new("wss://localhost/"), stream).await;
         while handle.client_count() < 2 {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
         // One server: a message from the TLS side reaches the plain side.
-        secure.send(Message::text("from wss")).await.unwrap();
-        assert_eq!(
-            plain.next().await.unwrap().unwrap(),
-            Message::text("from wss")
-        );
-        assert_eq!(
-            secure.next().await.unwrap().unwrap(),
-            Message::text("from wss")
-        );
+        secure.send("from wss").unwrap();
+        assert_eq!(plain.text().await, "from wss");
+        assert_eq!(secure.text().await, "from wss");
         handle.shutdown();
         task.await.unwrap().unwrap();
     })

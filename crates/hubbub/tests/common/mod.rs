@@ -56,11 +56,25 @@ pub async fn client(url: &str) -> hubbub::WebSocket {
         .unwrap()
 }
 
+/// hubbub's client without permessage-deflate, for tests where the bytes
+/// on the wire must be the bytes sent (filling socket buffers).
+pub async fn uncompressed_client(url: &str) -> hubbub::WebSocket {
+    let mut config = ServerConfig::default();
+    config.protocol.deflate.enabled = false;
+    hubbub::client::Client::new(url)
+        .with_config(config)
+        .connect_stream()
+        .await
+        .unwrap()
+}
+
 /// What a [`Peer`] saw, in the order it arrived.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     Text(String),
     Binary(Vec<u8>),
+    /// A ping (the client has answered it).
+    Ping(Vec<u8>),
     Pong(Vec<u8>),
     /// The end: the close code (1006 for a drop) and reason.
     Close(u16, String),
@@ -110,11 +124,11 @@ impl Peer {
 
     /// A setup that records every event, and where they go.
     fn recorder() -> (
-        impl FnOnce(&mut hubbub::Socket),
+        impl FnOnce(&mut Socket),
         tokio::sync::mpsc::UnboundedReceiver<Event>,
     ) {
         let (tx, events) = tokio::sync::mpsc::unbounded_channel();
-        let setup = move |socket: &mut hubbub::Socket| {
+        let setup = move |socket: &mut Socket| {
             let t = tx.clone();
             socket.on_message(move |_, text| {
                 let _ = t.send(Event::Text(text.to_string()));
@@ -122,6 +136,10 @@ impl Peer {
             let t = tx.clone();
             socket.on_binary(move |_, data| {
                 let _ = t.send(Event::Binary(data.to_vec()));
+            });
+            let t = tx.clone();
+            socket.on_ping(move |_, data| {
+                let _ = t.send(Event::Ping(data.to_vec()));
             });
             let t = tx.clone();
             socket.on_pong(move |_, data| {
@@ -140,12 +158,13 @@ impl Peer {
         self.events.recv().await.expect("no event after the close")
     }
 
-    /// The next text message, skipping pongs; panics on anything else.
+    /// The next text message, skipping pings and pongs; panics on
+    /// anything else.
     pub async fn text(&mut self) -> String {
         loop {
             match self.next().await {
                 Event::Text(text) => return text,
-                Event::Pong(_) => {}
+                Event::Ping(_) | Event::Pong(_) => {}
                 other => panic!("expected a text message, got {other:?}"),
             }
         }
