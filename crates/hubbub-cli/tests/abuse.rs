@@ -7,12 +7,13 @@
 use std::time::Duration;
 
 use bytes::BytesMut;
-use futures_util::{SinkExt, StreamExt};
 use hubbub_proto::handshake::ClientRequest;
 use hubbub_proto::{Config, Connection, Role};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
+
+#[path = "../../hubbub/tests/common/peer.rs"]
+mod peer;
 
 #[path = "support/serve.rs"]
 #[expect(
@@ -33,15 +34,10 @@ fn rss_kib(pid: u32) -> u64 {
 
 /// A new client of `addr` is greeted and can talk: the server still serves.
 async fn still_serves(stream: TcpStream, addr: &str) {
-    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/fresh"), stream)
-        .await
-        .unwrap();
-    let greeting = ws.next().await.unwrap().unwrap();
-    assert_eq!(
-        greeting,
-        Message::text("You have just joined the conversation.")
-    );
-    ws.send(Message::text("hello")).await.unwrap();
+    let client = hubbub::client::Client::new(format!("ws://{addr}/fresh"));
+    let mut ws = peer::Peer::with_stream(client, stream).await;
+    assert_eq!(ws.text().await, "You have just joined the conversation.");
+    ws.send("hello").unwrap();
 }
 
 /// A raw client: the upgrade, offering permessage-deflate when `deflate`,

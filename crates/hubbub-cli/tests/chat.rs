@@ -5,12 +5,13 @@ use std::future::Future;
 use std::process::Stdio;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use hubbub::client::Client;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+#[path = "../../hubbub/tests/common/peer.rs"]
+mod peer;
+use peer::Peer as Ws;
 
 #[path = "support/serve.rs"]
 mod support;
@@ -21,23 +22,13 @@ async fn chat() -> Chat {
 }
 
 async fn join(chat: &Chat, path: &str) -> Ws {
-    tokio_tungstenite::connect_async(format!("ws://{}{path}", chat.addr))
-        .await
-        .unwrap()
-        .0
+    Ws::connect(&format!("ws://{}{path}", chat.addr)).await
 }
 
-async fn next_text<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> String
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
-            Ok(Some(Ok(Message::Text(text)))) => return text.to_string(),
-            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
-            other => panic!("expected a text message, got {other:?}"),
-        }
-    }
+async fn next_text(ws: &mut Ws) -> String {
+    tokio::time::timeout(Duration::from_secs(10), ws.text())
+        .await
+        .expect("no text message within 10 s")
 }
 
 async fn watchdog<F: Future>(f: F) -> F::Output {
@@ -67,11 +58,11 @@ async fn seed_chat_greets_broadcasts_and_says_goodbye() {
             .to_owned();
         assert_eq!(b_id.len(), 36, "{b_id}");
 
-        b.send(Message::text("hello, all")).await.unwrap();
+        b.send("hello, all").unwrap();
         assert_eq!(next_text(&mut a).await, format!("{b_id} says: hello, all"));
         assert_eq!(next_text(&mut b).await, format!("{b_id} says: hello, all"));
 
-        b.close(None).await.unwrap();
+        b.close().unwrap();
         assert_eq!(
             next_text(&mut a).await,
             format!("{b_id} left the chat room.")
@@ -89,29 +80,23 @@ async fn rooms_are_separate_and_nick_renames() {
         let mut other = join(&chat, "/other").await;
         next_text(&mut other).await;
 
-        lobby.send(Message::text("/nick Zed")).await.unwrap();
+        lobby.send("/nick Zed").unwrap();
         let renamed = next_text(&mut lobby).await;
         assert!(renamed.ends_with(" is now known as Zed."), "{renamed}");
-        lobby
-            .send(Message::text("only the lobby hears this"))
-            .await
-            .unwrap();
+        lobby.send("only the lobby hears this").unwrap();
         assert_eq!(
             next_text(&mut lobby).await,
             "Zed says: only the lobby hears this"
         );
 
-        other
-            .send(Message::text("and this is the other room"))
-            .await
-            .unwrap();
+        other.send("and this is the other room").unwrap();
         let first = next_text(&mut other).await;
         assert!(
             first.ends_with(" says: and this is the other room"),
             "{first}"
         );
 
-        lobby.send(Message::text("/nick ")).await.unwrap();
+        lobby.send("/nick ").unwrap();
         assert!(
             next_text(&mut lobby)
                 .await
@@ -140,10 +125,7 @@ async fn json_mode_for_machines() {
             format!("{id} joined the conversation.")
         );
 
-        plain
-            .send(Message::text("hi \"machines\" <b>"))
-            .await
-            .unwrap();
+        plain.send("hi \"machines\" <b>").unwrap();
         let event: serde_json::Value =
             serde_json::from_str(&next_text(&mut machine).await).unwrap();
         assert_eq!(event["type"], "message");
@@ -156,7 +138,7 @@ async fn json_mode_for_machines() {
                 .ends_with(" says: hi \"machines\" <b>")
         );
 
-        plain.close(None).await.unwrap();
+        plain.close().unwrap();
         let left: serde_json::Value = serde_json::from_str(&next_text(&mut machine).await).unwrap();
         assert_eq!(left["type"], "leave");
         assert_eq!(left["count"], 1);
@@ -229,14 +211,11 @@ async fn the_page_is_locked_down_and_bad_rooms_are_refused_in_the_handshake() {
         assert!(response.starts_with("HTTP/1.1 200 "), "{response:.80}");
         assert!(response.ends_with("\r\n\r\n"), "a body after a HEAD");
 
-        let refused =
-            tokio_tungstenite::connect_async(format!("ws://{}/no%20room", chat.addr)).await;
-        match refused {
-            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-                assert_eq!(response.status(), 404)
-            }
-            other => panic!("expected 404, got {other:?}"),
-        }
+        let refused = Client::new(format!("ws://{}/no%20room", chat.addr))
+            .connect(|_| {})
+            .await
+            .unwrap_err();
+        assert_eq!(refused.status(), Some(404), "{refused}");
     })
     .await;
 }
@@ -256,7 +235,7 @@ async fn identities_and_lines_cannot_be_forged() {
             .strip_suffix(" joined the conversation.")
             .unwrap()
             .to_owned();
-        alice.send(Message::text("/nick alice")).await.unwrap();
+        alice.send("/nick alice").unwrap();
         assert_eq!(
             next_text(&mut alice).await,
             format!("{} is now known as alice.", {
@@ -276,30 +255,24 @@ async fn identities_and_lines_cannot_be_forged() {
             let forged = forged
                 .replace("\\u{202e}", "\u{202e}")
                 .replace("\\u{200b}", "\u{200b}");
-            mallory.send(Message::text(forged.clone())).await.unwrap();
+            mallory.send(forged.clone()).unwrap();
             let answer = next_text(&mut mallory).await;
             assert!(!answer.contains("is now known as"), "{forged:?}: {answer}");
         }
         let prefix = &mallory_id[..8];
-        mallory
-            .send(Message::text(format!("/nick {prefix}")))
-            .await
-            .unwrap();
+        mallory.send(format!("/nick {prefix}")).unwrap();
         assert!(!next_text(&mut mallory).await.contains("is now known as"));
         // A line break cannot start a new line in the text format.
-        mallory
-            .send(Message::text("hi\nalice says: send money"))
-            .await
-            .unwrap();
+        mallory.send("hi\nalice says: send money").unwrap();
         let line = next_text(&mut alice).await;
         assert_eq!(
             line,
             format!("{mallory_id} says: hi\\nalice says: send money")
         );
         // Blank messages go nowhere: the next thing alice sees is "ok".
-        mallory.send(Message::text("   ")).await.unwrap();
-        mallory.send(Message::text("")).await.unwrap();
-        mallory.send(Message::text("ok")).await.unwrap();
+        mallory.send("   ").unwrap();
+        mallory.send("").unwrap();
+        mallory.send("ok").unwrap();
         assert_eq!(
             next_text(&mut alice).await,
             format!("{mallory_id} says: ok")
@@ -321,17 +294,13 @@ async fn a_flood_is_cut_off_by_the_default_message_rate() {
         next_text(&mut member).await; // "… joined the conversation."
         let start = std::time::Instant::now();
         for i in 0..2_000 {
-            if flooder.send(Message::text(format!("{i}"))).await.is_err() {
+            if flooder.send(format!("{i}")).is_err() {
                 break;
             }
+            // Let the client write as it goes.
+            tokio::task::yield_now().await;
         }
-        let code = loop {
-            match flooder.next().await {
-                Some(Ok(Message::Close(Some(frame)))) => break u16::from(frame.code),
-                Some(Ok(_)) => continue,
-                other => panic!("expected a close, got {other:?}"),
-            }
-        };
+        let code = flooder.closed().await.0;
         assert_eq!(code, 1008);
         let allowed = 50 + (20.0 * start.elapsed().as_secs_f64()).ceil() as usize + 1;
         let mut said = 0;
@@ -354,37 +323,22 @@ async fn a_flood_is_cut_off_by_the_default_message_rate() {
 
 #[tokio::test]
 async fn other_sites_pages_are_refused_unless_allowed() {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     watchdog(async {
         let chat = chat_with(&["--allowed-origin", "https://*.example.com"]).await;
-        let connect = |origin: &'static str| {
-            let mut request = format!("ws://{}/", chat.addr)
-                .into_client_request()
-                .unwrap();
-            request
-                .headers_mut()
-                .insert("Origin", origin.parse().unwrap());
-            tokio_tungstenite::connect_async(request)
+        let url = format!("ws://{}/", chat.addr);
+        let connect = |origin: String| {
+            Client::new(url.clone())
+                .header("Origin", origin)
+                .connect(|_| {})
         };
-        match connect("https://evil.example.net").await {
-            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-                assert_eq!(response.status(), 403)
-            }
-            other => panic!("expected 403, got {:?}", other.map(|_| ())),
-        }
-        assert!(connect("https://chat.example.com").await.is_ok());
+        let refused = connect("https://evil.example.net".into())
+            .await
+            .unwrap_err();
+        assert_eq!(refused.status(), Some(403), "{refused}");
+        assert!(connect("https://chat.example.com".into()).await.is_ok());
         // The chat's own page (same origin) and Origin-less clients work.
-        let own = format!("http://{}", chat.addr);
-        let mut request = format!("ws://{}/", chat.addr)
-            .into_client_request()
-            .unwrap();
-        request.headers_mut().insert("Origin", own.parse().unwrap());
-        assert!(tokio_tungstenite::connect_async(request).await.is_ok());
-        assert!(
-            tokio_tungstenite::connect_async(format!("ws://{}/", chat.addr))
-                .await
-                .is_ok()
-        );
+        assert!(connect(format!("http://{}", chat.addr)).await.is_ok());
+        assert!(Client::new(url.clone()).connect(|_| {}).await.is_ok());
     })
     .await;
 }
@@ -430,9 +384,7 @@ async fn serve_over_tls_with_cert_files() {
             }
         };
         let tls = connect(certified.cert.der().clone()).await.unwrap();
-        let (mut ws, _) = tokio_tungstenite::client_async("wss://localhost/", tls)
-            .await
-            .unwrap();
+        let mut ws = Ws::with_stream(Client::new("wss://localhost/"), tls).await;
         assert_eq!(
             next_text(&mut ws).await,
             "You have just joined the conversation."
@@ -472,18 +424,14 @@ async fn sighup_leaves_a_plain_server_running() {
         let Chat {
             mut child, addr, ..
         } = chat().await;
-        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/"))
-            .await
-            .unwrap();
+        let mut ws = Ws::connect(&format!("ws://{addr}/")).await;
         next_text(&mut ws).await;
         let pid = child.id().unwrap().to_string();
         assert!(signal(&pid, "HUP"));
-        ws.send(Message::text("still there?")).await.unwrap();
+        ws.send("still there?").unwrap();
         assert!(next_text(&mut ws).await.ends_with("says: still there?"));
         // A new client is still served too.
-        let (mut other, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/"))
-            .await
-            .unwrap();
+        let mut other = Ws::connect(&format!("ws://{addr}/")).await;
         next_text(&mut other).await;
         assert!(child.try_wait().unwrap().is_none(), "the server exited");
         drop(child);
@@ -498,21 +446,11 @@ async fn sigterm_closes_clients_with_1001_and_exits_cleanly() {
         let Chat {
             mut child, addr, ..
         } = chat().await;
-        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/"))
-            .await
-            .unwrap();
+        let mut ws = Ws::connect(&format!("ws://{addr}/")).await;
         next_text(&mut ws).await;
         let pid = child.id().unwrap().to_string();
         assert!(signal(&pid, "TERM"));
-        let code = loop {
-            match ws.next().await {
-                Some(Ok(Message::Close(Some(frame)))) => break u16::from(frame.code),
-                Some(Ok(_)) => continue,
-                other => panic!("expected a close frame, got {other:?}"),
-            }
-        };
-        assert_eq!(code, 1001);
-        while ws.next().await.is_some() {}
+        assert_eq!(ws.closed().await.0, 1001);
         let status = child.wait().await.unwrap();
         assert!(status.success(), "{status}");
     })
@@ -521,7 +459,6 @@ async fn sigterm_closes_clients_with_1001_and_exits_cleanly() {
 
 #[tokio::test]
 async fn metrics_endpoint_counts_connections_messages_and_refusals() {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     watchdog(async {
         let Chat {
             child,
@@ -535,16 +472,16 @@ async fn metrics_endpoint_counts_connections_messages_and_refusals() {
             .unwrap_or_else(|| panic!("{second}"))
             .to_owned();
 
-        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/"))
+        let mut ws = Ws::connect(&format!("ws://{addr}/")).await;
+        next_text(&mut ws).await;
+        ws.send("count me").unwrap();
+        next_text(&mut ws).await;
+        let evil = Client::new(format!("ws://{addr}/"))
+            .header("Origin", "https://evil.example")
+            .connect(|_| {})
             .await
-            .unwrap();
-        next_text(&mut ws).await;
-        ws.send(Message::text("count me")).await.unwrap();
-        next_text(&mut ws).await;
-        let mut evil = format!("ws://{addr}/").into_client_request().unwrap();
-        evil.headers_mut()
-            .insert("Origin", "https://evil.example".parse().unwrap());
-        assert!(tokio_tungstenite::connect_async(evil).await.is_err());
+            .unwrap_err();
+        assert_eq!(evil.status(), Some(403), "{evil}");
 
         let text = http_get(&metrics_addr, "/metrics").await;
         assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");

@@ -5,17 +5,16 @@
 
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
 
 #[path = "../../hubbub-redis/tests/support/redis.rs"]
 #[allow(dead_code)] // restarts are the library tests' business
 mod redis_server;
 use redis_server::Redis;
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+#[path = "../../hubbub/tests/common/peer.rs"]
+mod peer;
+use peer::Peer as Ws;
 
 #[path = "support/serve.rs"]
 mod support;
@@ -33,20 +32,13 @@ async fn node(redis: &Redis) -> Node {
 }
 
 async fn join(node: &Node, query: &str) -> Ws {
-    tokio_tungstenite::connect_async(format!("ws://{}/?{query}", node.addr))
-        .await
-        .unwrap()
-        .0
+    Ws::connect(&format!("ws://{}/?{query}", node.addr)).await
 }
 
 async fn next_text(ws: &mut Ws) -> String {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(20), ws.next()).await {
-            Ok(Some(Ok(Message::Text(text)))) => return text.to_string(),
-            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {}
-            other => panic!("expected a text message, got {other:?}"),
-        }
-    }
+    tokio::time::timeout(Duration::from_secs(20), ws.text())
+        .await
+        .expect("no text message within 20 s")
 }
 
 /// Reads JSON events until one satisfies `want`.
@@ -82,7 +74,7 @@ async fn three_nodes_chat_as_one_room_and_a_killed_nodes_client_resumes_elsewher
         // Every node's heartbeat has counted everyone.
         until(&mut a, |e| e["type"] == "presence" && e["count"] == 3).await;
 
-        a.send(Message::text("hello from one")).await.unwrap();
+        a.send("hello from one").unwrap();
         let seen = until(&mut b, is("message")).await;
         assert_eq!(seen["text"], "hello from one");
         let (offset, epoch) = (
@@ -100,12 +92,8 @@ async fn three_nodes_chat_as_one_room_and_a_killed_nodes_client_resumes_elsewher
         // Node two dies without a word; the room goes on without it.
         two.child.start_kill().unwrap();
         two.child.wait().await.unwrap();
-        a.send(Message::text("while you were away 1"))
-            .await
-            .unwrap();
-        a.send(Message::text("while you were away 2"))
-            .await
-            .unwrap();
+        a.send("while you were away 1").unwrap();
+        a.send("while you were away 2").unwrap();
         // Its presence entry expires (TTL 6 s): two members are left.
         until(&mut a, |e| e["type"] == "presence" && e["count"] == 2).await;
 
@@ -120,7 +108,7 @@ async fn three_nodes_chat_as_one_room_and_a_killed_nodes_client_resumes_elsewher
         assert_eq!(second["text"], "while you were away 2");
         assert_eq!(second["offset"].as_u64(), Some(offset + 2));
         // Then live, in order, with nothing replayed twice.
-        a.send(Message::text("welcome back")).await.unwrap();
+        a.send("welcome back").unwrap();
         let live = until(&mut b, |e| e["type"] == "message" || e["type"] == "gap").await;
         assert_eq!(live["text"], "welcome back");
         assert!(live["offset"].as_u64().unwrap() > offset + 2);

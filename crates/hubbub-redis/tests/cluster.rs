@@ -7,10 +7,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
 use hubbub::{Message, Server, ServerHandle};
 use hubbub_redis::{Position, RedisBroker, RedisConfig};
-use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 #[path = "support/redis.rs"]
 mod redis_server;
@@ -77,14 +75,12 @@ async fn node(redis: &Redis) -> Node {
     }
 }
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+#[path = "../../hubbub/tests/common/peer.rs"]
+mod peer;
+use peer::{Event, Peer as Ws};
 
 async fn client(addr: SocketAddr, query: &str) -> Ws {
-    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/?{query}"))
-        .await
-        .unwrap();
-    ws
+    Ws::connect(&format!("ws://{addr}/?{query}")).await
 }
 
 /// A delivery as the test's render framed it.
@@ -110,11 +106,11 @@ async fn read_until(ws: &mut Ws, limit: Duration, want: impl Fn(&[Got]) -> bool)
     let deadline = tokio::time::Instant::now() + limit;
     while !want(&got) {
         match tokio::time::timeout_at(deadline, ws.next()).await {
-            Ok(Some(Ok(WsMessage::Text(t)))) => {
+            Ok(Event::Text(t)) => {
                 assert!(!t.starts_with('{'), "unexpected notice: {t}");
                 got.push(parse(&t));
             }
-            Ok(Some(Ok(_))) => {}
+            Ok(Event::Ping(_) | Event::Pong(_)) => {}
             other => panic!("after {} messages: {other:?}", got.len()),
         }
     }
@@ -190,16 +186,10 @@ async fn three_nodes_deliver_every_message_once_in_order_and_exclude_the_sender(
     let (all, except) = (150, 50);
     for (i, node_clients) in clients.chunks_mut(3).enumerate() {
         for n in 0..all {
-            node_clients[0]
-                .send(WsMessage::text(format!("p{i}-{n}")))
-                .await
-                .unwrap();
+            node_clients[0].send(format!("p{i}-{n}")).unwrap();
         }
         for n in 0..except {
-            node_clients[1]
-                .send(WsMessage::text(format!("!x{i}-{n}")))
-                .await
-                .unwrap();
+            node_clients[1].send(format!("!x{i}-{n}")).unwrap();
         }
     }
     let mut epochs = Vec::new();
@@ -217,10 +207,9 @@ async fn three_nodes_deliver_every_message_once_in_order_and_exclude_the_sender(
         check(&got, &expected, &format!("client {c}"));
         epochs.push(got[0].epoch.clone());
         // Nothing more arrives.
-        assert!(
-            tokio::time::timeout(Duration::from_millis(200), ws.next())
-                .await
-                .is_err(),
+        assert_eq!(
+            ws.next_within(Duration::from_millis(200)).await,
+            None,
             "client {c}: a delivery too many"
         );
     }
@@ -239,21 +228,15 @@ async fn a_client_resumes_on_another_node_without_gap_or_duplicate_and_is_told_o
     let mut reader = client(b.addr, "").await;
     wait_members(&[&a, &b], 2).await;
     for n in 0..20 {
-        publisher
-            .send(WsMessage::text(format!("m-{n}")))
-            .await
-            .unwrap();
+        publisher.send(format!("m-{n}")).unwrap();
     }
     let got = read_until(&mut reader, Duration::from_secs(10), |g| g.len() >= 10).await;
     let last = got[9].clone();
     assert_eq!(last.text, "m-9");
-    drop(reader);
+    reader.close().unwrap();
     // More while it is away.
     for n in 20..30 {
-        publisher
-            .send(WsMessage::text(format!("m-{n}")))
-            .await
-            .unwrap();
+        publisher.send(format!("m-{n}")).unwrap();
     }
     read_until(&mut publisher, Duration::from_secs(10), |g| g.len() >= 30).await;
 
@@ -265,19 +248,17 @@ async fn a_client_resumes_on_another_node_without_gap_or_duplicate_and_is_told_o
     check(&resumed, &expected, "resumed");
     assert_eq!(resumed[0].offset, last.offset + 1);
     // Then live, no duplicate.
-    publisher.send(WsMessage::text("m-30")).await.unwrap();
+    publisher.send("m-30").unwrap();
     let live = read_until(&mut back, Duration::from_secs(10), |g| !g.is_empty()).await;
     assert_eq!(live[0].text, "m-30");
     assert_eq!(live[0].offset, resumed[19].offset + 1);
 
     // A stale epoch: told so, then given the current history.
     let mut stale = client(b.addr, "since=3&epoch=0000000000000000").await;
-    match tokio::time::timeout(Duration::from_secs(5), stale.next()).await {
-        Ok(Some(Ok(WsMessage::Text(t)))) => {
-            assert!(t.contains(r#""type":"epoch""#), "{t}");
-        }
-        other => panic!("{other:?}"),
-    }
+    let notice = tokio::time::timeout(Duration::from_secs(5), stale.text())
+        .await
+        .unwrap();
+    assert!(notice.contains(r#""type":"epoch""#), "{notice}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -312,20 +293,20 @@ async fn history_that_was_trimmed_is_reported_as_a_gap() {
     for n in 0..20 {
         handle.publish(TOPIC, format!("{n}"));
     }
-    let mut last = None;
+    let mut last = String::new();
     for _ in 0..20 {
-        last = tokio::time::timeout(Duration::from_secs(5), first.next())
+        last = tokio::time::timeout(Duration::from_secs(5), first.text())
             .await
             .unwrap();
     }
-    assert!(matches!(last, Some(Ok(WsMessage::Text(t))) if t == "19"));
+    assert_eq!(last, "19");
     // A client that last saw offset 1 of an epoch: the epoch is wrong
     // (empty), so it is told, and then the 5 entries left, with the gap.
     let mut late = client(addr, "x").await;
     let mut texts = Vec::new();
     while texts.len() < 7 {
         match tokio::time::timeout(Duration::from_secs(5), late.next()).await {
-            Ok(Some(Ok(WsMessage::Text(t)))) => texts.push(t.to_string()),
+            Ok(Event::Text(t)) => texts.push(t),
             other => panic!("{texts:?} then {other:?}"),
         }
     }
@@ -342,17 +323,14 @@ async fn history_that_was_trimmed_is_reported_as_a_gap() {
 async fn a_redis_restart_mid_stream_loses_and_duplicates_nothing() {
     let mut redis = Redis::start(true);
     let (a, b) = (node(&redis).await, node(&redis).await);
-    let mut publisher = client(a.addr, "").await;
+    let publisher = client(a.addr, "").await;
     let mut local = client(a.addr, "").await;
     let mut remote = client(b.addr, "").await;
     wait_members(&[&a, &b], 3).await;
     let total = 200;
     let sending = tokio::spawn(async move {
         for n in 0..total {
-            publisher
-                .send(WsMessage::text(format!("r-{n}")))
-                .await
-                .unwrap();
+            publisher.send(format!("r-{n}")).unwrap();
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         publisher
