@@ -189,3 +189,24 @@ async fn the_stream_ends_cleanly_or_says_how_it_ended() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn dropping_a_websocket_closes_its_connection() {
+    watchdog(async {
+        let (hub, url, mut sockets) = start(ServerConfig::default()).await;
+        // The client's stream dropped: the server's stream ends cleanly.
+        let dropped = client(&url).await;
+        let mut ws = sockets.recv().await.unwrap();
+        drop(dropped);
+        assert!(ws.next().await.is_none());
+        // The server's stream dropped: the client's ends cleanly too.
+        let mut client = client(&url).await;
+        drop(sockets.recv().await.unwrap());
+        assert!(client.next().await.is_none());
+        while hub.client_count() > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        hub.shutdown();
+    })
+    .await;
+}
