@@ -57,8 +57,8 @@ pub fn append_frame(out: &mut Vec<u8>, opcode: OpCode, rsv1: bool, payload: &[u8
 
 /// One whole frame: a small one in one buffer, a large one as its header
 /// and the payload it shares (never copied). Cloning shares both. Frames
-/// made here are unmasked (the server's); a client's come masked, whole,
-/// from [`crate::Connection::encode_message`].
+/// made here are unmasked (the server's); a client's come masked from
+/// [`crate::Connection::encode_message`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodedFrame {
     head: Bytes,
@@ -96,6 +96,14 @@ impl EncodedFrame {
         Self {
             head: frame,
             body: None,
+        }
+    }
+
+    /// A frame as its header and a payload buffer (a large masked one).
+    pub(crate) fn parts(head: Bytes, body: Bytes) -> Self {
+        Self {
+            head,
+            body: Some(body),
         }
     }
 

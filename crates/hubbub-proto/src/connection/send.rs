@@ -6,10 +6,10 @@ use rand::RngCore;
 use super::{Connection, MessageKind, Role};
 use crate::close::{CloseCode, CloseFrame, MAX_CLOSE_REASON, truncate_reason};
 use crate::deflate::Compressor;
-use crate::encode::EncodedFrame;
+use crate::encode::{COPY_THRESHOLD, EncodedFrame};
 use crate::error::SendError;
 use crate::frame::{FrameHeader, MAX_CONTROL_PAYLOAD, OpCode};
-use crate::mask::apply_mask;
+use crate::mask::{apply_mask, masked_copy};
 
 impl Connection {
     /// Appends a whole text message to `out` as one frame.
@@ -148,8 +148,18 @@ impl Connection {
             }
         }
         if client {
+            let mut header = FrameHeader::new(kind.opcode(), payload.len() as u64);
+            if payload.len() > COPY_THRESHOLD {
+                // A large frame: its header, and the payload masked into a
+                // buffer of its own in one pass (no copy then mask).
+                let key = self.next_mask();
+                header.mask = Some(key);
+                return Ok(EncodedFrame::parts(
+                    Bytes::copy_from_slice(header.encode().as_bytes()),
+                    masked_copy(&payload, key).into(),
+                ));
+            }
             let mut frame = BytesMut::new();
-            let header = FrameHeader::new(kind.opcode(), payload.len() as u64);
             self.write_frame(header, &payload, &mut frame);
             return Ok(EncodedFrame::whole(frame.freeze()));
         }
@@ -276,14 +286,22 @@ impl Connection {
     }
 
     /// Appends one frame, masking it in the client role.
+    /// A fresh masking key (the client role's; zeros in the server role,
+    /// which never masks).
+    fn next_mask(&mut self) -> [u8; 4] {
+        self.rng
+            .as_mut()
+            .map_or([0; 4], |rng| rng.next_u32().to_ne_bytes())
+    }
+
     pub(super) fn write_frame(
         &mut self,
         mut header: FrameHeader,
         payload: &[u8],
         out: &mut BytesMut,
     ) {
-        if let Some(rng) = &mut self.rng {
-            header.mask = Some(rng.next_u32().to_ne_bytes());
+        if self.rng.is_some() {
+            header.mask = Some(self.next_mask());
         }
         let encoded = header.encode();
         out.reserve(encoded.as_bytes().len() + payload.len());
