@@ -154,7 +154,8 @@ impl Client {
     }
 
     /// TLS with this rustls configuration (custom roots, a client
-    /// certificate, ALPN…). Without one, `wss://` trusts the system's roots.
+    /// certificate, ALPN…). Without one, `wss://` trusts the system's roots
+    /// (and Mozilla's bundled ones with the `webpki-roots` feature).
     #[must_use]
     pub fn tls(mut self, config: Arc<rustls::ClientConfig>) -> Self {
         self.tls = Some(config);
@@ -447,17 +448,21 @@ fn client_config(roots: rustls::RootCertStore) -> Result<rustls::ClientConfig, E
         .with_no_client_auth())
 }
 
-/// The system's trusted roots (what `wss://` trusts without
-/// [`Client::tls`]).
-fn system_roots() -> Result<rustls::RootCertStore, Error> {
+/// The roots `wss://` trusts without [`Client::tls`]: the system's
+/// (`rustls-native-certs`) and, with the `webpki-roots` feature, Mozilla's
+/// bundled set as well (for containers with no CA certificates installed).
+fn default_roots() -> Result<rustls::RootCertStore, Error> {
     let mut roots = rustls::RootCertStore::empty();
     let found = rustls_native_certs::load_native_certs();
     for cert in found.certs {
         let _ = roots.add(cert);
     }
+    #[cfg(feature = "webpki-roots")]
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if roots.is_empty() {
         return Err(Error::new(Kind::Tls(
-            "no trusted root certificates found on this system: give a CA with Client::ca_pem"
+            "no trusted root certificates found on this system: give a CA with Client::ca_pem, \
+             or build with the webpki-roots feature"
                 .into(),
         )));
     }
@@ -631,7 +636,7 @@ async fn open(
     }
     let config = match tls {
         Some(config) => config,
-        None => Arc::new(client_config(system_roots()?)?),
+        None => Arc::new(client_config(default_roots()?)?),
     };
     let name = rustls_pki_types::ServerName::try_from(target.host.clone()).map_err(|e| {
         Error::new(Kind::Tls(format!(
@@ -932,6 +937,16 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// With the feature, Mozilla's roots are trusted whatever the system
+    /// has (the tests build with it).
+    #[cfg(feature = "webpki-roots")]
+    #[test]
+    fn the_webpki_roots_feature_adds_the_bundled_roots() {
+        let roots = default_roots().unwrap();
+        let bundled = webpki_roots::TLS_SERVER_ROOTS;
+        assert!(bundled.iter().all(|anchor| roots.roots.contains(anchor)));
+    }
 
     #[test]
     fn urls_and_proxies_parse() {
