@@ -241,4 +241,16 @@ impl Connection {
     pub fn buffered_message_len(&self) -> usize {
         self.message.as_ref().map_or(0, |m| m.buf.len())
     }
+
+    /// When a whole single-frame message is arriving in place at the front
+    /// of the input ([`Connection::read`] keeps it there until it is
+    /// whole), the input length at which it will be: its header and its
+    /// announced payload, already checked against
+    /// [`Config::max_message_size`]. A reader that trusts its peer (a
+    /// client of the server it chose) can reserve that much at once instead
+    /// of growing the buffer as bytes arrive; a server should not, or a
+    /// peer could make it hold memory by announcing sizes it never sends.
+    pub fn message_end(&self) -> Option<usize> {
+        self.in_place.as_ref().map(|p| p.header_len + p.len)
+    }
 }

@@ -689,3 +689,27 @@ fn send_compresses_at_threshold_and_client_reads_it() {
         ]
     );
 }
+
+#[test]
+fn message_end_names_where_a_message_arriving_in_place_will_end() {
+    let mut conn = server();
+    let payload = vec![7u8; 70_000];
+    let frame = client_frame(true, 0x2, &payload);
+    let header_len = frame.len() - payload.len();
+    let mut out = BytesMut::new();
+    assert_eq!(conn.message_end(), None);
+    // Part of the frame: the message waits in place, its end is known.
+    let mut input = BytesMut::from(&frame[..1000]);
+    assert_eq!(conn.read(&mut input, &mut out).unwrap(), None);
+    assert_eq!(conn.message_end(), Some(header_len + payload.len()));
+    // The rest: the message is taken, nothing is awaited.
+    input.extend_from_slice(&frame[1000..]);
+    let event = conn.read(&mut input, &mut out).unwrap();
+    assert!(matches!(event, Some(Event::Binary(data)) if data.len() == payload.len()));
+    assert_eq!(conn.message_end(), None);
+    // A fragmented message is gathered elsewhere: no end to announce.
+    let first = client_frame(false, 0x2, &payload[..10]);
+    let mut input = BytesMut::from(&first[..]);
+    assert_eq!(conn.read(&mut input, &mut out).unwrap(), None);
+    assert_eq!(conn.message_end(), None);
+}

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, BytesMut};
+use hubbub_proto::Role;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{Driver, Phase};
@@ -31,9 +32,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         if !self.leftover.is_empty() {
             // A partial frame is waiting: read straight after it.
             let mut input = std::mem::take(&mut self.leftover);
-            // Grow by doubling: a large message left whole in the buffer is
-            // copied O(1) times as it arrives, not once per read.
-            input.reserve(input.len().max(4096));
+            match self.announced_end() {
+                Some(end) => input.reserve(end.saturating_sub(input.len()).max(4096)),
+                // Grow by doubling: a large message left whole in the buffer
+                // is copied O(1) times as it arrives, not once per read, and
+                // memory follows what arrived, not what was announced.
+                None => input.reserve(input.len().max(4096)),
+            }
             let result = self.poll_read_with(cx, &mut input);
             // Keep the allocation only while a partial frame needs it.
             self.leftover = if input.is_empty() {
@@ -51,6 +56,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 buf.reserve(READ_BUFFER);
                 let result = self.poll_read_with(cx, &mut buf);
                 if !buf.is_empty() {
+                    if let Some(end) = self.announced_end() {
+                        self.leftover.reserve(end);
+                    }
                     self.leftover.extend_from_slice(&buf);
                     buf.clear();
                 }
@@ -63,6 +71,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 result
             }
         })
+    }
+
+    /// In the client role, where a whole message arriving in the buffer
+    /// will end: a client trusts the server it chose with the length it
+    /// announced (within `max_message_size`), and makes room for the whole
+    /// message at once instead of copying it as it grows. A server does
+    /// not: its memory follows what arrived, not what was announced.
+    fn announced_end(&self) -> Option<usize> {
+        match self.proto.role() {
+            Role::Client => self.proto.message_end(),
+            Role::Server => None,
+        }
     }
 
     /// Reads once, appending to `buf`, and delivers the events in `buf`.
