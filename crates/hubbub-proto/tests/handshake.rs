@@ -381,3 +381,59 @@ fn client_refuses_bad_answers() {
     let mut partial = BytesMut::from("HTTP/1.1 101 Switching");
     assert_eq!(client.parse_response(&mut partial, &config), Ok(None));
 }
+
+/// An HTTP/2 extended CONNECT (RFC 8441) as the HTTP/2 layer hands it
+/// over: the method, the path, the fields (`:authority` as the `Host`).
+fn extended_connect(method: &str, fields: &[(&str, &str)]) -> Request {
+    let mut headers = hubbub_proto::handshake::Headers::default();
+    for (name, value) in fields {
+        headers.append(name, value.as_bytes());
+    }
+    Request::from_parts(method, "/chat?room=a", 1, headers).unwrap()
+}
+
+#[test]
+fn extended_connect_rules_of_rfc_8441() {
+    let good = [("host", "example.com"), ("sec-websocket-version", "13")];
+    let status = |request: &Request, protocol: Option<&str>| {
+        request
+            .validate_extended_connect(protocol)
+            .map_or_else(|e| e.status(), |()| 200)
+    };
+    let request = extended_connect("CONNECT", &good);
+    assert_eq!(status(&request, Some("websocket")), 200);
+    assert_eq!(request.path(), "/chat");
+    assert_eq!(status(&request, None), 400);
+    let other = request.validate_extended_connect(Some("webtransport"));
+    assert_eq!(other.as_ref().map_err(HandshakeError::status), Err(501));
+    assert!(other.unwrap_err().reason().contains("webtransport"));
+    assert_eq!(
+        status(&extended_connect("GET", &good), Some("websocket")),
+        405
+    );
+    let no_version = extended_connect("CONNECT", &good[..1]);
+    assert_eq!(status(&no_version, Some("websocket")), 400);
+    let old = extended_connect(
+        "CONNECT",
+        &[("host", "example.com"), ("sec-websocket-version", "8")],
+    );
+    assert_eq!(status(&old, Some("websocket")), 400);
+    let no_authority = extended_connect("CONNECT", &good[1..]);
+    assert_eq!(status(&no_authority, Some("websocket")), 400);
+}
+
+#[test]
+fn the_http2_answer_has_only_the_negotiated_fields() {
+    let response = AcceptResponse::new("x".into())
+        .protocol("chat")
+        .extensions("permessage-deflate");
+    let fields: Vec<_> = response.negotiated_fields().collect();
+    assert_eq!(
+        fields,
+        [
+            ("Sec-WebSocket-Protocol", "chat"),
+            ("Sec-WebSocket-Extensions", "permessage-deflate")
+        ]
+    );
+    assert_eq!(response.fields().count(), 5);
+}

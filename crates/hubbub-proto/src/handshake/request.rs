@@ -279,4 +279,51 @@ impl Request {
         }
         Ok(super::accept_key(key))
     }
+
+    /// Checks a WebSocket opened over HTTP/2 (RFC 8441): an extended
+    /// `CONNECT` whose `:protocol` pseudo-header (which the HTTP/2 layer
+    /// hands over apart from the fields) is `websocket`, with an
+    /// `:authority` (seen here as the `Host`) and `Sec-WebSocket-Version:
+    /// 13`. There is no key and no accept value on HTTP/2; the answer is a
+    /// `200` with the negotiated fields
+    /// ([`super::AcceptResponse::negotiated_fields`]).
+    ///
+    /// # Errors
+    /// 405 for another method, 501 for a `:protocol` that is not
+    /// `websocket`, 400 for a missing `:protocol` or `:authority`, or a
+    /// missing or other `Sec-WebSocket-Version`.
+    pub fn validate_extended_connect(&self, protocol: Option<&str>) -> Result<(), HandshakeError> {
+        if self.method() != "CONNECT" {
+            return Err(HandshakeError::new(
+                405,
+                "only an extended CONNECT opens a WebSocket over HTTP/2",
+            ));
+        }
+        match protocol {
+            None => return Err(HandshakeError::bad_request("missing :protocol")),
+            Some(p) if !p.eq_ignore_ascii_case("websocket") => {
+                return Err(HandshakeError::new(
+                    501,
+                    format!("unsupported :protocol {p:?}; this server speaks websocket"),
+                ));
+            }
+            Some(_) => {}
+        }
+        if self.host().is_none_or(|h| h.trim().is_empty()) {
+            return Err(HandshakeError::bad_request("missing :authority"));
+        }
+        if self.headers.count("sec-websocket-version") == 0 {
+            return Err(HandshakeError::bad_request("missing Sec-WebSocket-Version"));
+        }
+        if !self
+            .headers
+            .list("sec-websocket-version")
+            .any(|v| v == "13")
+        {
+            return Err(HandshakeError::bad_request(
+                "unsupported Sec-WebSocket-Version; this server speaks 13",
+            ));
+        }
+        Ok(())
+    }
 }

@@ -97,6 +97,7 @@ fn reason_phrase(status: u16) -> &'static str {
         408 => "Request Timeout",
         413 => "Content Too Large",
         426 => "Upgrade Required",
+        501 => "Not Implemented",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
@@ -263,17 +264,24 @@ impl AcceptResponse {
             ("Sec-WebSocket-Accept", self.accept.as_str()),
         ]
         .into_iter()
-        .chain(
-            self.protocol
-                .as_deref()
-                .map(|p| ("Sec-WebSocket-Protocol", p)),
-        )
-        .chain(
-            self.extensions
-                .as_deref()
-                .map(|e| ("Sec-WebSocket-Extensions", e)),
-        )
-        .chain(self.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())))
+        .chain(self.negotiated_fields())
+    }
+
+    /// The fields after the three of the HTTP/1.1 upgrade: the agreed
+    /// subprotocol and extensions, and any extra headers. They are the
+    /// whole answer (with status 200) to a WebSocket opened over HTTP/2
+    /// (RFC 8441), which has no `Upgrade`, `Connection` or accept value.
+    pub fn negotiated_fields(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.protocol
+            .as_deref()
+            .map(|p| ("Sec-WebSocket-Protocol", p))
+            .into_iter()
+            .chain(
+                self.extensions
+                    .as_deref()
+                    .map(|e| ("Sec-WebSocket-Extensions", e)),
+            )
+            .chain(self.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())))
     }
 
     /// Appends the response to `out`.
