@@ -104,7 +104,14 @@ impl Upgrade {
     /// the `101` is out, serves the connection with the hub's setup, in its
     /// registry and topics alongside every other connection of the hub.
     pub async fn serve(self, hub: &Hub) -> Response {
-        crate::hyper::answer(hub, Ok(self.request), self.on_upgrade, self.from).await
+        crate::hyper::answer(
+            hub,
+            Ok(self.request),
+            crate::hyper::Carrier::Http11,
+            self.on_upgrade,
+            self.from,
+        )
+        .await
     }
 
     /// The upgrade request: path, query, headers, cookies, offered

@@ -363,7 +363,7 @@ pub(crate) async fn admit(
     let local = from
         .local_addr()
         .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
-    let info = ConnectionInfo::new(peer, local, request, protocol.clone());
+    let info = ConnectionInfo::new(peer, local, request, protocol.clone()).over(from.http);
     let (conn, handlers) = set_up(
         service,
         info,

@@ -48,7 +48,7 @@ use tokio::time::Instant;
 use crate::accept::{serve_after, start_background};
 use crate::handshake::{admit, check_host, upgrade_required, validated};
 use crate::hook::text_response;
-use crate::info::StreamInfo;
+use crate::info::{HttpVersion, StreamInfo};
 use crate::serve::Hub;
 
 /// Answers `request` on a hyper server: validates the upgrade with the
@@ -76,7 +76,32 @@ where
     let on_upgrade = request.extensions_mut().remove::<OnUpgrade>();
     let (parts, _body) = request.into_parts();
     let request = to_request(&parts);
-    answer(hub, request, on_upgrade, from.into()).await
+    answer(hub, request, Carrier::of(&parts), on_upgrade, from.into()).await
+}
+
+/// How the upgrade request came: an HTTP/1.1 `Upgrade`, or an HTTP/2
+/// extended `CONNECT` (RFC 8441) with its `:protocol`.
+#[derive(Debug, Clone)]
+pub(crate) enum Carrier {
+    Http11,
+    Http2 { protocol: Option<String> },
+}
+
+impl Carrier {
+    /// The carrier of a request hyper parsed. Without the `http2` feature,
+    /// an HTTP/2 request is handled as HTTP/1.1 and refused (no `Upgrade`).
+    pub(crate) fn of(parts: &http::request::Parts) -> Self {
+        #[cfg(feature = "http2")]
+        if parts.version == http::Version::HTTP_2 {
+            let protocol = parts
+                .extensions
+                .get::<hyper::ext::Protocol>()
+                .map(|p| String::from_utf8_lossy(p.as_ref()).into_owned());
+            return Self::Http2 { protocol };
+        }
+        let _ = parts;
+        Self::Http11
+    }
 }
 
 /// The request head as hubbub-proto's [`Request`], or the refusal for one
@@ -85,6 +110,15 @@ pub(crate) fn to_request(parts: &http::request::Parts) -> Result<Request, Handsh
     let mut headers = Headers::default();
     for (name, value) in &parts.headers {
         headers.append(name.as_str(), value.as_bytes());
+    }
+    // HTTP/2 carries the host as `:authority`, in the URI.
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+    {
+        if let Some(authority) = parts.uri.authority() {
+            headers.append("host", authority.as_str().as_bytes());
+        }
     }
     let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let minor =
@@ -113,8 +147,9 @@ fn too_large(request: &Request, config: &hubbub_proto::Config) -> bool {
 pub(crate) async fn answer<B: From<Bytes>>(
     hub: &Hub,
     request: Result<Request, HandshakeError>,
+    carrier: Carrier,
     on_upgrade: Option<OnUpgrade>,
-    from: StreamInfo,
+    mut from: StreamInfo,
 ) -> http::Response<B> {
     let service = hub.service().clone();
     start_background(&service);
@@ -137,17 +172,31 @@ pub(crate) async fn answer<B: From<Bytes>>(
     if let Err(response) = check_host(&service, &request, &from) {
         return refused(response);
     }
-    if !request.is_upgrade() && (request.method() == "GET" || request.method() == "HEAD") {
-        return refused(upgrade_required());
-    }
-    let accept = match validated(&request, &from) {
-        Ok(accept) => accept,
-        Err(response) => return refused(response),
+    let accept = match &carrier {
+        Carrier::Http11 => {
+            if !request.is_upgrade() && (request.method() == "GET" || request.method() == "HEAD") {
+                return refused(upgrade_required());
+            }
+            match validated(&request, &from) {
+                Ok(accept) => accept,
+                Err(response) => return refused(response),
+            }
+        }
+        Carrier::Http2 { protocol } => {
+            if let Err(e) = request.validate_extended_connect(protocol.as_deref()) {
+                tracing::info!(peer = %from.peer(), status = e.status(), "HTTP/2 handshake refused: {}", e.reason());
+                return refused(e.response());
+            }
+            from.http = HttpVersion::Http2;
+            // HTTP/2 has no key to answer.
+            String::new()
+        }
     };
     // Checked before `admit`, which runs the setup closure.
     let Some(on_upgrade) = on_upgrade else {
         tracing::error!(
-            "this connection cannot be upgraded: serve it with hyper's `with_upgrades()` (HTTP/1.1)"
+            "this connection cannot be upgraded: serve it with hyper's `with_upgrades()` (HTTP/1.1), \
+             or with `enable_connect_protocol()` (HTTP/2)"
         );
         return refused(text_response(500, "this connection cannot be upgraded"));
     };
@@ -156,9 +205,22 @@ pub(crate) async fn answer<B: From<Bytes>>(
         Ok(admitted) => admitted,
         Err(response) => return refused(response),
     };
-    let mut response = http::Response::builder().status(http::StatusCode::SWITCHING_PROTOCOLS);
-    for (name, value) in admitted.response.fields() {
-        response = response.header(name, value);
+    let mut response = http::Response::builder();
+    match carrier {
+        Carrier::Http11 => {
+            response = response.status(http::StatusCode::SWITCHING_PROTOCOLS);
+            for (name, value) in admitted.response.fields() {
+                response = response.header(name, value);
+            }
+        }
+        // RFC 8441 §5: a 2xx, and no Upgrade, Connection or accept value
+        // (connection-specific fields are not allowed in HTTP/2).
+        Carrier::Http2 { .. } => {
+            response = response.status(http::StatusCode::OK);
+            for (name, value) in admitted.response.negotiated_fields() {
+                response = response.header(name, value);
+            }
+        }
     }
     let response = match response.body(B::from(Bytes::new())) {
         Ok(response) => response,

@@ -29,6 +29,33 @@ pub struct StreamInfo {
     peer: SocketAddr,
     local: Option<SocketAddr>,
     secure: bool,
+    /// The HTTP version that carried the handshake (set by the hyper
+    /// integration, which sees the request's).
+    pub(crate) http: HttpVersion,
+}
+
+/// The HTTP version that carried a connection's opening handshake
+/// ([`ConnectionInfo::http_version`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum HttpVersion {
+    /// HTTP/1.1: the `Upgrade` of RFC 6455; the connection is the TCP (or
+    /// TLS) stream itself.
+    #[default]
+    Http11,
+    /// HTTP/2: an extended `CONNECT` (RFC 8441); the connection is one
+    /// stream among others on a shared HTTP/2 connection.
+    Http2,
+}
+
+impl HttpVersion {
+    /// `"1.1"` or `"2"`, as the metrics label it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http11 => "1.1",
+            Self::Http2 => "2",
+        }
+    }
 }
 
 impl Default for StreamInfo {
@@ -50,6 +77,7 @@ impl StreamInfo {
             peer,
             local: None,
             secure: false,
+            http: HttpVersion::Http11,
         }
     }
 
@@ -96,6 +124,7 @@ pub struct ConnectionInfo {
     cookies: Vec<(String, String)>,
     requested_protocols: Vec<String>,
     protocol: Option<String>,
+    http: HttpVersion,
     /// A client's: the header fields of the server's `101`.
     response: Option<Box<Headers>>,
 }
@@ -115,8 +144,15 @@ impl ConnectionInfo {
             requested_protocols: request.protocols(),
             request,
             protocol,
+            http: HttpVersion::Http11,
             response: None,
         }
+    }
+
+    /// The info of a connection whose handshake came over `http`.
+    pub(crate) fn over(mut self, http: HttpVersion) -> Self {
+        self.http = http;
+        self
     }
 
     /// A client connection's info also keeps the server's answer.
@@ -200,12 +236,20 @@ impl ConnectionInfo {
         self.protocol.as_deref()
     }
 
-    /// The whole parsed request.
+    /// The HTTP version that carried the handshake: HTTP/2 for a WebSocket
+    /// opened as a stream of an HTTP/2 connection (RFC 8441), HTTP/1.1
+    /// otherwise.
+    pub fn http_version(&self) -> HttpVersion {
+        self.http
+    }
+
+    /// The whole parsed request (for HTTP/2, method `CONNECT`, with the
+    /// `:authority` as its `Host`).
     pub fn request(&self) -> &Request {
         &self.request
     }
 
-    /// On a client's connection ([`crate::client`]), the header fields of
+    /// On a client's connection (`hubbub::client`), the header fields of
     /// the server's `101 Switching Protocols` answer (cookies it set, its
     /// `Sec-WebSocket-Extensions`, anything a proxy added); `None` on a
     /// server's connection.

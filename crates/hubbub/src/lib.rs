@@ -83,7 +83,7 @@ pub use hubbub_proto::handshake::{Headers, HttpResponse, Request};
 pub use hubbub_proto::{
     CloseCode, Config as ProtocolConfig, DeflateConfig, DeflateParams, Utf8Bytes,
 };
-pub use info::{CloseInfo, ConnectionInfo, StreamInfo};
+pub use info::{CloseInfo, ConnectionInfo, HttpVersion, StreamInfo};
 pub use limits::RateLimit;
 pub use message::Message;
 pub use serve::{Hub, HubBuilder, Upgraded};

@@ -23,6 +23,12 @@ struct CodeLabel {
     code: String,
 }
 
+/// The HTTP version a connection's handshake came over.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabel {
+    http: &'static str,
+}
+
 /// Why an upgrade was refused (the HTTP status).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
@@ -124,6 +130,7 @@ pub(crate) struct Metrics {
     registry: Registry,
     connections_open: Gauge,
     connections_opened: Counter,
+    connections_by_http: Family<HttpLabel, Counter>,
     connections_closed: Family<CodeLabel, Counter>,
     /// Messages and bytes, in and out.
     pub(crate) counts: Arc<Sharded>,
@@ -138,6 +145,7 @@ impl Default for Metrics {
         let metrics = Self {
             connections_open: Gauge::default(),
             connections_opened: Counter::default(),
+            connections_by_http: Family::default(),
             connections_closed: Family::default(),
             counts: Arc::default(),
             queue_overflows: Counter::default(),
@@ -154,6 +162,11 @@ impl Default for Metrics {
             "connections_opened",
             "WebSocket connections opened",
             metrics.connections_opened.clone(),
+        );
+        registry.register(
+            "connections_opened_by_http",
+            "WebSocket connections opened, by the HTTP version of their handshake (2: RFC 8441)",
+            metrics.connections_by_http.clone(),
         );
         registry.register(
             "connections_closed",
@@ -189,10 +202,15 @@ impl Metrics {
         self.counts.add(count, n);
     }
 
-    /// A connection opened.
-    pub(crate) fn opened(&self) {
+    /// A connection opened, its handshake over `http`.
+    pub(crate) fn opened(&self, http: crate::HttpVersion) {
         self.connections_opened.inc();
         self.connections_open.inc();
+        self.connections_by_http
+            .get_or_create(&HttpLabel {
+                http: http.as_str(),
+            })
+            .inc();
     }
 
     /// A connection ended with `code`. Codes a client may choose (3000 to
@@ -268,7 +286,7 @@ mod tests {
     #[test]
     fn client_chosen_close_codes_make_two_series_at_most() {
         let metrics = Metrics::default();
-        metrics.opened();
+        metrics.opened(crate::HttpVersion::Http11);
         for code in [1000, 1000, 3001, 3999, 4000, 4777, 4999] {
             metrics.closed(code);
         }

@@ -166,7 +166,7 @@ impl HubState {
             self.windows[usize::from(params.local_max_window_bits & 15)]
                 .fetch_add(1, Ordering::Relaxed);
         }
-        self.metrics.opened();
+        self.metrics.opened(member.info.http_version());
     }
 
     /// Forgets a connection that ended, with its subscriptions; after this

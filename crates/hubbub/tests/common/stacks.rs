@@ -81,3 +81,43 @@ pub async fn hyper_server(hub: &Hub) -> SocketAddr {
     });
     addr
 }
+
+/// A real hyper 1.x HTTP/2 server (cleartext, prior knowledge) on
+/// 127.0.0.1:0 with the extended CONNECT protocol on (RFC 8441): WebSockets
+/// at any path through `hubbub::hyper::upgrade`, and `hello` for a `GET`.
+pub async fn hyper_h2_server(hub: &Hub) -> SocketAddr {
+    use http_body_util::Full;
+    use hyper::service::service_fn;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hub = hub.clone();
+    tokio::spawn(async move {
+        loop {
+            let (stream, peer) = listener.accept().await.unwrap();
+            let hub = hub.clone();
+            let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                let hub = hub.clone();
+                async move {
+                    let response: hyper::Response<Full<bytes::Bytes>> =
+                        if request.method() == hyper::Method::GET {
+                            hyper::Response::new(Full::from("hello"))
+                        } else {
+                            hubbub::hyper::upgrade(
+                                &hub,
+                                request,
+                                hubbub::StreamInfo::new(peer).local(addr),
+                            )
+                            .await
+                        };
+                    Ok::<_, std::convert::Infallible>(response)
+                }
+            });
+            tokio::spawn(
+                hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .enable_connect_protocol()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+            );
+        }
+    });
+    addr
+}
