@@ -158,7 +158,7 @@ async fn serve(args: ServeArgs) -> Result<(), hubbub::Error> {
     let cannot_listen_here = |e: hubbub::Error| cannot_listen(&listen, &e);
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
-            let tls = hubbub::TlsConfig::from_pem_files(cert, key)?;
+            let tls = hubbub::TlsConfig::from_pem_files(cert, key)?.http2(!args.no_h2)?;
             tokio::spawn(reload_certificates(tls.clone()));
             Some(tls)
         }

@@ -97,6 +97,11 @@ pub(crate) struct ServeArgs {
     /// `--port` (otherwise `--port` itself is TLS).
     #[arg(long, env = "HUBBUB_TLS_PORT")]
     tls_port: Option<u16>,
+    /// With a certificate: do not offer HTTP/2 (by ALPN `h2`). By default
+    /// a TLS client may choose it, and then opens its WebSockets as
+    /// streams of one HTTP/2 connection (RFC 8441).
+    #[arg(long)]
+    no_h2: bool,
     /// Serve Prometheus metrics at http://ADDR/metrics: a port (9100, on
     /// 127.0.0.1) or an address with a port (0.0.0.0:9100).
     #[arg(long, env = "HUBBUB_METRICS", value_name = "ADDR")]
@@ -133,6 +138,7 @@ pub(crate) struct Settings {
     pub(crate) tls_key: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) tls_port: Option<u16>,
+    pub(crate) no_h2: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) metrics: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -157,6 +163,7 @@ impl Default for Settings {
             tls_cert: None,
             tls_key: None,
             tls_port: None,
+            no_h2: false,
             metrics: None,
             redis: None,
         }
@@ -211,6 +218,7 @@ impl Settings {
             tls_cert: args.tls_cert.clone().or(file.tls_cert),
             tls_key: args.tls_key.clone().or(file.tls_key),
             tls_port: args.tls_port.or(file.tls_port),
+            no_h2: args.no_h2 || file.no_h2,
             metrics: args.metrics.clone().or(file.metrics),
             redis: args.redis.clone().or(file.redis),
         };

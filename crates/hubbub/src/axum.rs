@@ -105,7 +105,7 @@ impl Upgrade {
     /// registry and topics alongside every other connection of the hub.
     pub async fn serve(self, hub: &Hub) -> Response {
         crate::hyper::answer(
-            hub,
+            hub.service().clone(),
             Ok(self.request),
             crate::hyper::Carrier::Http11,
             self.on_upgrade,

@@ -41,7 +41,6 @@ use tokio::task::JoinHandle;
 use tokio::time::timeout;
 use tokio_rustls::rustls;
 
-use crate::accept::serve_after;
 use crate::config::ServerConfig;
 use crate::driver::Driver;
 use crate::error::{Error, Kind};
@@ -51,6 +50,7 @@ use crate::hub::{HubState, Member};
 use crate::info::ConnectionInfo;
 use crate::socket::{Handlers, Socket, panic_message};
 use crate::stream::WebSocket;
+use crate::task::serve_after;
 use crate::url::Target;
 
 /// A WebSocket client for one URL: its request (headers, subprotocols,

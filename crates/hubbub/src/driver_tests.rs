@@ -14,9 +14,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::accept::serve_stream;
 use crate::handshake::Service;
 use crate::hub::HubState;
+use crate::task::serve_stream;
 use crate::{Backpressure, CloseInfo, Decision, Error, ServerConfig, Socket, StreamInfo};
 
 /// What the server's handlers saw.

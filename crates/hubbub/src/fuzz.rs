@@ -23,10 +23,10 @@ use hubbub_proto::{Connection as Proto, FrameHeader, OpCode, Role, apply_mask};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::time::Instant;
 
-use crate::accept::serve_stream;
 use crate::handle::{Connection, ServerHandle};
 use crate::handshake::Service;
 use crate::hub::HubState;
+use crate::task::serve_stream;
 use crate::{Backpressure, DeflateConfig, ServerConfig, StreamInfo};
 
 /// The queue limit of the fuzzed connection: small, so that scripts reach it.

@@ -259,19 +259,10 @@ where
     }
     let head_only = request.method() == "HEAD";
     if !request.is_upgrade() && (request.method() == "GET" || head_only) {
-        if let Some(http) = http {
-            let response = match catch_unwind(AssertUnwindSafe(|| http(&request))) {
-                Ok(response) => response,
-                Err(panic) => {
-                    tracing::error!(%peer, "HTTP handler panicked: {}", panic_message(&*panic));
-                    text_response(500, "internal error")
-                }
-            };
-            tracing::debug!(%peer, path = request.path(), status = response.status, "http");
-            respond(&mut stream, response, head_only).await;
-            return None;
+        match plain_http(http.as_ref(), &request, peer) {
+            Some(response) => respond(&mut stream, response, head_only).await,
+            None => refuse(&mut stream, upgrade_required(), hub).await,
         }
-        refuse(&mut stream, upgrade_required(), hub).await;
         return None;
     }
     let accept = match validated(&request, &from) {
@@ -300,6 +291,25 @@ where
         }
     }
     Some(admitted.start(stream, buf, config))
+}
+
+/// The answer of the hub's plain-HTTP handler to a `GET` or `HEAD` that
+/// is not an upgrade (a panic in it answers 500), or `None` without one.
+pub(crate) fn plain_http(
+    http: Option<&HttpHandler>,
+    request: &Request,
+    peer: SocketAddr,
+) -> Option<HttpResponse> {
+    let http = http?;
+    let response = match catch_unwind(AssertUnwindSafe(|| http(request))) {
+        Ok(response) => response,
+        Err(panic) => {
+            tracing::error!(%peer, "HTTP handler panicked: {}", panic_message(&*panic));
+            text_response(500, "internal error")
+        }
+    };
+    tracing::debug!(%peer, path = request.path(), status = response.status, "http");
+    Some(response)
 }
 
 /// Decides on an upgrade request, whoever parsed it, once its `Host`

@@ -45,8 +45,10 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
-use crate::accept::{serve_after, start_background};
-use crate::handshake::{admit, check_host, upgrade_required, validated};
+use crate::task::{serve_after, start_background};
+use std::sync::Arc;
+
+use crate::handshake::{Service, admit, check_host, upgrade_required, validated};
 use crate::hook::text_response;
 use crate::info::{HttpVersion, StreamInfo};
 use crate::serve::Hub;
@@ -65,6 +67,13 @@ use crate::serve::Hub;
 /// The hyper connection must be served with upgrades on
 /// (`serve_connection(…).with_upgrades()`): without, the answer is 500 and
 /// an error is logged.
+///
+/// With the `http2` feature, an HTTP/2 extended `CONNECT` (RFC 8441) is
+/// answered too, on a hyper HTTP/2 server built with
+/// `enable_connect_protocol()`: `200` with the negotiated subprotocol and
+/// extension, 501 for a `:protocol` other than `websocket`, 400 for a
+/// missing `:protocol`, `:authority` or `Sec-WebSocket-Version: 13`; the
+/// connection's [`crate::ConnectionInfo::http_version`] says HTTP/2.
 pub async fn upgrade<B, R>(
     hub: &Hub,
     mut request: http::Request<R>,
@@ -76,7 +85,14 @@ where
     let on_upgrade = request.extensions_mut().remove::<OnUpgrade>();
     let (parts, _body) = request.into_parts();
     let request = to_request(&parts);
-    answer(hub, request, Carrier::of(&parts), on_upgrade, from.into()).await
+    answer(
+        hub.service().clone(),
+        request,
+        Carrier::of(&parts),
+        on_upgrade,
+        from.into(),
+    )
+    .await
 }
 
 /// How the upgrade request came: an HTTP/1.1 `Upgrade`, or an HTTP/2
@@ -145,13 +161,12 @@ fn too_large(request: &Request, config: &hubbub_proto::Config) -> bool {
 /// The answer to an upgrade request another stack parsed, and the task
 /// that serves the connection once `on_upgrade` resolves.
 pub(crate) async fn answer<B: From<Bytes>>(
-    hub: &Hub,
+    service: Arc<Service>,
     request: Result<Request, HandshakeError>,
     carrier: Carrier,
     on_upgrade: Option<OnUpgrade>,
     mut from: StreamInfo,
 ) -> http::Response<B> {
-    let service = hub.service().clone();
     start_background(&service);
     let state = &service.hub;
     let refused = |response: HttpResponse| {

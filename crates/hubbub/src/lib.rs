@@ -58,6 +58,8 @@ pub mod fuzz;
 mod handle;
 mod handshake;
 mod hook;
+#[cfg(feature = "http2")]
+pub mod http2;
 mod hub;
 #[cfg(feature = "hyper")]
 pub mod hyper;
@@ -71,6 +73,7 @@ mod serve;
 mod server;
 mod socket;
 mod stream;
+mod task;
 mod tls;
 mod url;
 

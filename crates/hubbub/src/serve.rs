@@ -13,7 +13,6 @@ use hubbub_proto::handshake::{HttpResponse, Request};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
-use crate::accept::{serve_after, start_background};
 use crate::config::ServerConfig;
 use crate::handle::ServerHandle;
 use crate::handshake::{HttpHandler, Service, adopt, close_refused, handshake};
@@ -21,6 +20,7 @@ use crate::hook::Hook;
 use crate::hub::{Broker, HubState, Node};
 use crate::info::StreamInfo;
 use crate::socket::Socket;
+use crate::task::{serve_after, start_background};
 
 /// A WebSocket server without a port of its own: the setup closure, the
 /// configuration, and everything connections share (the registry, topics,

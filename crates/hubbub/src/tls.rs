@@ -68,6 +68,17 @@ fn certified_der(
     Ok(certified)
 }
 
+/// The acceptor for the certificate in force, offering `alpn`.
+fn acceptor(current: &Arc<Current>, alpn: &[&[u8]]) -> Result<TlsAcceptor, Error> {
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(tls_error)?
+        .with_no_client_auth()
+        .with_cert_resolver(current.clone());
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
 fn read(path: &Path) -> Result<Vec<u8>, Error> {
     std::fs::read(path).map_err(|e| tls_error(format!("{}: {e}", path.display())))
 }
@@ -131,17 +142,34 @@ impl TlsConfig {
 
     fn from_certified(certified: CertifiedKey) -> Result<Self, Error> {
         let current = Arc::new(Current(RwLock::new(Arc::new(certified))));
-        let mut config = rustls::ServerConfig::builder_with_provider(provider())
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(tls_error)?
-            .with_no_client_auth()
-            .with_cert_resolver(current.clone());
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Self {
-            acceptor: TlsAcceptor::from(Arc::new(config)),
+            acceptor: acceptor(&current, &[b"http/1.1"])?,
             current: Some(current),
             files: None,
         })
+    }
+
+    /// Offers HTTP/2 by ALPN (`h2`, then `http/1.1`) when `on`: a
+    /// connection that chooses `h2` is served by hyper's HTTP/2 server, its
+    /// WebSockets opened as streams (RFC 8441; see [`crate::http2`] for the
+    /// limits of one connection) and its plain requests answered as on
+    /// HTTP/1.1. Off by default, and for a configuration from
+    /// [`TlsConfig::from_rustls`], whose own ALPN list decides (`h2` in it
+    /// is served the same way).
+    ///
+    /// # Errors
+    /// [`Error::is_tls`] if rustls refuses the configuration.
+    #[cfg(feature = "http2")]
+    pub fn http2(mut self, on: bool) -> Result<Self, Error> {
+        if let Some(current) = &self.current {
+            let alpn: &[&[u8]] = if on {
+                &crate::http2::ALPN
+            } else {
+                &[b"http/1.1"]
+            };
+            self.acceptor = acceptor(current, alpn)?;
+        }
+        Ok(self)
     }
 
     /// Reads the certificate and key again from the files this

@@ -363,3 +363,95 @@ async fn hubbub_connect_over_tls_against_python_websockets() {
     })
     .await;
 }
+
+/// hubbub's own TLS listener offering HTTP/2 (ALPN `h2`): `/room` is a
+/// room (every text to all; "ready?" is answered "ready" once three are
+/// in), `/echo` echoes; messages up to 64 KiB. Runs Node's `http2` client
+/// script in `mode` against it and returns its stdout.
+async fn node_h2(mode: &str) -> (String, hubbub::ServerHandle) {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let tls = hubbub::TlsConfig::from_pem(
+        certified.cert.pem().as_bytes(),
+        certified.key_pair.serialize_pem().as_bytes(),
+    )
+    .unwrap()
+    .http2(true)
+    .unwrap();
+    let server = hubbub::Server::bind_tls("wss://127.0.0.1:0", tls)
+        .await
+        .unwrap()
+        .with_config(common::quick().with_protocol_config(
+            hubbub::ProtocolConfig::default().with_max_message_size(64 << 10),
+        ));
+    let port = server.local_addr().port();
+    let handle = server.handle();
+    tokio::spawn(server.start(|socket| {
+        if socket.info().path() == "/echo" {
+            echo(socket);
+            return;
+        }
+        socket.on_open(|conn| {
+            let _ = conn.subscribe("room");
+        });
+        socket.on_message(|conn, text| {
+            if text == "ready?" {
+                let conn = conn.clone();
+                tokio::spawn(async move {
+                    while conn.server().subscriber_count("room") < 3 {
+                        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    }
+                    let _ = conn.send("ready");
+                });
+            } else {
+                conn.server().publish("room", text);
+            }
+        });
+    }));
+    let output = Command::new("node")
+        .env("NODE_PATH", workspace().join(".cache/node/node_modules"))
+        .arg(peer_script("node_h2.cjs"))
+        .arg(format!("https://localhost:{port}"))
+        .arg(mode)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success() && stdout.contains("all ok"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (stdout, handle)
+}
+
+#[tokio::test]
+#[ignore = "needs node and node ws: run scripts/test"]
+async fn node_http2_streams_chat_with_an_http11_socket() {
+    watchdog(async {
+        let (stdout, handle) = node_h2("chat").await;
+        assert_eq!(stdout.matches("ok:").count(), 3, "{stdout}");
+        let metrics = handle.metrics();
+        assert!(
+            metrics.contains("hubbub_connections_opened_by_http_total{http=\"2\"} 2"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("hubbub_connections_opened_by_http_total{http=\"1.1\"} 1"),
+            "{metrics}"
+        );
+        handle.shutdown();
+    })
+    .await;
+}
+
+#[tokio::test]
+#[ignore = "needs node: run scripts/test"]
+async fn node_http2_protocol_cases() {
+    watchdog(async {
+        let (stdout, handle) = node_h2("protocol").await;
+        assert_eq!(stdout.matches("ok:").count(), 8, "{stdout}");
+        assert!(handle.metrics().contains("status=\"501\""));
+        handle.shutdown();
+    })
+    .await;
+}

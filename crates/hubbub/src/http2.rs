@@ -1,0 +1,151 @@
+//! HTTP/2 on hubbub's own TLS listener (feature `http2`): a TLS connection
+//! that chose `h2` by ALPN is served by hyper's HTTP/2 server with the
+//! extended CONNECT protocol on (RFC 8441). Each WebSocket is one stream of
+//! it, answered by the same code as any upgrade through hyper
+//! ([`crate::hyper`]); a `GET` or `HEAD` gets the hub's plain-HTTP answer,
+//! as on HTTP/1.1.
+//!
+//! The limits of one HTTP/2 connection (hyper's defaults are raised or
+//! lowered to these, so that one client cannot hold much more than its
+//! sockets' own queues):
+//!
+//! | limit | value |
+//! |---|---|
+//! | concurrent streams (sockets and requests) | [`MAX_STREAMS`] |
+//! | flow-control window per stream | [`STREAM_WINDOW`] |
+//! | flow-control window of the connection | `MAX_STREAMS × STREAM_WINDOW`, so that streams whose sockets are not read (a handler waiting, a full stream) never use up the others' window |
+//! | header list | `max_handshake_size` of the protocol configuration |
+//! | streams reset by the client before they are answered | [`MAX_PENDING_RESETS`] (the "rapid reset" attack) |
+//! | keepalive | an HTTP/2 PING every `ping_interval`; the connection is dropped when one is not answered within `idle_timeout` |
+//! | first request | within `handshake_timeout` of the TLS handshake, or the connection is dropped |
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::{Instant, timeout_at};
+
+use crate::handshake::{Service, check_host, plain_http, upgrade_required};
+use crate::hook::text_response;
+use crate::hub::HandshakePermit;
+use crate::hyper::{Carrier, answer, convert, to_request};
+use crate::info::StreamInfo;
+
+/// Streams one HTTP/2 connection may have open at once.
+pub const MAX_STREAMS: u32 = 128;
+
+/// The flow-control window of each stream: what a client may send on a
+/// socket before the server has read it.
+pub const STREAM_WINDOW: u32 = 256 * 1024;
+
+/// Streams a client may reset before the server answers them, at once.
+pub const MAX_PENDING_RESETS: usize = 32;
+
+/// The ALPN protocols of a TLS listener that serves HTTP/2 too, in order of
+/// preference.
+pub(crate) const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+/// Serves one HTTP/2 connection until it ends. `permit` (its place among
+/// the handshakes in progress) is given back at its first request, which
+/// must come by `deadline`.
+pub(crate) async fn serve<S>(
+    stream: S,
+    from: StreamInfo,
+    service: Arc<Service>,
+    deadline: Instant,
+    permit: Option<HandshakePermit>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let config = &service.config;
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .enable_connect_protocol()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_STREAMS)
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(STREAM_WINDOW.saturating_mul(MAX_STREAMS))
+        .max_header_list_size(u32::try_from(config.protocol.max_handshake_size).unwrap_or(u32::MAX))
+        .max_pending_accept_reset_streams(MAX_PENDING_RESETS)
+        .keep_alive_interval(config.ping_interval);
+    if let Some(idle) = config.idle_timeout {
+        builder.keep_alive_timeout(idle);
+    }
+    let first = Arc::new(Mutex::new(permit));
+    let served = service.clone();
+    let waiting = first.clone();
+    let handler = hyper::service::service_fn(move |request: http::Request<Incoming>| {
+        // The first request ends the connection's handshake.
+        drop(waiting.lock().unwrap_or_else(|p| p.into_inner()).take());
+        let service = served.clone();
+        async move { Ok::<_, Infallible>(respond(service, request, from).await) }
+    });
+    let connection = builder.serve_connection(TokioIo::new(stream), handler);
+    tokio::pin!(connection);
+    let peer = from.peer();
+    // Until the first request, the handshake's deadline.
+    let ended = tokio::select! {
+        ended = &mut connection => Some(ended),
+        () = tokio::time::sleep_until(deadline) => None,
+    };
+    let ended = match ended {
+        Some(ended) => ended,
+        None if first.lock().unwrap_or_else(|p| p.into_inner()).is_some() => {
+            tracing::debug!(%peer, "HTTP/2: no request before the handshake timeout: dropping connection");
+            return;
+        }
+        None => connection.await,
+    };
+    if let Err(e) = ended {
+        tracing::debug!(%peer, "HTTP/2 connection ended: {e}");
+    }
+}
+
+/// The answer to one request on an HTTP/2 connection.
+async fn respond(
+    service: Arc<Service>,
+    mut request: http::Request<Incoming>,
+    from: StreamInfo,
+) -> http::Response<Full<Bytes>> {
+    let on_upgrade = request.extensions_mut().remove::<OnUpgrade>();
+    let (parts, _body) = request.into_parts();
+    let parsed = to_request(&parts);
+    if parts.method == http::Method::CONNECT {
+        let deadline = Instant::now() + service.config.handshake_timeout;
+        let answered = answer(service, parsed, Carrier::of(&parts), on_upgrade, from);
+        return timeout_at(deadline, answered)
+            .await
+            .unwrap_or_else(|_| convert(text_response(503, "handshake timeout")));
+    }
+    let refused = |response: crate::HttpResponse| {
+        service.hub.metrics.rejected(response.status);
+        convert(response)
+    };
+    let request = match parsed {
+        Ok(request) => request,
+        Err(e) => return refused(e.response()),
+    };
+    if let Err(response) = check_host(&service, &request, &from) {
+        return refused(response);
+    }
+    let head_only = parts.method == http::Method::HEAD;
+    if parts.method != http::Method::GET && !head_only {
+        return refused(
+            text_response(405, "only GET, HEAD and CONNECT are answered")
+                .header("Allow", "GET, HEAD, CONNECT"),
+        );
+    }
+    let mut response = match plain_http(service.http.as_ref(), &request, from.peer()) {
+        Some(response) => convert(response),
+        None => refused(upgrade_required()),
+    };
+    if head_only {
+        *response.body_mut() = Full::new(Bytes::new());
+    }
+    response
+}
