@@ -112,7 +112,9 @@ async function main() {
     if (certFile) {
       // The page over https:// connects with wss:// on its own.
       const tlsPort = await freePort();
-      const tlsServer = await startServer(tlsPort, ['--tls-cert', certFile, '--tls-key', keyFile]);
+      const metricsPort = await freePort();
+      const tlsServer = await startServer(tlsPort, ['--tls-cert', certFile, '--tls-key', keyFile,
+        '--metrics', `127.0.0.1:${metricsPort}`]);
       try {
         const c = await context.newPage();
         await c.goto(`https://localhost:${tlsPort}/secure`);
@@ -121,6 +123,21 @@ async function main() {
         await c.waitForFunction(() => [...document.querySelectorAll('.msg .text')].some((n) => n.textContent === 'over wss'));
         const extensions = await c.evaluate(() => document.documentElement.dataset.extensions);
         assert.ok(extensions.includes('permessage-deflate'), `extensions over TLS: ${extensions}`);
+        // `hubbub serve` offers HTTP/2 by ALPN: the page comes over it.
+        const pageProtocol = await c.evaluate(() => performance.getEntriesByType('navigation')[0].nextHopProtocol);
+        assert.strictEqual(pageProtocol, 'h2', 'the page over HTTP/2');
+        // Whether this Chromium opened the page's WebSocket as a stream of
+        // that connection (RFC 8441): the server's metrics tell.
+        const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+        const opened = (http) => {
+          const line = metrics.split('\n').find((l) => l.startsWith(`hubbub_connections_opened_by_http_total{http="${http}"}`));
+          return line ? Number(line.split(' ').pop()) : 0;
+        };
+        const [overH2, overH1] = [opened('2'), opened('1.1')];
+        assert.strictEqual(overH2 + overH1, 1, `one socket: ${metrics}`);
+        console.log(`page over ${pageProtocol}; its WebSocket over ${overH2 ? 'HTTP/2 (RFC 8441)' : 'HTTP/1.1'}`);
+        const expectH2 = process.env.HUBBUB_EXPECT_WS_OVER_H2;
+        if (expectH2) assert.strictEqual(overH2, 1, 'this Chromium opens WebSockets over HTTP/2');
       } finally {
         await stopServer(tlsServer);
       }

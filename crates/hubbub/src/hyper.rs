@@ -100,8 +100,13 @@ where
 #[derive(Debug, Clone)]
 pub(crate) enum Carrier {
     Http11,
-    #[cfg_attr(not(feature = "http2"), expect(dead_code, reason = "made only with http2"))]
-    Http2 { protocol: Option<String> },
+    #[cfg_attr(
+        not(feature = "http2"),
+        expect(dead_code, reason = "made only with http2")
+    )]
+    Http2 {
+        protocol: Option<String>,
+    },
 }
 
 impl Carrier {

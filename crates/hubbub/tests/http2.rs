@@ -22,13 +22,26 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// One HTTP/2 connection to `addr` (prior knowledge, cleartext).
 async fn h2_connect(addr: SocketAddr) -> SendRequest<Empty<Bytes>> {
+    h2_connect_with_task(addr).await.0
+}
+
+/// One HTTP/2 connection, and a handle on its TCP socket (shutting it
+/// down drops the connection under every stream).
+async fn h2_connect_with_task(
+    addr: SocketAddr,
+) -> (SendRequest<Empty<Bytes>>, std::net::TcpStream) {
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let handle = tcp.into_std().unwrap();
+    let socket = handle.try_clone().unwrap();
+    let tcp = tokio::net::TcpStream::from_std(handle).unwrap();
     let (sender, connection) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
             .await
             .unwrap();
-    tokio::spawn(connection);
-    sender
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    (sender, socket)
 }
 
 /// A WebSocket on one stream of an HTTP/2 connection.
@@ -250,6 +263,97 @@ async fn refusals_are_the_rfcs_and_leave_the_other_streams_alone() {
         open_one.send("still open").await;
         assert_eq!(open_one.text().await, "still open");
         assert!(hub.metrics().contains("status=\"501\""));
+        hub.shutdown();
+        hub.closed().await;
+    })
+    .await;
+}
+
+/// An echo hub that records every `on_close`.
+fn recorded_echo() -> (Hub, Arc<Mutex<Vec<hubbub::CloseInfo>>>) {
+    let closes: Arc<Mutex<Vec<hubbub::CloseInfo>>> = Arc::default();
+    let recorded = closes.clone();
+    let hub = Hub::builder()
+        .with_config(common::quick())
+        .build(move |socket| {
+            common::echo(socket);
+            let recorded = recorded.clone();
+            socket.on_close(move |_, info| recorded.lock().unwrap().push(info));
+        });
+    (hub, closes)
+}
+
+async fn wait_closes(closes: &Mutex<Vec<hubbub::CloseInfo>>, n: usize) -> Vec<hubbub::CloseInfo> {
+    loop {
+        {
+            let closes = closes.lock().unwrap();
+            if closes.len() >= n {
+                return closes.clone();
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// A stream reset in the middle of a message ends that socket alone, with
+/// `on_close` once (1006); the connection's other sockets go on.
+#[tokio::test]
+async fn a_stream_reset_mid_message_ends_only_that_socket() {
+    watchdog(async {
+        let (hub, closes) = recorded_echo();
+        let h2 = hyper_h2_server(&hub).await;
+        let mut sender = h2_connect(h2).await;
+        let mut a = open(&mut sender, h2, "/", Some("websocket"), &[VERSION])
+            .await
+            .unwrap();
+        let mut b = open(&mut sender, h2, "/", Some("websocket"), &[VERSION])
+            .await
+            .unwrap();
+        // Half of a 1000-byte frame, then the stream is reset (dropping a
+        // stream that was not finished resets it).
+        let mut out = BytesMut::new();
+        a.proto.send_binary(&[7u8; 1000], &mut out).unwrap();
+        a.io.write_all(&out[..500]).await.unwrap();
+        a.io.flush().await.unwrap();
+        drop(a);
+        let closed = wait_closes(&closes, 1).await;
+        assert_eq!(closed[0].code, hubbub::CloseCode::ABNORMAL, "{closed:?}");
+        b.send("b goes on").await;
+        assert_eq!(b.text().await, "b goes on");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(closes.lock().unwrap().len(), 1, "on_close once");
+        assert_eq!(hub.client_count(), 1);
+        hub.shutdown();
+        hub.closed().await;
+    })
+    .await;
+}
+
+/// The HTTP/2 connection dropped under open sockets: each one's
+/// `on_close` runs once, and the hub is empty.
+#[tokio::test]
+async fn the_connection_lost_under_open_sockets_closes_each_once() {
+    watchdog(async {
+        let (hub, closes) = recorded_echo();
+        let h2 = hyper_h2_server(&hub).await;
+        let (mut sender, connection) = h2_connect_with_task(h2).await;
+        let mut sockets = Vec::new();
+        for _ in 0..5 {
+            let mut ws = open(&mut sender, h2, "/", Some("websocket"), &[VERSION])
+                .await
+                .unwrap();
+            ws.send("hi").await;
+            assert_eq!(ws.text().await, "hi");
+            sockets.push(ws);
+        }
+        assert_eq!(hub.client_count(), 5);
+        connection.shutdown(std::net::Shutdown::Both).unwrap();
+        let closed = wait_closes(&closes, 5).await;
+        assert!(closed.iter().all(|c| !c.clean), "{closed:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(closes.lock().unwrap().len(), 5, "on_close once each");
+        assert_eq!(hub.client_count(), 0);
+        drop(sockets);
         hub.shutdown();
         hub.closed().await;
     })
