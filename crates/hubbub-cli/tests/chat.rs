@@ -636,3 +636,117 @@ fn signal(pid: &str, name: &str) -> bool {
         .status()
         .is_ok_and(|s| s.success())
 }
+
+/// `hubbub serve` with a certificate offers HTTP/2 by ALPN: the page comes
+/// over it, and a WebSocket opens as a stream of that same connection
+/// (RFC 8441) and joins the chat; `--no-h2` leaves only HTTP/1.1.
+#[tokio::test]
+async fn serve_over_tls_offers_http2_for_the_page_and_the_sockets() {
+    use std::sync::Arc;
+    use tokio_rustls::rustls;
+    watchdog(async {
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let dir = std::env::temp_dir().join(format!("hubbub-h2-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert, certified.cert.pem()).unwrap();
+        std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
+        let tls_args = [
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ];
+        // A TLS connection offering h2 and http/1.1; what the server chose.
+        let handshake = |addr: String| {
+            let der = certified.cert.der().clone();
+            async move {
+                let mut roots = rustls::RootCertStore::empty();
+                roots.add(der).unwrap();
+                let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+                config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+                let tcp = TcpStream::connect(&addr).await.unwrap();
+                let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+                    .connect(
+                        rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+                        tcp,
+                    )
+                    .await
+                    .unwrap();
+                let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+                (tls, alpn)
+            }
+        };
+
+        let chat = chat_with(&tls_args).await;
+        let (tls, alpn) = handshake(chat.addr.clone()).await;
+        assert_eq!(alpn.as_deref(), Some(&b"h2"[..]));
+        let (mut sender, connection) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tls),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(connection);
+        let get = http::Request::get(format!(
+            "https://localhost{}/",
+            &chat.addr[chat.addr.rfind(':').unwrap()..]
+        ))
+        .version(http::Version::HTTP_2)
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+        let page = sender.send_request(get).await.unwrap();
+        assert_eq!(page.status(), 200);
+        assert_eq!(page.version(), http::Version::HTTP_2);
+        assert!(
+            page.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html")
+        );
+        // A socket on the same connection: the chat greets it.
+        let mut connect = http::Request::builder()
+            .method(http::Method::CONNECT)
+            .version(http::Version::HTTP_2)
+            .uri(format!(
+                "https://localhost{}/lobby",
+                &chat.addr[chat.addr.rfind(':').unwrap()..]
+            ))
+            .header("sec-websocket-version", "13")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        connect
+            .extensions_mut()
+            .insert(hyper::ext::Protocol::from_static("websocket"));
+        let answer = sender.send_request(connect).await.unwrap();
+        assert_eq!(answer.status(), 200);
+        let upgraded = hyper::upgrade::on(answer).await.unwrap();
+        let mut stream = hyper_util::rt::TokioIo::new(upgraded);
+        let mut got = Vec::new();
+        let greeting = b"You have just joined the conversation.";
+        while got.len() < 2 + greeting.len() {
+            let mut buf = [0u8; 256];
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the stream ended");
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(got[0], 0x81, "a text frame");
+        assert_eq!(&got[2..2 + greeting.len()], greeting);
+        drop(chat);
+
+        // --no-h2: the server picks HTTP/1.1.
+        let mut args = tls_args.to_vec();
+        args.push("--no-h2");
+        let chat = chat_with(&args).await;
+        let (_tls, alpn) = handshake(chat.addr.clone()).await;
+        assert_eq!(alpn.as_deref(), Some(&b"http/1.1"[..]));
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}
