@@ -35,6 +35,8 @@ use crate::hook::text_response;
 use crate::hub::HandshakePermit;
 use crate::hyper::{Carrier, answer, convert, to_request};
 use crate::info::StreamInfo;
+use crate::serve::Hub;
+use crate::task::start_background;
 
 /// Streams one HTTP/2 connection may have open at once.
 pub const MAX_STREAMS: u32 = 128;
@@ -49,6 +51,56 @@ pub const MAX_PENDING_RESETS: usize = 32;
 /// The ALPN protocols of a TLS listener that serves HTTP/2 too, in order of
 /// preference.
 pub(crate) const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+impl Hub {
+    /// Serves an HTTP/2 connection (its first bytes are the client's
+    /// preface) until it ends, with the limits above: WebSockets opened as
+    /// its streams by extended CONNECT (RFC 8441), and plain `GET`/`HEAD`
+    /// answered by the hub's HTTP handler. For a stream whose TLS chose
+    /// `h2` by ALPN, or cleartext HTTP/2 with prior knowledge (behind a
+    /// proxy that terminates TLS). The connection counts as a handshake in
+    /// progress until its first request, which must come within
+    /// [`crate::ServerConfig::handshake_timeout`].
+    ///
+    /// ```no_run
+    /// # async fn f(hub: hubbub::Hub) -> std::io::Result<()> {
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+    /// loop {
+    ///     let (stream, peer) = listener.accept().await?;
+    ///     tokio::spawn(hub.serve_http2(stream, peer));
+    /// }
+    /// # }
+    /// ```
+    pub fn serve_http2<S>(
+        &self,
+        stream: S,
+        from: impl Into<StreamInfo>,
+    ) -> impl Future<Output = ()> + Send + 'static
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let from = from.into();
+        let service = self.service().clone();
+        let peer = from.peer();
+        let per_ip = service
+            .config
+            .max_handshakes_per_ip
+            .filter(|_| !peer.ip().is_unspecified());
+        let permit = service
+            .hub
+            .handshake_permit(peer.ip(), service.config.max_handshakes, per_ip);
+        async move {
+            start_background(&service);
+            let Some(permit) = permit else {
+                service.hub.metrics.dropped_handshake();
+                tracing::debug!(%peer, "too many handshakes in progress: closed");
+                return;
+            };
+            let deadline = Instant::now() + service.config.handshake_timeout;
+            serve(stream, from, service, deadline, Some(permit)).await;
+        }
+    }
+}
 
 /// Serves one HTTP/2 connection until it ends. `permit` (its place among
 /// the handshakes in progress) is given back at its first request, which

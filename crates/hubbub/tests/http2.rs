@@ -359,3 +359,299 @@ async fn the_connection_lost_under_open_sockets_closes_each_once() {
     })
     .await;
 }
+
+/// `hub.serve_http2` on a listener of its own (cleartext HTTP/2 with prior
+/// knowledge): hubbub's HTTP/2 limits, as on its TLS listener.
+async fn own_h2_listener(hub: &Hub) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hub = hub.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let (stream, peer) = listener.accept().await.unwrap();
+            tokio::spawn(hub.serve_http2(stream, hubbub::StreamInfo::new(peer).local(addr)));
+        }
+    });
+    (addr, task)
+}
+
+/// A raw HTTP/2 client, for what a well-behaved one never sends: frames
+/// written by hand (HPACK literals without Huffman or indexing), and the
+/// server's frames read back as (type, flags, stream, payload).
+struct RawH2 {
+    tcp: tokio::net::TcpStream,
+    input: BytesMut,
+}
+
+const HEADERS: u8 = 1;
+const RST_STREAM: u8 = 3;
+const GOAWAY: u8 = 7;
+const DATA: u8 = 0;
+
+impl RawH2 {
+    async fn connect(addr: SocketAddr) -> Self {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        out.extend(frame(4, 0, 0, &[])); // our (empty) SETTINGS
+        tcp.write_all(&out).await.unwrap();
+        Self {
+            tcp,
+            input: BytesMut::new(),
+        }
+    }
+
+    /// An extended CONNECT for a WebSocket on `stream`, with `extra`
+    /// fields; `END_HEADERS` set.
+    fn connect_frame(stream: u32, extra: &[(&str, &str)]) -> Vec<u8> {
+        let mut block = Vec::new();
+        let fields = [
+            (":method", "CONNECT"),
+            (":protocol", "websocket"),
+            (":scheme", "http"),
+            (":path", "/"),
+            (":authority", "localhost"),
+            ("sec-websocket-version", "13"),
+        ];
+        for (name, value) in fields.iter().chain(extra) {
+            literal(&mut block, name, value);
+        }
+        frame(HEADERS, 0x4, stream, &block)
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        self.tcp.write_all(bytes).await.unwrap();
+    }
+
+    /// The server's next frame; `None` when the connection ended.
+    async fn next(&mut self) -> Option<(u8, u8, u32, Vec<u8>)> {
+        loop {
+            if self.input.len() >= 9 {
+                let len = (usize::from(self.input[0]) << 16)
+                    | (usize::from(self.input[1]) << 8)
+                    | usize::from(self.input[2]);
+                if self.input.len() >= 9 + len {
+                    let head = self.input.split_to(9);
+                    let payload = self.input.split_to(len).to_vec();
+                    let stream =
+                        u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+                    return Some((head[3], head[4], stream, payload));
+                }
+            }
+            let n = self.tcp.read_buf(&mut self.input).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+        }
+    }
+}
+
+/// One HTTP/2 frame.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len();
+    let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// An HPACK integer with an `n`-bit prefix after `first`'s high bits.
+fn hpack_int(out: &mut Vec<u8>, first: u8, n: u32, mut value: usize) {
+    let max = (1usize << n) - 1;
+    if value < max {
+        out.push(first | value as u8);
+        return;
+    }
+    out.push(first | max as u8);
+    value -= max;
+    while value >= 128 {
+        out.push((value % 128) as u8 | 0x80);
+        value /= 128;
+    }
+    out.push(value as u8);
+}
+
+/// A literal header field without indexing, new name, no Huffman.
+fn literal(out: &mut Vec<u8>, name: &str, value: &str) {
+    out.push(0);
+    hpack_int(out, 0, 7, name.len());
+    out.extend_from_slice(name.as_bytes());
+    hpack_int(out, 0, 7, value.len());
+    out.extend_from_slice(value.as_bytes());
+}
+
+/// Reads frames until `done` says so or the connection ends; returns what
+/// was counted per frame type and whether the connection is still open.
+async fn read_frames(
+    raw: &mut RawH2,
+    mut done: impl FnMut(&std::collections::HashMap<u8, usize>) -> bool,
+) -> (std::collections::HashMap<u8, usize>, bool) {
+    let mut seen = std::collections::HashMap::new();
+    while !done(&seen) {
+        let Some((kind, _, _, _)) = raw.next().await else {
+            return (seen, false);
+        };
+        *seen.entry(kind).or_insert(0) += 1;
+    }
+    (seen, true)
+}
+
+/// More CONNECT streams at once than an HTTP/2 connection may have: the
+/// ones past the limit are refused (RST_STREAM), the ones within are
+/// answered, and the connection stays up; nothing leaks when it ends.
+#[tokio::test]
+async fn a_flood_of_connect_streams_past_the_limit_is_refused() {
+    watchdog(async {
+        let (hub, closes) = recorded_echo();
+        let (h2, _task) = own_h2_listener(&hub).await;
+        let mut raw = RawH2::connect(h2).await;
+        let over = hubbub::http2::MAX_STREAMS + 40;
+        let mut out = Vec::new();
+        for i in 0..over {
+            out.extend(RawH2::connect_frame(1 + 2 * i, &[]));
+        }
+        raw.send(&out).await;
+        let (seen, open) = read_frames(&mut raw, |seen| {
+            seen.get(&HEADERS).copied().unwrap_or(0) + seen.get(&RST_STREAM).copied().unwrap_or(0)
+                >= over as usize
+        })
+        .await;
+        assert!(open, "the connection stays up: {seen:?}");
+        let answered = seen.get(&HEADERS).copied().unwrap_or(0);
+        let refused = seen.get(&RST_STREAM).copied().unwrap_or(0);
+        assert!(answered <= hubbub::http2::MAX_STREAMS as usize, "{seen:?}");
+        assert!(refused >= 40, "{seen:?}");
+        assert!(hub.client_count() <= hubbub::http2::MAX_STREAMS as usize);
+        drop(raw);
+        let opened = answered;
+        wait_closes(&closes, opened).await;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(closes.lock().unwrap().len(), opened, "on_close once each");
+        assert_eq!(hub.client_count(), 0);
+        hub.shutdown();
+        hub.closed().await;
+    })
+    .await;
+}
+
+/// A header list past the limit (sent as HEADERS and CONTINUATION frames)
+/// opens no socket; the connection's socket opened before goes on.
+#[tokio::test]
+async fn a_headers_bomb_opens_nothing_and_spares_the_open_socket() {
+    watchdog(async {
+        let (hub, _closes) = recorded_echo();
+        let (h2, _task) = own_h2_listener(&hub).await;
+        let mut raw = RawH2::connect(h2).await;
+        raw.send(&RawH2::connect_frame(1, &[])).await;
+        let (seen, _) = read_frames(&mut raw, |seen| seen.contains_key(&HEADERS)).await;
+        assert_eq!(seen[&HEADERS], 1);
+        // 40 fields of 1 KiB each: far past the 16 KiB header list limit,
+        // in frames of at most 16 KiB.
+        let mut block = Vec::new();
+        for i in 0..40 {
+            literal(&mut block, &format!("x-bomb-{i}"), &"b".repeat(1024));
+        }
+        let mut chunks = block.chunks(16 * 1024).peekable();
+        let mut out = Vec::new();
+        let first = chunks.next().unwrap();
+        out.extend(frame(HEADERS, 0, 3, first));
+        while let Some(chunk) = chunks.next() {
+            let end = if chunks.peek().is_none() { 0x4 } else { 0 };
+            out.extend(frame(9, end, 3, chunk)); // CONTINUATION
+        }
+        raw.send(&out).await;
+        // The answer to stream 3: a refusal (431) or a reset, never a 200.
+        let (seen, _) = read_frames(&mut raw, |seen| {
+            seen.get(&HEADERS).copied().unwrap_or(0) >= 2
+                || seen.contains_key(&RST_STREAM)
+                || seen.contains_key(&GOAWAY)
+        })
+        .await;
+        assert!(!seen.is_empty());
+        assert_eq!(hub.client_count(), 1, "no socket for the bomb: {seen:?}");
+        // Stream 1's WebSocket still echoes.
+        let mut ws = hubbub_proto::Connection::new(Role::Client, Config::default());
+        let mut out = BytesMut::new();
+        ws.send_text("after the bomb", &mut out).unwrap();
+        raw.send(&frame(DATA, 0, 1, &out)).await;
+        let mut echoed = false;
+        while let Some((kind, _, stream, payload)) = raw.next().await {
+            if kind == DATA && stream == 1 {
+                let mut input = BytesMut::from(&payload[..]);
+                let mut replies = BytesMut::new();
+                if let Ok(Some(Event::Text(text))) = ws.read(&mut input, &mut replies) {
+                    assert_eq!(text.as_str(), "after the bomb");
+                    echoed = true;
+                    break;
+                }
+            }
+        }
+        assert!(echoed, "the open socket was dropped with the bomb");
+        hub.shutdown();
+    })
+    .await;
+}
+
+/// DATA past a stream's flow-control window, to a socket whose handler
+/// is busy (so nothing reads it): the stream is ended with the error
+/// HTTP/2 names, its socket's `on_close` runs once, and others are served.
+#[tokio::test]
+async fn data_past_the_window_ends_the_stream_and_on_close_runs_once() {
+    watchdog(async {
+        let closes: Arc<Mutex<Vec<hubbub::CloseInfo>>> = Arc::default();
+        let recorded = closes.clone();
+        let hub = Hub::builder()
+            .with_config(common::quick())
+            .build(move |socket| {
+                // "wait" keeps the handler busy for a second: the socket is
+                // not read meanwhile (and the reset is seen after it).
+                socket.on_message_async(|conn, text| async move {
+                    if text == "wait" {
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    }
+                    let _ = conn.send(text);
+                });
+                let recorded = recorded.clone();
+                socket.on_close(move |_, info| recorded.lock().unwrap().push(info));
+            });
+        let (h2, _task) = own_h2_listener(&hub).await;
+        let mut raw = RawH2::connect(h2).await;
+        raw.send(&RawH2::connect_frame(1, &[])).await;
+        let (seen, _) = read_frames(&mut raw, |seen| seen.contains_key(&HEADERS)).await;
+        assert_eq!(seen[&HEADERS], 1);
+        let mut ws = hubbub_proto::Connection::new(Role::Client, Config::default());
+        let mut wait = BytesMut::new();
+        ws.send_text("wait", &mut wait).unwrap();
+        raw.send(&frame(DATA, 0, 1, &wait)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        // Four windows' worth at once, in 16 KiB DATA frames (the payload
+        // of a WebSocket frame that never ends).
+        let window = hubbub::http2::STREAM_WINDOW as usize;
+        let mut out = Vec::new();
+        let chunk = vec![0u8; 16 * 1024];
+        for _ in 0..(4 * window / chunk.len()) {
+            out.extend(frame(DATA, 0, 1, &chunk));
+        }
+        raw.send(&out).await;
+        let (seen, _) = read_frames(&mut raw, |seen| {
+            seen.contains_key(&RST_STREAM) || seen.contains_key(&GOAWAY)
+        })
+        .await;
+        assert!(
+            seen.contains_key(&RST_STREAM) || seen.contains_key(&GOAWAY),
+            "{seen:?}"
+        );
+        let closed = wait_closes(&closes, 1).await;
+        assert!(!closed[0].clean, "{closed:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(closes.lock().unwrap().len(), 1, "on_close once");
+        // Someone else is still served.
+        let mut sender = h2_connect(h2).await;
+        let mut other = open(&mut sender, h2, "/", Some("websocket"), &[VERSION])
+            .await
+            .unwrap();
+        other.send("still serving").await;
+        assert_eq!(other.text().await, "still serving");
+        hub.shutdown();
+    })
+    .await;
+}
