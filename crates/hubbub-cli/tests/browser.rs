@@ -49,6 +49,16 @@ fn chat_page_in_headless_chromium() {
         &[("HUBBUB_TEST_CERT", &cert), ("HUBBUB_TEST_KEY", &key)],
     );
     assert!(stdout.contains("browser chat: ok"), "{stdout}");
+    // The page over https:// comes over HTTP/2, and Debian's Chromium
+    // (156 when this was written; RFC 8441 is on by default since 91) opens
+    // the page's WebSocket as a stream of that connection: the server's
+    // metrics say which HTTP version carried it.
+    let over = stdout
+        .lines()
+        .find(|l| l.starts_with("page over h2; its WebSocket over "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    println!("{over}");
+    assert!(over.ends_with("HTTP/2 (RFC 8441)"), "{over}");
     assert!(
         std::fs::metadata(&screenshot).unwrap().len() > 10_000,
         "screenshot written"
