@@ -18,6 +18,7 @@
 //! The server prints `listening on ADDR` once it accepts connections.
 
 mod client;
+mod tls;
 
 use std::collections::HashMap;
 use std::io;
@@ -405,9 +406,71 @@ async fn run(server: Server, port: u16) -> io::Result<()> {
     }
 }
 
+/// `peer tls …` and `peer tls-open …` (see `tls.rs`); the exit status.
+fn tls_main(args: &[String]) -> i32 {
+    let usage = "usage: peer tls <h2|h1> URL CA_PEM N K SIZE SECONDS SERVER_PID\n       \
+                 peer tls-open <h2|h1> URL CA_PEM C SECONDS SERVER_PID";
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let result = match args {
+        [mode, transport, url, ca, n, k, size, seconds, pid] if mode == "tls" => {
+            let (Ok(n), Ok(k), Ok(size), Ok(seconds), Ok(pid), Ok(ca)) = (
+                n.parse(),
+                k.parse(),
+                size.parse(),
+                seconds.parse(),
+                pid.parse(),
+                std::fs::read(ca),
+            ) else {
+                eprintln!("{usage}");
+                return 2;
+            };
+            runtime.block_on(tls::echo(transport, url, &ca, n, k, size, seconds, pid))
+        }
+        [mode, transport, url, ca, c, seconds, pid] if mode == "tls-open" => {
+            let (Ok(c), Ok(seconds), Ok(pid), Ok(ca)) =
+                (c.parse(), seconds.parse(), pid.parse(), std::fs::read(ca))
+            else {
+                eprintln!("{usage}");
+                return 2;
+            };
+            runtime.block_on(tls::open(transport, url, &ca, c, seconds, pid))
+        }
+        _ => {
+            eprintln!("{usage}");
+            return 2;
+        }
+    };
+    runtime.shutdown_background();
+    match result {
+        Ok(line) => {
+            println!("{line}");
+            0
+        }
+        Err(e) => {
+            eprintln!("peer {}: {e}", args[0]);
+            1
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let usage = "usage: peer <tungstenite|fastwebsockets|tokio-websockets|axum|hubbub-axum|tcp> <echo|chat> <port>";
+    if let [mode, dir] = &args[..]
+        && mode == "tls-cert"
+    {
+        // A self-signed certificate for localhost (the TLS rows' server).
+        let dir = std::path::Path::new(dir);
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+            .expect("a certificate");
+        std::fs::write(dir.join("cert.pem"), certified.cert.pem()).expect("cert.pem written");
+        std::fs::write(dir.join("key.pem"), certified.key_pair.serialize_pem())
+            .expect("key.pem written");
+        return;
+    }
+    if matches!(args.first().map(String::as_str), Some("tls" | "tls-open")) {
+        std::process::exit(tls_main(&args));
+    }
     if args.first().map(String::as_str) == Some("client") {
         let usage = "usage: peer client <hubbub|tungstenite|tokio-websockets> URL N K SIZE SECONDS";
         let [_, library, url, n, k, size, seconds] = &args[..] else {

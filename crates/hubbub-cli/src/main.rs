@@ -80,6 +80,16 @@ struct EchoArgs {
     /// decompressor is kept per connection).
     #[arg(long)]
     client_context_takeover: bool,
+    /// Serve `wss://` with this PEM certificate chain (with `--tls-key`);
+    /// HTTP/2 is offered by ALPN unless `--no-h2`.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key for `--tls-cert`.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// With a certificate: do not offer HTTP/2.
+    #[arg(long)]
+    no_h2: bool,
 }
 
 fn url(bind: &str, port: u16) -> String {
@@ -347,10 +357,7 @@ async fn echo(args: EchoArgs) -> Result<(), hubbub::Error> {
         .with_max_connections(args.max_connections)
         .with_max_queue_bytes(args.max_message_size.saturating_mul(4))
         .with_close_timeout(Duration::from_secs(5));
-    let server = Server::bind(&url(&args.bind, args.port))
-        .await?
-        .with_config(config);
-    println!("echo server on ws://{}", server.local_addr());
+    let server = bench_server(&args, config, "echo").await?;
     server
         .start_until(
             |socket| {
@@ -366,6 +373,27 @@ async fn echo(args: EchoArgs) -> Result<(), hubbub::Error> {
         .await
 }
 
+/// The listener of `hubbub echo` and `hubbub relay`: `ws://`, or `wss://`
+/// (offering HTTP/2 unless `--no-h2`) with a certificate; the first line
+/// on stdout says where (`<what> server on ws://…`).
+async fn bench_server(
+    args: &EchoArgs,
+    config: ServerConfig,
+    what: &str,
+) -> Result<Server, hubbub::Error> {
+    let plain = url(&args.bind, args.port);
+    let server = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let tls = hubbub::TlsConfig::from_pem_files(cert, key)?.http2(!args.no_h2)?;
+            Server::bind_tls(&plain.replacen("ws://", "wss://", 1), tls).await?
+        }
+        _ => Server::bind(&plain).await?,
+    };
+    let scheme = if args.tls_cert.is_some() { "wss" } else { "ws" };
+    println!("{what} server on {scheme}://{}", server.local_addr());
+    Ok(server.with_config(config))
+}
+
 async fn relay(args: RelayArgs) -> Result<(), hubbub::Error> {
     const TOPIC: &str = "relay";
     let RelayArgs {
@@ -377,10 +405,7 @@ async fn relay(args: RelayArgs) -> Result<(), hubbub::Error> {
         .with_protocol_config(protocol)
         .with_max_connections(args.max_connections)
         .with_max_queue_bytes(args.max_message_size.saturating_mul(4));
-    let server = Server::bind(&url(&args.bind, args.port))
-        .await?
-        .with_config(config);
-    println!("relay server on ws://{}", server.local_addr());
+    let server = bench_server(&args, config, "relay").await?;
     let Some(redis) = redis else {
         // One node: the registry's broadcast, no topic bookkeeping.
         return server
