@@ -184,6 +184,10 @@ async fn close(mut io: Io) -> Result<(), BoxError> {
 }
 
 /// `peer tls`: the echo load. Returns the JSON line.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the command line's arguments, in its order"
+)]
 pub(crate) async fn echo(
     transport: &str,
     url: &str,
