@@ -34,10 +34,14 @@ async fn h2_connect_with_task(
     let handle = tcp.into_std().unwrap();
     let socket = handle.try_clone().unwrap();
     let tcp = tokio::net::TcpStream::from_std(handle).unwrap();
-    let (sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
-            .await
-            .unwrap();
+    // Small stream windows, a large connection window: a stream the test
+    // does not read holds the server back on that stream alone.
+    let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .initial_stream_window_size(64 * 1024)
+        .initial_connection_window_size(16 << 20)
+        .handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
     tokio::spawn(async move {
         let _ = connection.await;
     });
@@ -651,6 +655,90 @@ async fn data_past_the_window_ends_the_stream_and_on_close_runs_once() {
             .unwrap();
         other.send("still serving").await;
         assert_eq!(other.text().await, "still serving");
+        hub.shutdown();
+    })
+    .await;
+}
+
+/// One socket of an HTTP/2 connection that is not read (its handler is
+/// busy, or its client does not read what it is sent) holds only its own
+/// stream's window: the other socket on the same connection keeps its
+/// traffic both ways.
+#[tokio::test]
+async fn a_slow_stream_never_stalls_the_others() {
+    watchdog(async {
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let opened = gate.clone();
+        let hub = Hub::builder()
+            .with_config(common::quick())
+            .build(move |socket| {
+                let gate = opened.clone();
+                socket.on_message_async(move |conn, text| {
+                    let gate = gate.clone();
+                    async move {
+                        if text == "hold" {
+                            gate.notified().await;
+                        }
+                        let _ = conn.send(text);
+                    }
+                });
+                socket.on_binary(|conn, data| {
+                    // "flood": 1 MiB back, far past the client's 64 KiB
+                    // stream window (and within the queue's limit).
+                    if data.as_ref() == b"flood" {
+                        for _ in 0..16 {
+                            let _ = conn.send_binary(vec![1u8; 64 << 10]);
+                        }
+                    }
+                });
+            });
+        let (h2, _task) = own_h2_listener(&hub).await;
+        let mut sender = h2_connect(h2).await;
+        let mut slow = open(&mut sender, h2, "/", Some("websocket"), &[VERSION])
+            .await
+            .unwrap();
+        let mut other = open(&mut sender, h2, "/", Some("websocket"), &[VERSION])
+            .await
+            .unwrap();
+        // Inbound: the slow socket's handler holds; 200 KiB more is sent
+        // to it (within its window: hyper's client waits for window
+        // updates beyond).
+        slow.send("hold").await;
+        let mut out = BytesMut::new();
+        for _ in 0..50 {
+            slow.proto.send_binary(&[0u8; 4096], &mut out).unwrap();
+        }
+        slow.io.write_all(&out).await.unwrap();
+        for i in 0..20 {
+            other.send(&format!("other {i}")).await;
+            assert_eq!(other.text().await, format!("other {i}"));
+        }
+        // Outbound: a third socket is sent 1 MiB that its client does not
+        // read; the other socket's echoes still come.
+        let mut deaf = open(&mut sender, h2, "/", Some("websocket"), &[VERSION])
+            .await
+            .unwrap();
+        let mut flood = BytesMut::new();
+        deaf.proto.send_binary(b"flood", &mut flood).unwrap();
+        deaf.io.write_all(&flood).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        // The server holds part of it: its stream's window is full.
+        let held: usize = hub.clients().iter().map(Connection::buffered_amount).sum();
+        assert!(held > 0, "nothing held back for the deaf socket");
+        for i in 0..20 {
+            other.send(&format!("still {i}")).await;
+            assert_eq!(other.text().await, format!("still {i}"));
+        }
+        // What the deaf socket was sent is waiting for it, in order.
+        for _ in 0..16 {
+            match deaf.next().await {
+                Event::Binary(data) => assert_eq!(data.len(), 64 << 10),
+                other => panic!("{other:?}"),
+            }
+        }
+        // Released, the slow socket answers in order.
+        gate.notify_one();
+        assert_eq!(slow.text().await, "hold");
         hub.shutdown();
     })
     .await;
