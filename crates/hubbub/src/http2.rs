@@ -137,6 +137,7 @@ pub(crate) async fn serve<S>(
         let service = served.clone();
         async move { Ok::<_, Infallible>(respond(service, request, from).await) }
     });
+    let shutdown = service.hub.shutdown.clone();
     let connection = builder.serve_connection(TokioIo::new(stream), handler);
     tokio::pin!(connection);
     let peer = from.peer();
@@ -144,14 +145,23 @@ pub(crate) async fn serve<S>(
     let ended = tokio::select! {
         ended = &mut connection => Some(ended),
         () = tokio::time::sleep_until(deadline) => None,
+        () = shutdown.cancelled() => None,
     };
     let ended = match ended {
         Some(ended) => ended,
         None if first.lock().unwrap_or_else(|p| p.into_inner()).is_some() => {
-            tracing::debug!(%peer, "HTTP/2: no request before the handshake timeout: dropping connection");
+            tracing::debug!(%peer, "HTTP/2: no request before the handshake timeout or the shutdown: dropping connection");
             return;
         }
-        None => connection.await,
+        // At the hub's shutdown, a GOAWAY: no new streams; the connection
+        // ends once its sockets (closed with 1001 by the shutdown) have.
+        None => tokio::select! {
+            ended = &mut connection => ended,
+            () = shutdown.cancelled() => {
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+        },
     };
     if let Err(e) = ended {
         tracing::debug!(%peer, "HTTP/2 connection ended: {e}");

@@ -743,3 +743,86 @@ async fn a_slow_stream_never_stalls_the_others() {
     })
     .await;
 }
+
+/// The client's GOAWAY says it opens no more streams; the sockets it has
+/// go on (RFC 9113 §6.8) until the connection ends, and then each one's
+/// `on_close` runs once.
+#[tokio::test]
+async fn a_goaway_from_the_client_leaves_its_sockets_open_until_the_end() {
+    watchdog(async {
+        let (hub, closes) = recorded_echo();
+        let (h2, _task) = own_h2_listener(&hub).await;
+        let mut raw = RawH2::connect(h2).await;
+        raw.send(&RawH2::connect_frame(1, &[])).await;
+        raw.send(&RawH2::connect_frame(3, &[])).await;
+        let (seen, _) = read_frames(&mut raw, |seen| {
+            seen.get(&HEADERS).copied().unwrap_or(0) >= 2
+        })
+        .await;
+        assert_eq!(seen[&HEADERS], 2);
+        // GOAWAY: last stream 0 (the server pushes none), NO_ERROR.
+        raw.send(&frame(GOAWAY, 0, 0, &[0, 0, 0, 0, 0, 0, 0, 0]))
+            .await;
+        let mut ws = hubbub_proto::Connection::new(Role::Client, Config::default());
+        let mut out = BytesMut::new();
+        ws.send_text("after goaway", &mut out).unwrap();
+        raw.send(&frame(DATA, 0, 3, &out)).await;
+        let mut echoed = false;
+        while let Some((kind, _, stream, payload)) = raw.next().await {
+            if kind == DATA && stream == 3 {
+                let mut input = BytesMut::from(&payload[..]);
+                let mut replies = BytesMut::new();
+                if let Ok(Some(Event::Text(text))) = ws.read(&mut input, &mut replies) {
+                    assert_eq!(text.as_str(), "after goaway");
+                    echoed = true;
+                    break;
+                }
+            }
+        }
+        assert!(echoed, "a socket ended with the client's GOAWAY");
+        assert_eq!(hub.client_count(), 2);
+        drop(raw);
+        wait_closes(&closes, 2).await;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert_eq!(closes.lock().unwrap().len(), 2, "on_close once each");
+        hub.shutdown();
+    })
+    .await;
+}
+
+/// At the hub's shutdown an HTTP/2 connection's sockets are closed with
+/// 1001 and the connection itself ends (GOAWAY), so that the server's
+/// shutdown does not wait on it.
+#[tokio::test]
+async fn shutdown_closes_the_sockets_and_ends_the_http2_connection() {
+    watchdog(async {
+        let (hub, closes) = recorded_echo();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let h2 = listener.local_addr().unwrap();
+        let served = hub.clone();
+        let connection = tokio::spawn(async move {
+            let (stream, peer) = listener.accept().await.unwrap();
+            served.serve_http2(stream, peer).await;
+        });
+        let mut sender = h2_connect(h2).await;
+        let mut a = open(&mut sender, h2, "/", Some("websocket"), &[VERSION])
+            .await
+            .unwrap();
+        a.send("hi").await;
+        assert_eq!(a.text().await, "hi");
+        let began = std::time::Instant::now();
+        hub.shutdown();
+        match a.next().await {
+            Event::Close(Some(frame)) => assert_eq!(frame.code, hubbub::CloseCode::GOING_AWAY),
+            other => panic!("{other:?}"),
+        }
+        // (`next` wrote the client's answer to the close.) The connection
+        // ends although its client keeps it.
+        connection.await.unwrap();
+        drop((a, sender));
+        assert!(began.elapsed() < std::time::Duration::from_secs(3));
+        wait_closes(&closes, 1).await;
+        hub.closed().await;
+    })
+    .await;
+}
