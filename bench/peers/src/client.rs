@@ -21,9 +21,10 @@ struct Run {
     stop: AtomicBool,
 }
 
-/// This process's user + system CPU time, from `/proc/self/stat`.
-fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+/// A process's user + system CPU time, from `/proc/PROCESS/stat`
+/// (`PROCESS`: `self` or a pid).
+pub(crate) fn cpu_time(process: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{process}/stat")).unwrap_or_default();
     let fields: Vec<&str> = stat
         .rsplit_once(") ")
         .map(|(_, rest)| rest.split_whitespace().collect())
@@ -170,13 +171,13 @@ pub(crate) async fn run(
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (count0, cpu0, t0) = (
         run.received.load(Ordering::Relaxed),
-        cpu_time(),
+        cpu_time("self"),
         Instant::now(),
     );
     tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
     let (count1, cpu1, elapsed) = (
         run.received.load(Ordering::Relaxed),
-        cpu_time(),
+        cpu_time("self"),
         t0.elapsed(),
     );
     run.stop.store(true, Ordering::Relaxed);

@@ -25,21 +25,24 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::rustls;
 
+use crate::client::cpu_time;
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Io = TokioIo<hyper::upgrade::Upgraded>;
 
-/// A process's user + system CPU time, from `/proc/PID/stat`.
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(") ")
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks: u64 = [11, 12]
-        .iter()
-        .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
-        .sum();
-    Duration::from_millis(ticks * 10)
+/// Counts `counter` over a window of `seconds` after a 0.3 s warm-up;
+/// the count, the elapsed time and the server's CPU time in the window.
+async fn window(counter: &AtomicU64, seconds: f64, pid: u32) -> (u64, Duration, Duration) {
+    let pid = pid.to_string();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (count0, cpu0, t0) = (
+        counter.load(Ordering::Relaxed),
+        cpu_time(&pid),
+        Instant::now(),
+    );
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    let (count1, cpu1) = (counter.load(Ordering::Relaxed), cpu_time(&pid));
+    (count1 - count0, t0.elapsed(), cpu1 - cpu0)
 }
 
 /// A TLS connection to `host:port` trusting `ca`, offering `alpn`.
@@ -219,30 +222,18 @@ pub(crate) async fn echo(
         .into_iter()
         .map(|io| tokio::spawn(echo_loop(io, k, size, received.clone(), stop.clone())))
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let (count0, cpu0, t0) = (
-        received.load(Ordering::Relaxed),
-        cpu_time(pid),
-        Instant::now(),
-    );
-    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
-    let (count1, cpu1, elapsed) = (
-        received.load(Ordering::Relaxed),
-        cpu_time(pid),
-        t0.elapsed(),
-    );
+    let (messages, elapsed, cpu) = window(&received, seconds, pid).await;
     stop.store(true, Ordering::Relaxed);
     if tasks.iter().any(tokio::task::JoinHandle::is_finished) {
         return Err("a socket ended early".into());
     }
-    let messages = count1 - count0;
     if messages == 0 {
         return Err("no echo received".into());
     }
     Ok(format!(
         "{{\"messages_per_second\": {:.1}, \"server_cpu_us_per_message\": {:.3}}}",
         messages as f64 / elapsed.as_secs_f64(),
-        (cpu1 - cpu0).as_secs_f64() * 1e6 / messages as f64
+        cpu.as_secs_f64() * 1e6 / messages as f64
     ))
 }
 
@@ -285,25 +276,17 @@ pub(crate) async fn open(
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let (count0, cpu0, t0) = (
-        opened.load(Ordering::Relaxed),
-        cpu_time(pid),
-        Instant::now(),
-    );
-    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
-    let (count1, cpu1, elapsed) = (opened.load(Ordering::Relaxed), cpu_time(pid), t0.elapsed());
+    let (count, elapsed, cpu) = window(&opened, seconds, pid).await;
     stop.store(true, Ordering::Relaxed);
     if tasks.iter().any(tokio::task::JoinHandle::is_finished) {
         return Err("an opener failed".into());
     }
-    let count = count1 - count0;
     if count == 0 {
         return Err("no socket opened".into());
     }
     Ok(format!(
         "{{\"upgrades_per_second\": {:.1}, \"server_cpu_us_per_upgrade\": {:.3}}}",
         count as f64 / elapsed.as_secs_f64(),
-        (cpu1 - cpu0).as_secs_f64() * 1e6 / count as f64
+        cpu.as_secs_f64() * 1e6 / count as f64
     ))
 }

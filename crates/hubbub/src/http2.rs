@@ -35,7 +35,7 @@ use crate::hook::text_response;
 use crate::hub::HandshakePermit;
 use crate::hyper::{Carrier, answer, convert, to_request};
 use crate::info::StreamInfo;
-use crate::serve::Hub;
+use crate::serve::{Hub, counted};
 use crate::task::start_background;
 
 /// Streams one HTTP/2 connection may have open at once.
@@ -81,19 +81,10 @@ impl Hub {
     {
         let from = from.into();
         let service = self.service().clone();
-        let peer = from.peer();
-        let per_ip = service
-            .config
-            .max_handshakes_per_ip
-            .filter(|_| !peer.ip().is_unspecified());
-        let permit = service
-            .hub
-            .handshake_permit(peer.ip(), service.config.max_handshakes, per_ip);
+        let permit = self.handshake_permit(&from);
         async move {
             start_background(&service);
-            let Some(permit) = permit else {
-                service.hub.metrics.dropped_handshake();
-                tracing::debug!(%peer, "too many handshakes in progress: closed");
+            let Some(permit) = counted(&service, permit, &from) else {
                 return;
             };
             let deadline = Instant::now() + service.config.handshake_timeout;

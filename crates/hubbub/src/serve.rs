@@ -17,7 +17,7 @@ use crate::config::ServerConfig;
 use crate::handle::ServerHandle;
 use crate::handshake::{HttpHandler, Service, adopt, close_refused, handshake};
 use crate::hook::Hook;
-use crate::hub::{Broker, HubState, Node};
+use crate::hub::{Broker, HandshakePermit, HubState, Node};
 use crate::info::StreamInfo;
 use crate::socket::Socket;
 use crate::task::{serve_after, start_background};
@@ -124,28 +124,30 @@ impl Hub {
     {
         let from = from.into();
         let service = self.service.clone();
-        let peer = from.peer();
-        let per_ip = service
-            .config
-            .max_handshakes_per_ip
-            .filter(|_| !peer.ip().is_unspecified());
-        let permit = service
-            .hub
-            .handshake_permit(peer.ip(), service.config.max_handshakes, per_ip);
+        let permit = self.handshake_permit(&from);
         // Everything but the running connection is in the boxed opening,
         // freed once the handshake is over (see `serve_after`).
         serve_after(async move {
             start_background(&service);
-            let Some(permit) = permit else {
-                service.hub.metrics.dropped_handshake();
-                tracing::debug!(%peer, "too many handshakes in progress: stream dropped");
-                return None;
-            };
+            let permit = counted(&service, permit, &from)?;
             let deadline = Instant::now() + service.config.handshake_timeout;
             let upgraded = handshake(stream, from, &service, deadline).await;
             drop(permit);
             upgraded
         })
+    }
+
+    /// A place among the handshakes in progress for a stream `from` (the
+    /// per-address count does not apply to unknown addresses).
+    pub(crate) fn handshake_permit(&self, from: &StreamInfo) -> Option<HandshakePermit> {
+        let config = &self.service.config;
+        let ip = from.peer().ip();
+        let per_ip = config
+            .max_handshakes_per_ip
+            .filter(|_| !ip.is_unspecified());
+        self.service
+            .hub
+            .handshake_permit(ip, config.max_handshakes, per_ip)
     }
 
     /// Serves a stream whose upgrade another HTTP stack already answered
@@ -395,4 +397,18 @@ fn open_files_limit() -> Option<u64> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
     let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
     line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// The permit, or (counted and logged) `None` when there was none: the
+/// stream is then dropped unanswered.
+pub(crate) fn counted(
+    service: &Service,
+    permit: Option<HandshakePermit>,
+    from: &StreamInfo,
+) -> Option<HandshakePermit> {
+    if permit.is_none() {
+        service.hub.metrics.dropped_handshake();
+        tracing::debug!(peer = %from.peer(), "too many handshakes in progress: stream dropped");
+    }
+    permit
 }

@@ -267,14 +267,7 @@ impl Request {
                 ));
             }
         }
-        if self.headers.count("sec-websocket-version") == 0 {
-            return Err(HandshakeError::bad_request("missing Sec-WebSocket-Version"));
-        }
-        if !self
-            .headers
-            .list("sec-websocket-version")
-            .any(|v| v == "13")
-        {
+        if !self.speaks_version_13()? {
             return Err(HandshakeError::unsupported_version());
         }
         Ok(super::accept_key(key))
@@ -312,18 +305,24 @@ impl Request {
         if self.host().is_none_or(|h| h.trim().is_empty()) {
             return Err(HandshakeError::bad_request("missing :authority"));
         }
-        if self.headers.count("sec-websocket-version") == 0 {
-            return Err(HandshakeError::bad_request("missing Sec-WebSocket-Version"));
-        }
-        if !self
-            .headers
-            .list("sec-websocket-version")
-            .any(|v| v == "13")
-        {
+        if !self.speaks_version_13()? {
+            // No Upgrade to require on HTTP/2: 400, not 426.
             return Err(HandshakeError::bad_request(
                 "unsupported Sec-WebSocket-Version; this server speaks 13",
             ));
         }
         Ok(())
+    }
+
+    /// Whether `Sec-WebSocket-Version` lists 13; an error when it is
+    /// missing.
+    fn speaks_version_13(&self) -> Result<bool, HandshakeError> {
+        if self.headers.count("sec-websocket-version") == 0 {
+            return Err(HandshakeError::bad_request("missing Sec-WebSocket-Version"));
+        }
+        Ok(self
+            .headers
+            .list("sec-websocket-version")
+            .any(|v| v == "13"))
     }
 }
