@@ -26,6 +26,11 @@
 //! # }
 //! ```
 //!
+//! With the `http2` feature, an HTTP/2 extended `CONNECT` (RFC 8441) is an
+//! upgrade too, on an axum server that serves HTTP/2 (axum's `http2`
+//! feature): route it with `any(ws)` (or `get(ws).connect(ws)`), since its
+//! method is `CONNECT`.
+//!
 //! With `ConnectInfo<SocketAddr>` (as above) each connection knows its
 //! client's address; with [`Addrs`] (`into_make_service_with_connect_info::<hubbub::axum::Addrs>()`)
 //! it also knows the server's own, so that the `Host` check
@@ -45,6 +50,7 @@ use hyper::upgrade::OnUpgrade;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::handshake::upgrade_required;
+use crate::hyper::Carrier;
 use crate::info::StreamInfo;
 use crate::serve::Hub;
 
@@ -54,6 +60,7 @@ use crate::serve::Hub;
 /// a malformed upgrade), and [`Upgrade::serve`] hands the rest to a hub.
 pub struct Upgrade {
     request: Request,
+    carrier: Carrier,
     on_upgrade: Option<OnUpgrade>,
     from: StreamInfo,
 }
@@ -75,12 +82,22 @@ impl<S: Send + Sync> FromRequestParts<S> for Upgrade {
         _state: &S,
     ) -> Result<Self, Rejection> {
         let request = crate::hyper::to_request(parts).map_err(|e| Rejection(e.response()))?;
-        if !request.is_upgrade() && (request.method() == "GET" || request.method() == "HEAD") {
-            return Err(Rejection(upgrade_required()));
+        let carrier = Carrier::of(parts);
+        match &carrier {
+            Carrier::Http11 => {
+                if !request.is_upgrade()
+                    && (request.method() == "GET" || request.method() == "HEAD")
+                {
+                    return Err(Rejection(upgrade_required()));
+                }
+                request
+                    .validate_upgrade()
+                    .map_err(|e| Rejection(e.response()))?;
+            }
+            Carrier::Http2 { protocol } => request
+                .validate_extended_connect(protocol.as_deref())
+                .map_err(|e| Rejection(e.response()))?,
         }
-        request
-            .validate_upgrade()
-            .map_err(|e| Rejection(e.response()))?;
         let from = if let Some(ConnectInfo(addrs)) = parts.extensions.get::<ConnectInfo<Addrs>>() {
             let from = StreamInfo::new(addrs.peer);
             addrs.local.map_or(from, |local| from.local(local))
@@ -91,6 +108,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Upgrade {
         };
         Ok(Self {
             request,
+            carrier,
             on_upgrade: parts.extensions.remove::<OnUpgrade>(),
             from,
         })
@@ -107,7 +125,7 @@ impl Upgrade {
         crate::hyper::answer(
             hub.service().clone(),
             Ok(self.request),
-            crate::hyper::Carrier::Http11,
+            self.carrier,
             self.on_upgrade,
             self.from,
         )

@@ -826,3 +826,27 @@ async fn shutdown_closes_the_sockets_and_ends_the_http2_connection() {
     })
     .await;
 }
+
+/// Inside an axum app served over HTTP/2 (cleartext, prior knowledge):
+/// `hubbub::axum::Upgrade` takes the extended CONNECT too, on the same
+/// route (`any`) as HTTP/1.1 upgrades.
+#[tokio::test]
+async fn the_axum_extractor_takes_an_http2_connect() {
+    watchdog(async {
+        let (hub, _closes) = recorded_echo();
+        let app = common::stacks::axum_app(&hub).await;
+        let mut sender = h2_connect(app).await;
+        let mut ws = open(&mut sender, app, "/chat", Some("websocket"), &[VERSION])
+            .await
+            .unwrap();
+        ws.send("through axum over h2").await;
+        assert_eq!(ws.text().await, "through axum over h2");
+        let conn = hub.clients().pop().unwrap();
+        assert_eq!(conn.info().http_version(), HttpVersion::Http2);
+        // A refusal is the RFC's, as on hyper.
+        let refused = open(&mut sender, app, "/chat", Some("webtransport"), &[VERSION]).await;
+        assert_eq!(refused.err(), Some(501));
+        hub.shutdown();
+    })
+    .await;
+}
