@@ -27,6 +27,9 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, timeout_at};
 
@@ -129,7 +132,7 @@ pub(crate) async fn serve<S>(
         async move { Ok::<_, Infallible>(respond(service, request, from).await) }
     });
     let shutdown = service.hub.shutdown.clone();
-    let connection = builder.serve_connection(TokioIo::new(stream), handler);
+    let connection = builder.serve_connection(TokioIo::new(Coalesce::new(stream)), handler);
     tokio::pin!(connection);
     let peer = from.peer();
     // Until the first request, the handshake's deadline.
@@ -201,4 +204,164 @@ async fn respond(
         *response.body_mut() = Full::new(Bytes::new());
     }
     response
+}
+
+/// Most bytes [`Coalesce`] gathers before it writes.
+const COALESCE_LIMIT: usize = 64 * 1024;
+
+/// The HTTP/2 connection's transport, gathering what it writes: hyper's
+/// HTTP/2 connection flushes each time one of its streams hands it data,
+/// which on a busy connection meant a `writev` (and a TLS record) for a
+/// few messages. Here a flush first yields once to the runtime, so that the
+/// other streams' drivers that are ready run and add their data, and then
+/// writes all of it at once. Writes are bounded by [`COALESCE_LIMIT`]; a
+/// yield costs one pass of the scheduler, not a timer.
+struct Coalesce<S> {
+    inner: S,
+    buf: Vec<u8>,
+    /// Whether the pending flush already yielded once.
+    yielded: bool,
+}
+
+impl<S> Coalesce<S> {
+    fn new(inner: S) -> Self {
+        Self {
+            inner,
+            buf: Vec::new(),
+            yielded: false,
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> Coalesce<S> {
+    /// Writes out what was gathered.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while !self.buf.is_empty() {
+            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.buf))?;
+            if n == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            self.buf.drain(..n);
+        }
+        if self.buf.capacity() > COALESCE_LIMIT {
+            self.buf = Vec::new();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Coalesce<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesce<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        if this.buf.len() >= COALESCE_LIMIT {
+            ready!(this.poll_drain(cx))?;
+        }
+        let n = data
+            .len()
+            .min(COALESCE_LIMIT.saturating_sub(this.buf.len()).max(1));
+        this.buf.extend_from_slice(&data[..n]);
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if !this.buf.is_empty() && !this.yielded {
+            // Let the other ready streams add theirs first.
+            this.yielded = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        ready!(this.poll_drain(cx))?;
+        this.yielded = false;
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        ready!(self.poll_drain(cx))?;
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sink that records each write it was given.
+    #[derive(Default)]
+    struct Recorder(Vec<Vec<u8>>);
+
+    impl AsyncWrite for Recorder {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            data: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            self.0.push(data.to_vec());
+            Poll::Ready(Ok(data.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Writes are gathered; a flush yields once (waking itself), then
+    /// writes them all in one write, in order; the limit bounds a write.
+    #[test]
+    fn writes_are_gathered_until_a_flush_after_one_yield() {
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let mut io = Coalesce::new(Recorder::default());
+        let mut pinned = Pin::new(&mut io);
+        for part in [&b"ab"[..], b"cd", b"ef"] {
+            assert!(matches!(
+                pinned.as_mut().poll_write(&mut cx, part),
+                Poll::Ready(Ok(2))
+            ));
+        }
+        assert!(
+            pinned.as_mut().poll_flush(&mut cx).is_pending(),
+            "yields once"
+        );
+        assert!(pinned.inner.0.is_empty());
+        assert!(matches!(
+            pinned.as_mut().poll_flush(&mut cx),
+            Poll::Ready(Ok(()))
+        ));
+        assert_eq!(pinned.inner.0, [b"abcdef".to_vec()]);
+        // An empty flush does not yield.
+        assert!(matches!(
+            pinned.as_mut().poll_flush(&mut cx),
+            Poll::Ready(Ok(()))
+        ));
+        // Past the limit, the gathered bytes are written before more are
+        // taken.
+        let big = vec![7u8; COALESCE_LIMIT];
+        assert!(matches!(
+            pinned.as_mut().poll_write(&mut cx, &big),
+            Poll::Ready(Ok(n)) if n == COALESCE_LIMIT
+        ));
+        assert!(matches!(
+            pinned.as_mut().poll_write(&mut cx, b"x"),
+            Poll::Ready(Ok(1))
+        ));
+        assert_eq!(pinned.inner.0.len(), 2);
+        assert_eq!(pinned.inner.0[1].len(), COALESCE_LIMIT);
+    }
 }
