@@ -128,6 +128,7 @@ impl Upgrade {
             self.carrier,
             self.on_upgrade,
             self.from,
+            (),
         )
         .await
     }

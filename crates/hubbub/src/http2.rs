@@ -18,6 +18,7 @@
 //! | streams reset by the client before they are answered | [`MAX_PENDING_RESETS`] (the "rapid reset" attack) |
 //! | keepalive | an HTTP/2 PING every `ping_interval`; the connection is dropped when one is not answered within `idle_timeout` |
 //! | first request | within `handshake_timeout` of the TLS handshake, or the connection is dropped |
+//! | idle | a connection with no socket open and no request in progress for `handshake_timeout` is closed (GOAWAY), so that connections that hold nothing do not pile up |
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -125,11 +126,16 @@ pub(crate) async fn serve<S>(
     let first = Arc::new(Mutex::new(permit));
     let served = service.clone();
     let waiting = first.clone();
+    let activity = Arc::new(Activity::default());
+    let active = activity.clone();
     let handler = hyper::service::service_fn(move |request: http::Request<Incoming>| {
         // The first request ends the connection's handshake.
         drop(waiting.lock().unwrap_or_else(|p| p.into_inner()).take());
         let service = served.clone();
-        async move { Ok::<_, Infallible>(respond(service, request, from).await) }
+        // Held while the request is answered, and by its socket if it
+        // opens one.
+        let busy = Busy::new(&active);
+        async move { Ok::<_, Infallible>(respond(service, request, from, busy).await) }
     });
     let shutdown = service.hub.shutdown.clone();
     let connection = builder.serve_connection(TokioIo::new(Coalesce::new(stream)), handler);
@@ -147,15 +153,35 @@ pub(crate) async fn serve<S>(
             tracing::debug!(%peer, "HTTP/2: no request before the handshake timeout or the shutdown: dropping connection");
             return;
         }
-        // At the hub's shutdown, a GOAWAY: no new streams; the connection
-        // ends once its sockets (closed with 1001 by the shutdown) have.
-        None => tokio::select! {
-            ended = &mut connection => ended,
-            () = shutdown.cancelled() => {
-                connection.as_mut().graceful_shutdown();
-                connection.await
+        // At the hub's shutdown, or once idle, a GOAWAY: no new streams;
+        // the connection ends once its sockets (closed with 1001 by the
+        // shutdown) have.
+        None => {
+            let ended = tokio::select! {
+                ended = &mut connection => Some(ended),
+                () = shutdown.cancelled() => None,
+                () = activity.idle_for(config.handshake_timeout) => {
+                    tracing::debug!(%peer, "HTTP/2: idle, no socket open: closing");
+                    None
+                }
+            };
+            match ended {
+                Some(ended) => ended,
+                None => {
+                    // GOAWAY, then the end once the client has seen it
+                    // (hyper waits for a PING's answer) and the sockets
+                    // have closed; a client that answers nothing is dropped
+                    // after the close timeout (or the shutdown's grace).
+                    connection.as_mut().graceful_shutdown();
+                    let limit = config.close_timeout.max(config.shutdown_grace);
+                    let Ok(ended) = tokio::time::timeout(limit, &mut connection).await else {
+                        tracing::debug!(%peer, "HTTP/2: no answer to the GOAWAY: dropping connection");
+                        return;
+                    };
+                    ended
+                }
             }
-        },
+        }
     };
     if let Err(e) = ended {
         tracing::debug!(%peer, "HTTP/2 connection ended: {e}");
@@ -167,13 +193,14 @@ async fn respond(
     service: Arc<Service>,
     mut request: http::Request<Incoming>,
     from: StreamInfo,
+    busy: Busy,
 ) -> http::Response<Full<Bytes>> {
     let on_upgrade = request.extensions_mut().remove::<OnUpgrade>();
     let (parts, _body) = request.into_parts();
     let parsed = to_request(&parts);
     if parts.method == http::Method::CONNECT {
         let deadline = Instant::now() + service.config.handshake_timeout;
-        let answered = answer(service, parsed, Carrier::of(&parts), on_upgrade, from);
+        let answered = answer(service, parsed, Carrier::of(&parts), on_upgrade, from, busy);
         return timeout_at(deadline, answered)
             .await
             .unwrap_or_else(|_| convert(text_response(503, "handshake timeout")));
@@ -204,6 +231,60 @@ async fn respond(
         *response.body_mut() = Full::new(Bytes::new());
     }
     response
+}
+
+/// What an HTTP/2 connection has going on: requests being answered and
+/// sockets open ([`Busy`] guards), so that an idle one can be closed.
+#[derive(Default)]
+struct Activity {
+    busy: std::sync::atomic::AtomicUsize,
+    changed: tokio::sync::Notify,
+}
+
+impl Activity {
+    /// Resolves once nothing has been going on for `quiet`.
+    async fn idle_for(&self, quiet: std::time::Duration) {
+        use std::sync::atomic::Ordering;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.busy.load(Ordering::Acquire) == 0 {
+                tokio::select! {
+                    () = tokio::time::sleep(quiet) => {
+                        if self.busy.load(Ordering::Acquire) == 0 {
+                            return;
+                        }
+                    }
+                    () = &mut changed => {}
+                }
+            } else {
+                changed.await;
+            }
+        }
+    }
+}
+
+/// One request in progress or one socket open on an HTTP/2 connection.
+struct Busy(Arc<Activity>);
+
+impl Busy {
+    fn new(activity: &Arc<Activity>) -> Self {
+        activity
+            .busy
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        activity.changed.notify_waiters();
+        Self(activity.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0
+            .busy
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        self.0.changed.notify_waiters();
+    }
 }
 
 /// Most bytes [`Coalesce`] gathers before it writes.

@@ -91,6 +91,7 @@ where
         Carrier::of(&parts),
         on_upgrade,
         from.into(),
+        (),
     )
     .await
 }
@@ -165,13 +166,16 @@ fn too_large(request: &Request, config: &hubbub_proto::Config) -> bool {
 }
 
 /// The answer to an upgrade request another stack parsed, and the task
-/// that serves the connection once `on_upgrade` resolves.
-pub(crate) async fn answer<B: From<Bytes>>(
+/// that serves the connection once `on_upgrade` resolves; `hold` is kept
+/// as long as that connection lives (an HTTP/2 connection counts its
+/// sockets with it).
+pub(crate) async fn answer<B: From<Bytes>, H: Send + 'static>(
     service: Arc<Service>,
     request: Result<Request, HandshakeError>,
     carrier: Carrier,
     on_upgrade: Option<OnUpgrade>,
     mut from: StreamInfo,
+    hold: H,
 ) -> http::Response<B> {
     start_background(&service);
     let state = &service.hub;
@@ -252,7 +256,7 @@ pub(crate) async fn answer<B: From<Bytes>>(
         }
     };
     let peer = from.peer();
-    tokio::spawn(serve_after(async move {
+    let connection = serve_after(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
                 let stream = TokioIo::new(upgraded);
@@ -265,7 +269,11 @@ pub(crate) async fn answer<B: From<Bytes>>(
                 None
             }
         }
-    }));
+    });
+    tokio::spawn(async move {
+        connection.await;
+        drop(hold);
+    });
     response
 }
 

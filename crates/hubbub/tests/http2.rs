@@ -850,3 +850,52 @@ async fn the_axum_extractor_takes_an_http2_connect() {
     })
     .await;
 }
+
+/// An HTTP/2 connection that holds no socket and answers no request for
+/// the handshake timeout is closed (GOAWAY, then the end); one with a
+/// socket open stays.
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_one_with_a_socket_stays() {
+    watchdog(async {
+        let hub = Hub::builder()
+            .with_config(
+                common::quick().with_handshake_timeout(std::time::Duration::from_millis(300)),
+            )
+            .build(common::echo);
+        let (h2, _task) = own_h2_listener(&hub).await;
+        // A GET, then nothing.
+        let mut idle = RawH2::connect(h2).await;
+        let mut block = Vec::new();
+        for (name, value) in [
+            (":method", "GET"),
+            (":scheme", "http"),
+            (":path", "/"),
+            (":authority", "localhost"),
+        ] {
+            literal(&mut block, name, value);
+        }
+        idle.send(&frame(HEADERS, 0x5, 1, &block)).await;
+        let began = std::time::Instant::now();
+        let (seen, up) = read_frames(&mut idle, |seen| seen.contains_key(&GOAWAY)).await;
+        assert!(
+            seen.contains_key(&HEADERS),
+            "the GET was answered: {seen:?}"
+        );
+        assert!(up && seen.contains_key(&GOAWAY), "{seen:?}");
+        assert!(began.elapsed() < std::time::Duration::from_secs(5));
+        // This client answers no PING: the server drops it after the
+        // close timeout instead of waiting for it.
+        while idle.next().await.is_some() {}
+        assert!(began.elapsed() < std::time::Duration::from_secs(5));
+        // With a socket open, the connection stays past the timeout.
+        let mut sender = h2_connect(h2).await;
+        let mut ws = open(&mut sender, h2, "/", Some("websocket"), &[VERSION])
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+        ws.send("still here").await;
+        assert_eq!(ws.text().await, "still here");
+        hub.shutdown();
+    })
+    .await;
+}
