@@ -30,9 +30,17 @@ use crate::client::cpu_time;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Io = TokioIo<hyper::upgrade::Upgraded>;
 
-/// Counts `counter` over a window of `seconds` after a 0.3 s warm-up;
-/// the count, the elapsed time and the server's CPU time in the window.
-async fn window(counter: &AtomicU64, seconds: f64, pid: u32) -> (u64, Duration, Duration) {
+/// Counts `counter` over a window of `seconds` after a 0.3 s warm-up, then
+/// stops the `tasks`; the JSON line with the rate of `what`s
+/// (`"<what>s_per_second"`) and the server's CPU time per one.
+async fn measured<T>(
+    counter: &AtomicU64,
+    stop: &AtomicBool,
+    tasks: &[tokio::task::JoinHandle<T>],
+    seconds: f64,
+    pid: u32,
+    what: &str,
+) -> Result<String, BoxError> {
     let pid = pid.to_string();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (count0, cpu0, t0) = (
@@ -42,7 +50,20 @@ async fn window(counter: &AtomicU64, seconds: f64, pid: u32) -> (u64, Duration, 
     );
     tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
     let (count1, cpu1) = (counter.load(Ordering::Relaxed), cpu_time(&pid));
-    (count1 - count0, t0.elapsed(), cpu1 - cpu0)
+    let elapsed = t0.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    if tasks.iter().any(tokio::task::JoinHandle::is_finished) {
+        return Err(format!("a {what} task ended early").into());
+    }
+    let count = count1 - count0;
+    if count == 0 {
+        return Err(format!("no {what} in the window").into());
+    }
+    Ok(format!(
+        "{{\"{what}s_per_second\": {:.1}, \"server_cpu_us_per_{what}\": {:.3}}}",
+        count as f64 / elapsed.as_secs_f64(),
+        (cpu1 - cpu0).as_secs_f64() * 1e6 / count as f64
+    ))
 }
 
 /// A TLS connection to `host:port` trusting `ca`, offering `alpn`.
@@ -222,19 +243,7 @@ pub(crate) async fn echo(
         .into_iter()
         .map(|io| tokio::spawn(echo_loop(io, k, size, received.clone(), stop.clone())))
         .collect();
-    let (messages, elapsed, cpu) = window(&received, seconds, pid).await;
-    stop.store(true, Ordering::Relaxed);
-    if tasks.iter().any(tokio::task::JoinHandle::is_finished) {
-        return Err("a socket ended early".into());
-    }
-    if messages == 0 {
-        return Err("no echo received".into());
-    }
-    Ok(format!(
-        "{{\"messages_per_second\": {:.1}, \"server_cpu_us_per_message\": {:.3}}}",
-        messages as f64 / elapsed.as_secs_f64(),
-        cpu.as_secs_f64() * 1e6 / messages as f64
-    ))
+    measured(&received, &stop, &tasks, seconds, pid, "message").await
 }
 
 /// `peer tls-open`: sockets opened (and closed) per second.
@@ -276,17 +285,5 @@ pub(crate) async fn open(
             })
         })
         .collect();
-    let (count, elapsed, cpu) = window(&opened, seconds, pid).await;
-    stop.store(true, Ordering::Relaxed);
-    if tasks.iter().any(tokio::task::JoinHandle::is_finished) {
-        return Err("an opener failed".into());
-    }
-    if count == 0 {
-        return Err("no socket opened".into());
-    }
-    Ok(format!(
-        "{{\"upgrades_per_second\": {:.1}, \"server_cpu_us_per_upgrade\": {:.3}}}",
-        count as f64 / elapsed.as_secs_f64(),
-        cpu.as_secs_f64() * 1e6 / count as f64
-    ))
+    measured(&opened, &stop, &tasks, seconds, pid, "upgrade").await
 }

@@ -351,9 +351,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Coalesce<S> {
         if this.buf.len() >= COALESCE_LIMIT {
             ready!(this.poll_drain(cx))?;
         }
-        let n = data
-            .len()
-            .min(COALESCE_LIMIT.saturating_sub(this.buf.len()).max(1));
+        // Below the limit here: room for at least one byte.
+        let n = data.len().min(COALESCE_LIMIT - this.buf.len());
         this.buf.extend_from_slice(&data[..n]);
         Poll::Ready(Ok(n))
     }

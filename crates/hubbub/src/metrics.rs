@@ -14,6 +14,8 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
+
+use crate::info::HttpVersion;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
@@ -130,7 +132,10 @@ pub(crate) struct Metrics {
     registry: Registry,
     connections_open: Gauge,
     connections_opened: Counter,
-    connections_by_http: Family<HttpLabel, Counter>,
+    /// The two series of `connections_opened_by_http`, made once (no
+    /// family lookup per connection).
+    opened_http11: Counter,
+    opened_http2: Counter,
     connections_closed: Family<CodeLabel, Counter>,
     /// Messages and bytes, in and out.
     pub(crate) counts: Arc<Sharded>,
@@ -142,10 +147,21 @@ pub(crate) struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("hubbub");
+        // Both series exist from the start (a 0 is a fact too); the
+        // counters kept are the family's own.
+        let by_http = Family::<HttpLabel, Counter>::default();
+        let series = |http: HttpVersion| {
+            by_http
+                .get_or_create(&HttpLabel {
+                    http: http.as_str(),
+                })
+                .clone()
+        };
         let metrics = Self {
             connections_open: Gauge::default(),
             connections_opened: Counter::default(),
-            connections_by_http: Family::default(),
+            opened_http11: series(HttpVersion::Http11),
+            opened_http2: series(HttpVersion::Http2),
             connections_closed: Family::default(),
             counts: Arc::default(),
             queue_overflows: Counter::default(),
@@ -166,7 +182,7 @@ impl Default for Metrics {
         registry.register(
             "connections_opened_by_http",
             "WebSocket connections opened, by the HTTP version of their handshake (2: RFC 8441)",
-            metrics.connections_by_http.clone(),
+            by_http,
         );
         registry.register(
             "connections_closed",
@@ -203,14 +219,13 @@ impl Metrics {
     }
 
     /// A connection opened, its handshake over `http`.
-    pub(crate) fn opened(&self, http: crate::HttpVersion) {
+    pub(crate) fn opened(&self, http: HttpVersion) {
         self.connections_opened.inc();
         self.connections_open.inc();
-        self.connections_by_http
-            .get_or_create(&HttpLabel {
-                http: http.as_str(),
-            })
-            .inc();
+        match http {
+            HttpVersion::Http11 => self.opened_http11.inc(),
+            HttpVersion::Http2 => self.opened_http2.inc(),
+        };
     }
 
     /// A connection ended with `code`. Codes a client may choose (3000 to
@@ -286,7 +301,7 @@ mod tests {
     #[test]
     fn client_chosen_close_codes_make_two_series_at_most() {
         let metrics = Metrics::default();
-        metrics.opened(crate::HttpVersion::Http11);
+        metrics.opened(HttpVersion::Http11);
         for code in [1000, 1000, 3001, 3999, 4000, 4777, 4999] {
             metrics.closed(code);
         }

@@ -142,22 +142,24 @@ impl Connection {
                     rsv1: true,
                     ..FrameHeader::new(kind.opcode(), out.len() as u64)
                 };
+                if out.len() > COPY_THRESHOLD {
+                    // The compressed bytes are ours: masked where they are.
+                    return Ok(self.masked_parts(header, |key| {
+                        apply_mask(&mut out, key, 0);
+                        out
+                    }));
+                }
                 let mut frame = BytesMut::new();
                 self.write_frame(header, &out, &mut frame);
                 return Ok(EncodedFrame::whole(frame.freeze()));
             }
         }
         if client {
-            let mut header = FrameHeader::new(kind.opcode(), payload.len() as u64);
+            let header = FrameHeader::new(kind.opcode(), payload.len() as u64);
             if payload.len() > COPY_THRESHOLD {
-                // A large frame: its header, and the payload masked into a
-                // buffer of its own in one pass (no copy then mask).
-                let key = self.next_mask();
-                header.mask = Some(key);
-                return Ok(EncodedFrame::parts(
-                    Bytes::copy_from_slice(header.encode().as_bytes()),
-                    masked_copy(&payload, key).into(),
-                ));
+                // The payload is shared: masked into a buffer of its own in
+                // one pass (no copy then mask).
+                return Ok(self.masked_parts(header, |key| masked_copy(&payload, key)));
             }
             let mut frame = BytesMut::new();
             self.write_frame(header, &payload, &mut frame);
@@ -286,6 +288,21 @@ impl Connection {
     }
 
     /// Appends one frame, masking it in the client role.
+    /// A large client frame as its header and its payload masked with a
+    /// fresh key by `mask` (into a buffer of its own, or in place).
+    fn masked_parts(
+        &mut self,
+        mut header: FrameHeader,
+        mask: impl FnOnce([u8; 4]) -> Vec<u8>,
+    ) -> EncodedFrame {
+        let key = self.next_mask();
+        header.mask = Some(key);
+        EncodedFrame::parts(
+            Bytes::copy_from_slice(header.encode().as_bytes()),
+            mask(key).into(),
+        )
+    }
+
     /// A fresh masking key (the client role's; zeros in the server role,
     /// which never masks).
     fn next_mask(&mut self) -> [u8; 4] {
