@@ -146,7 +146,7 @@ impl Connection {
                     // The compressed bytes are ours: masked where they are.
                     return Ok(self.masked_parts(header, |key| {
                         apply_mask(&mut out, key, 0);
-                        out
+                        out.into()
                     }));
                 }
                 let mut frame = BytesMut::new();
@@ -157,9 +157,19 @@ impl Connection {
         if client {
             let header = FrameHeader::new(kind.opcode(), payload.len() as u64);
             if payload.len() > COPY_THRESHOLD {
-                // The payload is shared: masked into a buffer of its own in
-                // one pass (no copy then mask).
-                return Ok(self.masked_parts(header, |key| masked_copy(&payload, key)));
+                return Ok(
+                    self.masked_parts(header, |key| match payload.try_into_mut() {
+                        // Nobody else holds the payload (a received message
+                        // sent on, say): masked where it is.
+                        Ok(mut owned) => {
+                            apply_mask(&mut owned, key, 0);
+                            owned.freeze()
+                        }
+                        // Shared: masked into a buffer of its own in one pass
+                        // (no copy then mask).
+                        Err(shared) => masked_copy(&shared, key).into(),
+                    }),
+                );
             }
             let mut frame = BytesMut::new();
             self.write_frame(header, &payload, &mut frame);
@@ -293,13 +303,13 @@ impl Connection {
     fn masked_parts(
         &mut self,
         mut header: FrameHeader,
-        mask: impl FnOnce([u8; 4]) -> Vec<u8>,
+        mask: impl FnOnce([u8; 4]) -> Bytes,
     ) -> EncodedFrame {
         let key = self.next_mask();
         header.mask = Some(key);
         EncodedFrame::parts(
             Bytes::copy_from_slice(header.encode().as_bytes()),
-            mask(key).into(),
+            mask(key),
         )
     }
 

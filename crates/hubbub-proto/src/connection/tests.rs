@@ -485,6 +485,43 @@ fn encode_message_shares_large_payloads_and_masks_in_the_client_role() {
 }
 
 #[test]
+fn a_large_client_payload_is_masked_in_place_when_unshared_and_copied_when_shared() {
+    let mut client = Connection::new(
+        Role::Client,
+        Config {
+            deflate: crate::DeflateConfig {
+                enabled: false,
+                ..Default::default()
+            },
+            ..Config::default()
+        },
+    );
+    let data: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+    let read_back = |frame: crate::encode::EncodedFrame| {
+        let mut server = server();
+        let mut input = BytesMut::from(&frame.head()[..]);
+        input.extend_from_slice(frame.body().expect("header and payload apart"));
+        server.read(&mut input, &mut BytesMut::new()).unwrap()
+    };
+    // Unshared: the frame's payload is the caller's buffer, masked.
+    let unshared = Bytes::from(data.clone());
+    let at = unshared.as_ptr();
+    let frame = client
+        .encode_message(MessageKind::Binary, unshared)
+        .unwrap();
+    assert_eq!(frame.body().unwrap().as_ptr(), at, "masked where it was");
+    assert_eq!(read_back(frame), Some(Event::Binary(data.clone().into())));
+    // Shared: the caller's copy is left as it was.
+    let shared = Bytes::from(data.clone());
+    let frame = client
+        .encode_message(MessageKind::Binary, shared.clone())
+        .unwrap();
+    assert_ne!(frame.body().unwrap().as_ptr(), shared.as_ptr());
+    assert_eq!(&shared[..], &data[..], "the shared payload is untouched");
+    assert_eq!(read_back(frame), Some(Event::Binary(data.into())));
+}
+
+#[test]
 fn encode_message_keeps_the_compression_context_between_messages() {
     let params = |local_nct| DeflateParams {
         local_no_context_takeover: local_nct,

@@ -16,6 +16,11 @@ use crate::outbox::Item;
 /// Size of each worker thread's read buffer.
 const READ_BUFFER: usize = 64 * 1024;
 
+/// Room a client leaves past the end of a message it reserved for: the
+/// start of the next frame, and a short read that tells the socket has
+/// nothing more for now.
+const SLACK: usize = 4096;
+
 /// Most slices in one vectored write.
 const MAX_SLICES: usize = 64;
 
@@ -33,7 +38,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             // A partial frame is waiting: read straight after it.
             let mut input = std::mem::take(&mut self.leftover);
             match self.announced_end() {
-                Some(end) => input.reserve(end.saturating_sub(input.len()).max(4096)),
+                // Room past the message's end too: a read that fills the
+                // buffer exactly leaves the socket marked readable, and the
+                // next read is a wasted call that finds nothing.
+                Some(end) => input.reserve(end.saturating_sub(input.len()) + SLACK),
                 // Grow by doubling: a large message left whole in the buffer
                 // is copied O(1) times as it arrives, not once per read, and
                 // memory follows what arrived, not what was announced.
@@ -57,7 +65,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 let result = self.poll_read_with(cx, &mut buf);
                 if !buf.is_empty() {
                     if let Some(end) = self.announced_end() {
-                        self.leftover.reserve(end);
+                        self.leftover.reserve(end + SLACK);
                     }
                     self.leftover.extend_from_slice(&buf);
                     buf.clear();
