@@ -1,21 +1,21 @@
 //! The delivery task: one per node, and the only place that hands Redis
 //! messages to the node's subscribers, so that per topic they go out in
-//! offset order. It owns the pub/sub connection, subscribes to the topics
-//! the node's clients hold, fills gaps from the history stream, serves
-//! resumes in that same order, reconnects, and beats the presence
-//! heartbeat.
+//! offset order. It subscribes to the topics the node's clients hold (each
+//! on the shard that owns it, in a cluster), fills gaps from the history
+//! stream, serves resumes in that same order, resubscribes a topic whose
+//! shard failed over or moved, and beats the presence heartbeat.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use futures_util::StreamExt;
-use hubbub::Connection;
-use redis::AsyncCommands;
-use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
+use hubbub::{Connection, Uuid};
+use redis::aio::MultiplexedConnection;
+use redis::{PushKind, Value};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::shards::{Push, Shards};
 use crate::{Command, Envelope, Inner, Notice, Position, wire};
 
 /// An `XRANGE` reply: entry ids and their field/value pairs.
@@ -37,13 +37,17 @@ struct TopicState {
     synced: bool,
     /// Added while Redis was unreachable.
     blind: bool,
+    /// The connection (shard, generation) the topic is subscribed on;
+    /// `None`: to be subscribed (again).
+    on: Option<(Arc<str>, u64)>,
+    /// The last offsets handed out and who published them: after a
+    /// failover, tells an offset the new master gave a second message from
+    /// one delivered already.
+    recent: VecDeque<(u64, Uuid, u64)>,
 }
 
-struct Link {
-    sink: PubSubSink,
-    stream: PubSubStream,
-    conn: MultiplexedConnection,
-}
+/// How many recent offsets each topic remembers ([`TopicState::recent`]).
+const RECENT: usize = 64;
 
 /// Where history goes: the node's subscribers, or one resuming client.
 #[derive(Clone, Copy)]
@@ -58,18 +62,26 @@ struct Delivery {
     /// The member count last reported to the presence callback, by topic
     /// (held or watched).
     reported: HashMap<String, Option<usize>>,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    shards: Shards,
+    /// When to subscribe again the topics that lost their shard.
+    retry_at: Option<Instant>,
+    backoff: Duration,
+    /// Whether a failure was logged and not yet its recovery.
+    down: bool,
 }
 
 impl Delivery {
-    fn send(&self, target: Target<'_>, (envelope, seq): &(Envelope, u64)) {
+    fn send(&mut self, target: Target<'_>, (envelope, seq): &(Envelope, u64)) {
         match target {
             Target::Topic => {
+                if let Some(state) = self.topics.get_mut(&envelope.topic) {
+                    if state.recent.len() == RECENT {
+                        state.recent.pop_front();
+                    }
+                    state
+                        .recent
+                        .push_back((envelope.offset, envelope.node, *seq));
+                }
                 if envelope.node == self.inner.node && self.skip_own(*seq) {
                     return;
                 }
@@ -116,8 +128,8 @@ impl Delivery {
     /// Hands offsets `after+1 ..= upto` of `topic` from the history to
     /// `target`, reporting what the history no longer holds.
     async fn fill(
-        &self,
-        link: &mut Link,
+        &mut self,
+        conn: &mut MultiplexedConnection,
         target: Target<'_>,
         topic: &str,
         epoch: &str,
@@ -134,7 +146,7 @@ impl Delivery {
                     .arg(self.inner.key(topic, "s"))
                     .arg(format!("({after}-0"))
                     .arg(format!("{upto}-0"))
-                    .query_async(&mut link.conn),
+                    .query_async(conn),
             )
             .await?;
         let mut expected = after + 1;
@@ -176,7 +188,7 @@ impl Delivery {
     /// The topic's current offset and epoch in Redis.
     async fn head(
         &self,
-        link: &mut Link,
+        conn: &mut MultiplexedConnection,
         topic: &str,
     ) -> redis::RedisResult<(u64, Option<String>)> {
         let (offset, epoch): (Option<u64>, Option<String>) = self
@@ -185,25 +197,75 @@ impl Delivery {
                 redis::pipe()
                     .get(self.inner.key(topic, "o"))
                     .get(self.inner.key(topic, "e"))
-                    .query_async(&mut link.conn),
+                    .query_async(conn),
             )
             .await?;
         Ok((offset.unwrap_or(0), epoch))
     }
 
-    /// Subscribes the node to `topic` and brings it up to date: a topic
-    /// with a baseline gets what it missed, a new one starts now.
-    async fn sync(&mut self, link: &mut Link, topic: &str) -> redis::RedisResult<()> {
+    /// Subscribes the node to `topic` on the shard that owns it and brings
+    /// it up to date: a topic with a baseline gets what it missed, a new
+    /// one starts now.
+    async fn sync(&mut self, topic: &str) -> redis::RedisResult<()> {
+        let (addr, mut conn, generation) = self.shards.conn(topic).await?;
+        let result = self.sync_on(&mut conn, topic).await;
+        match &result {
+            Ok(()) => {
+                if let Some(state) = self.topics.get_mut(topic) {
+                    state.on = Some((addr, generation));
+                }
+            }
+            Err(_) => self.fail(&addr),
+        }
+        result
+    }
+
+    async fn sync_on(
+        &mut self,
+        conn: &mut MultiplexedConnection,
+        topic: &str,
+    ) -> redis::RedisResult<()> {
         self.inner
-            .timeout(link.sink.subscribe(self.inner.channel(topic)))
+            .timeout(
+                redis::cmd(self.inner.backend.subscribe_command())
+                    .arg(self.inner.channel(topic))
+                    .exec_async(conn),
+            )
             .await?;
         // Subscribed first, then read the head: whatever is published in
         // between arrives on the channel too and is skipped as already
         // delivered (its offset is at most the head's).
-        let (offset, epoch) = self.head(link, topic).await?;
+        let (mut offset, epoch) = self.head(conn, topic).await?;
         let state = self.topics.entry(topic.to_owned()).or_default();
         let (after, synced) = (state.last, state.synced);
         let old_epoch = state.epoch.clone();
+        if synced && offset < after && epoch.is_some() && epoch == old_epoch {
+            // The shard failed over to a replica that had not received
+            // every publish: raise its offset to what this node delivered,
+            // so that no offset names two messages.
+            let raised: i64 = self
+                .inner
+                .timeout(
+                    redis::cmd("EVAL")
+                        .arg(wire::RAISE_SCRIPT)
+                        .arg(2)
+                        .arg(self.inner.key(topic, "o"))
+                        .arg(self.inner.key(topic, "e"))
+                        .arg(epoch.as_deref().unwrap_or_default())
+                        .arg(after)
+                        .query_async(conn),
+                )
+                .await?;
+            tracing::warn!(
+                topic,
+                head = offset,
+                delivered = after,
+                raised = raised == 1,
+                "redis broker: the topic's shard holds fewer offsets than were delivered (failover); offsets raised"
+            );
+            offset = after;
+        }
+        let state = self.topics.entry(topic.to_owned()).or_default();
         state.last = offset;
         state.synced = true;
         state.epoch = epoch.clone();
@@ -227,30 +289,143 @@ impl Delivery {
                         epoch: new.clone(),
                     },
                 );
-                self.fill(link, Target::Topic, topic, new, 0, offset).await
+                self.fill(conn, Target::Topic, topic, new, 0, offset).await
             }
             (_, Some(new)) => {
-                self.fill(link, Target::Topic, topic, new, after, offset)
+                self.fill(conn, Target::Topic, topic, new, after, offset)
                     .await
             }
             _ => Ok(()),
         }
     }
 
-    async fn on_message(&mut self, link: &mut Link, message: redis::Msg) -> redis::RedisResult<()> {
-        let Some(topic) = self
-            .inner
-            .topic_of(message.get_channel_name())
-            .map(str::to_owned)
-        else {
-            return Ok(());
+    /// The connection to `addr` failed or closed: the topics subscribed on
+    /// it are subscribed again (wherever they live now) after a backoff.
+    fn fail(&mut self, addr: &str) {
+        self.shards.forget(addr);
+        for state in self.topics.values_mut() {
+            if state.on.as_ref().is_some_and(|(a, _)| &**a == addr) {
+                state.on = None;
+            }
+        }
+        self.retry_soon();
+    }
+
+    /// Schedules [`Delivery::resync`] after the current backoff.
+    fn retry_soon(&mut self) {
+        if self.retry_at.is_none() {
+            self.retry_at = Some(Instant::now() + self.backoff);
+            self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Subscribes again every topic that lost its subscription.
+    async fn resync(&mut self) {
+        self.retry_at = None;
+        let lost: Vec<String> = self
+            .topics
+            .iter()
+            .filter(|(_, s)| s.on.is_none())
+            .map(|(t, _)| t.clone())
+            .collect();
+        let mut failed = None;
+        for topic in lost {
+            if let Err(e) = self.sync(&topic).await {
+                failed = Some(e);
+            }
+        }
+        match failed {
+            Some(e) => {
+                if !self.down {
+                    self.down = true;
+                    tracing::warn!(error = %e, "redis subscriber link down: reconnecting with backoff");
+                }
+                self.retry_soon();
+            }
+            None => {
+                self.backoff = MIN_BACKOFF;
+                if std::mem::take(&mut self.down) {
+                    tracing::info!("redis reachable again: subscriptions restored, gaps filled");
+                }
+            }
+        }
+    }
+
+    /// A push from a shard's connection: a message, or news that the
+    /// connection closed or the server unsubscribed a channel (its slot
+    /// moved to another shard).
+    async fn on_push(&mut self, (addr, generation, push): Push) {
+        if !self.shards.is_current(&addr, generation) {
+            return; // from a connection since replaced
+        }
+        let channel = match push.data.first() {
+            Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+            Some(Value::SimpleString(s)) => s.clone(),
+            _ => String::new(),
         };
-        let Some((offset, epoch, body)) = wire::split_published(message.get_payload_bytes()) else {
+        match push.kind {
+            PushKind::Message | PushKind::SMessage => {
+                let Some(Value::BulkString(payload)) = push.data.get(1) else {
+                    return;
+                };
+                let Some(topic) = self.inner.topic_of(&channel).map(str::to_owned) else {
+                    return;
+                };
+                if let Err(e) = self.on_message(&addr, &topic, payload).await {
+                    tracing::warn!(topic, error = %e, "redis broker: filling a gap failed; resubscribing");
+                    self.fail(&addr);
+                }
+            }
+            PushKind::Disconnection => {
+                if !self.down {
+                    self.down = true;
+                    tracing::warn!(shard = %addr, "redis subscriber link down: reconnecting with backoff");
+                }
+                self.fail(&addr);
+            }
+            PushKind::SUnsubscribe | PushKind::Unsubscribe => {
+                // Ours (the topic is gone from `topics` by then), or the
+                // server's own: the slot moved away.
+                let Some(topic) = self.inner.topic_of(&channel) else {
+                    return;
+                };
+                if let Some(state) = self.topics.get_mut(topic) {
+                    if state
+                        .on
+                        .as_ref()
+                        .is_some_and(|(a, g)| *a == addr && *g == generation)
+                    {
+                        tracing::info!(topic, shard = %addr, "redis broker: the topic's slot moved; resubscribing");
+                        state.on = None;
+                        self.shards.forget_slots();
+                        self.retry_soon();
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    async fn on_message(
+        &mut self,
+        addr: &Arc<str>,
+        topic: &str,
+        payload: &[u8],
+    ) -> redis::RedisResult<()> {
+        let Some((offset, epoch, body)) = wire::split_published(payload) else {
             tracing::warn!(topic, "redis broker: unreadable message skipped");
             return Ok(());
         };
-        let Some(state) = self.topics.get_mut(&topic) else {
+        let Some(state) = self.topics.get_mut(topic) else {
             return Ok(()); // unsubscribed meanwhile
+        };
+        if state.on.as_ref().is_none_or(|(a, _)| a != addr) {
+            // Not where the topic is subscribed now: its resync fills
+            // from the history instead.
+            return Ok(());
+        }
+        let Some(envelope) = envelope(topic, offset, &epoch, body) else {
+            return Ok(());
         };
         let mut after = state.last;
         if state.epoch.as_deref() != Some(epoch.as_str()) {
@@ -259,52 +434,60 @@ impl Delivery {
             if changed {
                 after = 0;
                 state.last = 0;
+                state.recent.clear();
                 self.notify(
                     Target::Topic,
                     &Notice::EpochChanged {
-                        topic: topic.clone(),
+                        topic: topic.to_owned(),
                         epoch: epoch.clone(),
                     },
                 );
             }
         }
         if offset <= after {
-            return Ok(()); // delivered already (filled from history)
+            // Delivered already (filled from history), unless a failover
+            // gave this offset to another message before the offsets were
+            // raised: that one is new.
+            let reused = self.topics.get(topic).is_some_and(|s| {
+                s.recent.iter().any(|&(o, node, seq)| {
+                    o == offset && (node, seq) != (envelope.0.node, envelope.1)
+                }) && !s
+                    .recent
+                    .iter()
+                    .any(|&(_, node, seq)| (node, seq) == (envelope.0.node, envelope.1))
+            });
+            if reused {
+                self.send(Target::Topic, &envelope);
+            }
+            return Ok(());
         }
         if offset > after + 1 {
             // A missed pub/sub message: fetch it from the history.
-            self.fill(link, Target::Topic, &topic, &epoch, after, offset - 1)
+            let (mut conn, _) = self.shards.conn_to(addr).await?;
+            self.fill(&mut conn, Target::Topic, topic, &epoch, after, offset - 1)
                 .await?;
         }
-        if let Some(envelope) = envelope(&topic, offset, &epoch, body) {
-            self.send(Target::Topic, &envelope);
-        }
-        if let Some(state) = self.topics.get_mut(&topic) {
+        self.send(Target::Topic, &envelope);
+        if let Some(state) = self.topics.get_mut(topic) {
             state.last = offset;
         }
         Ok(())
     }
 
-    async fn on_command(
-        &mut self,
-        link: Option<&mut Link>,
-        command: Command,
-    ) -> redis::RedisResult<()> {
+    async fn on_command(&mut self, command: Command) {
         match command {
             Command::Added(topic) => {
                 if self.topics.contains_key(&topic) {
-                    return Ok(());
+                    return;
                 }
-                let blind = link.is_none();
-                self.topics.insert(
-                    topic.clone(),
-                    TopicState {
-                        blind,
-                        ..TopicState::default()
-                    },
-                );
-                if let Some(link) = link {
-                    self.sync(link, &topic).await?;
+                self.topics.insert(topic.clone(), TopicState::default());
+                if self.sync(&topic).await.is_err() {
+                    // Redis unreachable: the topic starts without a
+                    // baseline, and its subscribers are told when it is
+                    // back that messages may be missing.
+                    if let Some(state) = self.topics.get_mut(&topic) {
+                        state.blind = !state.synced;
+                    }
                 }
             }
             Command::Removed(topic) => {
@@ -313,33 +496,38 @@ impl Delivery {
                     .server
                     .get()
                     .is_some_and(|s| s.subscriber_count(&topic) > 0);
-                if still || self.topics.remove(&topic).is_none() {
-                    return Ok(());
+                if still {
+                    return;
                 }
+                let Some(state) = self.topics.remove(&topic) else {
+                    return;
+                };
                 self.inner
                     .elsewhere
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&topic);
-                if let Some(link) = link {
-                    self.inner
-                        .timeout(link.sink.unsubscribe(self.inner.channel(&topic)))
-                        .await?;
-                    let _: () = self
-                        .inner
-                        .timeout(
-                            link.conn
-                                .hdel(self.inner.key(&topic, "p"), self.inner.node.to_string()),
-                        )
-                        .await?;
+                let Some((addr, _)) = state.on else {
+                    return;
+                };
+                let result = async {
+                    let (mut conn, _) = self.shards.conn_to(&addr).await?;
+                    let mut pipe = redis::pipe();
+                    pipe.cmd(self.inner.backend.unsubscribe_command())
+                        .arg(self.inner.channel(&topic))
+                        .ignore()
+                        .hdel(self.inner.key(&topic, "p"), self.inner.node.to_string())
+                        .ignore();
+                    self.inner.timeout(pipe.exec_async(&mut conn)).await
+                }
+                .await;
+                if result.is_err() {
+                    self.fail(&addr);
                 }
             }
             Command::Resume { conn, topic, since } => {
-                let result = match link {
-                    Some(link) => self.history(link, &conn, &topic, since.as_ref()).await,
-                    None => Ok(false),
-                };
-                if !matches!(result, Ok(true)) {
+                let result = self.history(&conn, &topic, since.as_ref()).await;
+                if result.is_err() {
                     // No history to be had: say so, and go on live.
                     if since.is_some() {
                         self.notify(
@@ -353,63 +541,72 @@ impl Delivery {
                     if !state.synced {
                         state.blind = true;
                     }
+                    self.retry_soon();
                 }
                 // Nothing else reaches the node's subscribers until this
                 // task moves on: the client's next message is the one after
                 // the history it was given.
                 let _ = conn.subscribe(&topic);
-                result?;
             }
         }
-        Ok(())
     }
 
     /// Brings `topic` up to date on this node and hands `conn` what it
-    /// missed after `since`. `Ok(true)` once done.
+    /// missed after `since`.
     async fn history(
         &mut self,
-        link: &mut Link,
         conn: &Connection,
         topic: &str,
         since: Option<&Position>,
-    ) -> redis::RedisResult<bool> {
-        if !self.topics.get(topic).is_some_and(|s| s.synced) {
-            self.topics.entry(topic.to_owned()).or_default();
-            self.sync(link, topic).await?;
-        }
-        let (last, epoch) = self
+    ) -> redis::RedisResult<()> {
+        let subscribed = self
             .topics
             .get(topic)
-            .map(|s| (s.last, s.epoch.clone()))
-            .unwrap_or_default();
-        match (since, &epoch) {
-            (Some(since), Some(ours)) if *ours == since.epoch => {
-                self.fill(link, Target::Client(conn), topic, ours, since.offset, last)
-                    .await?;
-            }
-            (Some(_), Some(ours)) => {
-                self.notify(
-                    Target::Client(conn),
-                    &Notice::EpochChanged {
-                        topic: topic.to_owned(),
-                        epoch: ours.clone(),
-                    },
-                );
-                self.fill(link, Target::Client(conn), topic, ours, 0, last)
-                    .await?;
-            }
-            _ => {}
+            .is_some_and(|s| s.synced && s.on.is_some());
+        if !subscribed {
+            self.topics.entry(topic.to_owned()).or_default();
+            self.sync(topic).await?;
         }
-        Ok(true)
-    }
-
-    /// Writes this node's counts and reads the others'.
-    async fn heartbeat(&mut self, link: &mut Link) -> redis::RedisResult<()> {
-        let Some(server) = self.inner.server.get().cloned() else {
+        let (last, epoch, addr) = self
+            .topics
+            .get(topic)
+            .map(|s| (s.last, s.epoch.clone(), s.on.clone()))
+            .unwrap_or_default();
+        let Some(since) = since else {
             return Ok(());
         };
-        let ttl = self.inner.config.presence_ttl;
-        let now = now_ms();
+        let (Some(ours), Some((addr, _))) = (epoch, addr) else {
+            return Ok(());
+        };
+        let (mut redis, _) = self.shards.conn_to(&addr).await?;
+        let after = if ours == since.epoch {
+            since.offset
+        } else {
+            self.notify(
+                Target::Client(conn),
+                &Notice::EpochChanged {
+                    topic: topic.to_owned(),
+                    epoch: ours.clone(),
+                },
+            );
+            0
+        };
+        let result = self
+            .fill(&mut redis, Target::Client(conn), topic, &ours, after, last)
+            .await;
+        if result.is_err() {
+            self.fail(&addr);
+        }
+        result
+    }
+
+    /// Writes this node's counts and reads the others', shard by shard,
+    /// with Redis's clock ([`wire::PRESENCE_SCRIPT`]).
+    async fn heartbeat(&mut self) {
+        let Some(server) = self.inner.server.get().cloned() else {
+            return;
+        };
+        let ttl = self.inner.config.presence_ttl.as_millis().max(1) as u64;
         let node = self.inner.node.to_string();
         let mut topics: Vec<String> = self.topics.keys().cloned().collect();
         let watched: Vec<String> = self
@@ -424,51 +621,63 @@ impl Delivery {
         let held = topics.len();
         topics.extend(watched);
         if topics.is_empty() {
-            return Ok(());
+            return;
         }
-        let mut pipe = redis::pipe();
+        // Topics by shard, in one pipeline each.
+        let mut by_shard: Vec<(Arc<str>, Vec<usize>)> = Vec::new();
         for (i, topic) in topics.iter().enumerate() {
-            let key = self.inner.key(topic, "p");
-            if i < held {
-                let entry = format!(
-                    "{}:{}",
-                    server.subscriber_count(topic),
-                    now + ttl.as_millis() as u64
-                );
-                pipe.hset(&key, &node, entry).ignore();
-                pipe.pexpire(&key, (ttl.as_millis() * 2) as i64).ignore();
+            if self.shards.owner(topic).is_none() && self.shards.refresh().await.is_err() {
+                return;
             }
-            pipe.hgetall(&key);
+            let Some(owner) = self.shards.owner(topic) else {
+                continue;
+            };
+            match by_shard.iter_mut().find(|(a, _)| *a == owner) {
+                Some((_, list)) => list.push(i),
+                None => by_shard.push((owner, vec![i])),
+            }
         }
-        let all: Vec<HashMap<String, String>> =
-            self.inner.timeout(pipe.query_async(&mut link.conn)).await?;
-        let mut stale = redis::pipe();
-        let mut any_stale = false;
-        for (topic, entries) in topics.iter().zip(all) {
-            let mut elsewhere = 0;
-            for (other, entry) in entries {
-                if other == node {
-                    continue;
-                }
-                let parsed = entry
-                    .split_once(':')
-                    .and_then(|(c, e)| Some((c.parse::<usize>().ok()?, e.parse::<u64>().ok()?)));
-                match parsed {
-                    Some((count, expires)) if expires > now => elsewhere += count,
-                    _ => {
-                        stale.hdel(self.inner.key(topic, "p"), other).ignore();
-                        any_stale = true;
-                    }
-                }
+        let mut counted = Vec::new();
+        for (addr, list) in by_shard {
+            let mut pipe = redis::pipe();
+            for &i in &list {
+                let topic = &topics[i];
+                let count = if i < held {
+                    server.subscriber_count(topic).to_string()
+                } else {
+                    String::new()
+                };
+                pipe.cmd("EVAL")
+                    .arg(wire::PRESENCE_SCRIPT)
+                    .arg(1)
+                    .arg(self.inner.key(topic, "p"))
+                    .arg(&node)
+                    .arg(count)
+                    .arg(ttl);
             }
-            self.inner
+            let result: redis::RedisResult<Vec<usize>> = async {
+                let (mut conn, _) = self.shards.conn_to(&addr).await?;
+                self.inner.timeout(pipe.query_async(&mut conn)).await
+            }
+            .await;
+            match result {
+                Ok(others) => counted.extend(list.into_iter().zip(others)),
+                Err(_) => self.fail(&addr),
+            }
+        }
+        {
+            let mut elsewhere = self
+                .inner
                 .elsewhere
                 .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(topic.clone(), elsewhere);
+                .unwrap_or_else(|p| p.into_inner());
+            for &(i, others) in &counted {
+                elsewhere.insert(topics[i].clone(), others);
+            }
         }
         // Every count is up to date before anyone is told of one.
-        for topic in &topics {
+        for (i, _) in counted {
+            let topic = &topics[i];
             let total = self.inner.elsewhere(topic) + server.subscriber_count(topic);
             let reported = self.reported.entry(topic.clone()).or_default();
             if *reported != Some(total) {
@@ -479,28 +688,19 @@ impl Delivery {
             }
         }
         self.reported.retain(|t, _| topics.contains(t));
-        if any_stale {
-            let _: () = self
-                .inner
-                .timeout(stale.query_async(&mut link.conn))
-                .await?;
-        }
-        Ok(())
     }
 
-    async fn connect(&mut self) -> redis::RedisResult<Link> {
-        let pubsub = self
-            .inner
-            .timeout(self.inner.client.get_async_pubsub())
-            .await?;
-        let (sink, stream) = pubsub.split();
-        let conn = self.inner.connect().await?;
-        let mut link = Link { sink, stream, conn };
-        let topics: Vec<String> = self.topics.keys().cloned().collect();
-        for topic in topics {
-            self.sync(&mut link, &topic).await?;
+    /// Reaches Redis once at start (a single Redis, or the cluster's slot
+    /// map).
+    async fn probe(&mut self) -> redis::RedisResult<()> {
+        match &self.inner.backend {
+            crate::shards::Backend::Single(_) => self
+                .shards
+                .conn_to(&Arc::from(crate::shards::SINGLE))
+                .await
+                .map(drop),
+            crate::shards::Backend::Cluster(_) => self.shards.refresh().await,
         }
-        Ok(link)
     }
 }
 
@@ -522,71 +722,36 @@ fn envelope(topic: &str, offset: u64, epoch: &str, body: bytes::Bytes) -> Option
 }
 
 pub(crate) async fn run(inner: Arc<Inner>, mut commands: mpsc::UnboundedReceiver<Command>) {
+    let (pushes_tx, mut pushes) = mpsc::unbounded_channel();
     let mut delivery = Delivery {
+        shards: Shards::new(inner.clone(), Some(pushes_tx)),
         inner: inner.clone(),
         topics: HashMap::new(),
         reported: HashMap::new(),
+        retry_at: None,
+        backoff: MIN_BACKOFF,
+        down: false,
     };
-    let mut link: Option<Link> = None;
-    let mut backoff = MIN_BACKOFF;
-    let mut retry_at = Instant::now();
     let mut heartbeat = tokio::time::interval(inner.config.presence_ttl / 3);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Connect before serving the first command, so that a node starting
-    // beside a healthy Redis never takes subscriptions blind.
-    let mut was_down = false;
-    match delivery.connect().await {
-        Ok(l) => link = Some(l),
-        Err(e) => {
-            tracing::warn!(error = %e, "redis unreachable at start: serving locally, retrying with backoff");
-            was_down = true;
-            retry_at = Instant::now() + backoff;
-        }
+    // Reach Redis before serving the first command, so that a node
+    // starting beside a healthy Redis never takes subscriptions blind.
+    if let Err(e) = delivery.probe().await {
+        tracing::warn!(error = %e, "redis unreachable at start: serving locally, retrying with backoff");
+        delivery.down = true;
     }
     loop {
-        let result = tokio::select! {
+        let retry_at = delivery.retry_at;
+        tokio::select! {
             command = commands.recv() => match command {
-                Some(command) => delivery.on_command(link.as_mut(), command).await,
+                Some(command) => delivery.on_command(command).await,
                 None => return,
             },
-            message = async { link.as_mut()?.stream.next().await }, if link.is_some() => match message {
-                Some(message) => {
-                    let Some(l) = link.as_mut() else { continue };
-                    delivery.on_message(l, message).await
-                }
-                None => Err(redis::RedisError::from(std::io::Error::new(
-                    std::io::ErrorKind::ConnectionReset,
-                    "pub/sub connection closed",
-                ))),
+            Some(push) = pushes.recv() => delivery.on_push(push).await,
+            () = async { tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now)).await }, if retry_at.is_some() => {
+                delivery.resync().await;
             },
-            () = tokio::time::sleep_until(retry_at), if link.is_none() => {
-                match delivery.connect().await {
-                    Ok(l) => {
-                        link = Some(l);
-                        backoff = MIN_BACKOFF;
-                        if was_down {
-                            tracing::info!("redis reachable again: subscriptions restored, gaps filled");
-                        }
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
-                }
-            },
-            _ = heartbeat.tick(), if link.is_some() => match link.as_mut() {
-                Some(l) => delivery.heartbeat(l).await,
-                None => Ok(()),
-            },
-        };
-        if let Err(e) = result {
-            if !was_down || link.is_some() {
-                tracing::warn!(error = %e, "redis subscriber link down: reconnecting with backoff");
-            }
-            was_down = true;
-            link = None;
-            retry_at = Instant::now() + backoff;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
-        } else if link.is_some() {
-            was_down = false;
+            _ = heartbeat.tick() => delivery.heartbeat().await,
         }
     }
 }

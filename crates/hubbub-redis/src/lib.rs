@@ -53,6 +53,7 @@
 
 mod delivery;
 mod publisher;
+mod shards;
 mod wire;
 
 use std::collections::{HashMap, HashSet};
@@ -262,7 +263,11 @@ fn default_notice(notice: &Notice) -> Message {
     })
 }
 
-/// Errors of [`RedisBroker::new`].
+fn open(url: &str) -> Result<redis::Client, Error> {
+    redis::Client::open(url).map_err(|e| Error(format!("redis URL {url:?}: {e}")))
+}
+
+/// Errors of [`RedisBroker::new`] and [`RedisBroker::cluster`].
 #[derive(Debug)]
 pub struct Error(String);
 
@@ -296,7 +301,7 @@ pub(crate) struct Publish {
 pub(crate) struct Inner {
     pub(crate) node: Uuid,
     pub(crate) config: RedisConfig,
-    pub(crate) client: redis::Client,
+    pub(crate) backend: shards::Backend,
     pub(crate) server: OnceLock<Node>,
     commands: OnceLock<mpsc::UnboundedSender<Command>>,
     publishes: OnceLock<mpsc::UnboundedSender<Publish>>,
@@ -312,15 +317,18 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
+    /// The topic's pub/sub channel (a shard channel in a cluster: same
+    /// hash tag as its keys).
     pub(crate) fn channel(&self, topic: &str) -> String {
-        format!("{}:{topic}:c", self.config.prefix)
+        self.key(topic, "c")
     }
 
     pub(crate) fn topic_of<'a>(&self, channel: &'a str) -> Option<&'a str> {
-        channel
+        let tag = channel
             .strip_prefix(self.config.prefix.as_str())?
-            .strip_prefix(':')?
-            .strip_suffix(":c")
+            .strip_prefix(":{")?
+            .strip_suffix("}:c")?;
+        Some(tag.strip_prefix('~').unwrap_or(tag))
     }
 
     /// Subscribers of `topic` on the other nodes, at the last heartbeat.
@@ -333,8 +341,17 @@ impl Inner {
             .unwrap_or(0)
     }
 
+    /// A key of the topic: `prefix:{topic}:suffix`, the topic as the hash
+    /// tag, so that every key of a topic is in one cluster slot. An empty
+    /// tag would not count as one, so a topic that is empty or starts
+    /// with `~` gets one `~` more (`prefix:{~}:o` for the empty topic).
     pub(crate) fn key(&self, topic: &str, suffix: &str) -> String {
-        format!("{}:{topic}:{suffix}", self.config.prefix)
+        let escape = if topic.is_empty() || topic.starts_with('~') {
+            "~"
+        } else {
+            ""
+        };
+        format!("{}:{{{escape}{topic}}}:{suffix}", self.config.prefix)
     }
 
     pub(crate) fn render(&self, envelope: &Envelope) -> Message {
@@ -370,12 +387,6 @@ impl Inner {
             ))),
         }
     }
-
-    /// A fresh multiplexed connection, or the reason there is none.
-    pub(crate) async fn connect(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
-        self.timeout(self.client.get_multiplexed_async_connection())
-            .await
-    }
 }
 
 /// A [`Broker`] on Redis. Attach it with
@@ -403,13 +414,42 @@ impl RedisBroker {
     /// # Errors
     /// A URL the `redis` crate cannot read.
     pub fn new(url: &str, config: RedisConfig) -> Result<Arc<Self>, Error> {
-        let client =
-            redis::Client::open(url).map_err(|e| Error(format!("redis URL {url:?}: {e}")))?;
-        Ok(Arc::new(Self {
+        Ok(Self::with_backend(
+            shards::Backend::Single(open(url)?),
+            config,
+        ))
+    }
+
+    /// A broker for a Redis Cluster, reached first through any of `urls`
+    /// (`redis://host:port`, the seed nodes; the others are found from
+    /// `CLUSTER SLOTS`). Each topic's keys carry the topic as their hash
+    /// tag, so a topic lives on one shard: its ordering script runs there
+    /// and its messages go out with `SPUBLISH` on a shard channel that
+    /// nodes `SSUBSCRIBE` to on that shard (Redis 7 or later). Offsets,
+    /// history, resume and presence mean what they mean with one Redis. A
+    /// shard that fails over or a slot that migrates is found again (the
+    /// slot map is read anew), resubscribed, and the gap filled from the
+    /// stream or reported.
+    ///
+    /// # Errors
+    /// No URL, or a URL the `redis` crate cannot read.
+    pub fn cluster<S: AsRef<str>>(urls: &[S], config: RedisConfig) -> Result<Arc<Self>, Error> {
+        if urls.is_empty() {
+            return Err(Error("a Redis Cluster needs at least one node URL".into()));
+        }
+        let seeds = urls
+            .iter()
+            .map(|url| open(url.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self::with_backend(shards::Backend::Cluster(seeds), config))
+    }
+
+    fn with_backend(backend: shards::Backend, config: RedisConfig) -> Arc<Self> {
+        Arc::new(Self {
             inner: Arc::new(Inner {
                 node: Uuid::new_v4(),
                 config,
-                client,
+                backend,
                 server: OnceLock::new(),
                 commands: OnceLock::new(),
                 publishes: OnceLock::new(),
@@ -417,7 +457,7 @@ impl RedisBroker {
                 elsewhere: Mutex::new(HashMap::new()),
                 watched: Mutex::new(HashSet::new()),
             }),
-        }))
+        })
     }
 
     /// This node's id (in every envelope it publishes).
@@ -537,8 +577,13 @@ mod tests {
         let inner = &broker.inner;
         let channel = inner.channel("lobby#json");
         assert_eq!(inner.topic_of(&channel), Some("lobby#json"));
-        assert_eq!(inner.topic_of("other:lobby:c"), None);
-        assert_eq!(inner.key("a:b", "o"), "hubbub:a:b:o");
+        assert_eq!(inner.topic_of("other:{lobby}:c"), None);
+        assert_eq!(inner.topic_of("hubbub:lobby:c"), None);
+        assert_eq!(inner.key("a:b", "o"), "hubbub:{a:b}:o");
+        for topic in ["{x}", "", "~", "~a", "a~"] {
+            assert_eq!(inner.topic_of(&inner.channel(topic)), Some(topic));
+        }
+        assert_eq!(inner.key("", "o"), "hubbub:{~}:o");
     }
 
     #[test]

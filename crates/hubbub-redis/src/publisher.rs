@@ -1,20 +1,26 @@
 //! The publisher task: runs the ordering script for this node's publishes,
-//! in the order they were made, in pipelined batches; while Redis is
-//! unreachable it delivers them to this node's own subscribers at once,
+//! in the order they were made, in pipelined batches (one per shard of a
+//! cluster, sent side by side); while a shard is unreachable it delivers
+//! the publishes bound for it to this node's own subscribers at once,
 //! keeps them in a bounded buffer and retries with backoff.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
+use crate::shards::Shards;
 use crate::{Envelope, Inner, Publish, wire};
 
 const BATCH: usize = 64;
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Stands for "no shard known" (the slot map could not be read).
+const UNKNOWN: &str = "?";
 
 struct Pending {
     publish: Publish,
@@ -25,14 +31,26 @@ struct Pending {
     body: bytes::Bytes,
     /// Already delivered to this node's subscribers (Redis was down).
     local: bool,
+    /// Acknowledged by Redis: leaves the buffer.
+    done: bool,
+}
+
+/// A shard that failed: when to try it again, and the next wait.
+struct Down {
+    retry_at: Instant,
+    backoff: Duration,
 }
 
 struct Publisher {
     inner: Arc<Inner>,
+    shards: Shards,
     pending: VecDeque<Pending>,
-    down: bool,
+    down: HashMap<Arc<str>, Down>,
+    /// Connections (shard, generation) the script was loaded on.
+    loaded: HashSet<(Arc<str>, u64)>,
     dropped: u64,
     seq: u64,
+    hash: String,
 }
 
 impl Publisher {
@@ -44,8 +62,9 @@ impl Publisher {
             seq: self.seq,
             body,
             local: false,
+            done: false,
         };
-        if self.down {
+        if self.is_down(&pending.publish.topic) {
             deliver_locally(&self.inner, &mut pending);
         }
         if self.pending.len() >= self.inner.config.publish_buffer.max(1) {
@@ -62,6 +81,12 @@ impl Publisher {
         self.pending.push_back(pending);
     }
 
+    /// Whether the shard `topic` is bound for is failing.
+    fn is_down(&self, topic: &str) -> bool {
+        let owner = self.shards.owner(topic).unwrap_or_else(|| UNKNOWN.into());
+        self.down.contains_key(&owner)
+    }
+
     fn forget(&self, pending: &Pending) {
         if pending.local {
             self.inner
@@ -72,21 +97,114 @@ impl Publisher {
         }
     }
 
-    async fn send_batch(
-        &self,
-        conn: &mut redis::aio::MultiplexedConnection,
-        hash: &str,
-    ) -> redis::RedisResult<usize> {
-        let n = self.pending.len().min(BATCH);
+    /// The next batch of each shard that is not waiting out a backoff: up
+    /// to [`BATCH`] of its publishes, in the order they were made.
+    fn batches(&self, now: Instant) -> Vec<(Arc<str>, Vec<usize>)> {
+        let mut batches: Vec<(Arc<str>, Vec<usize>)> = Vec::new();
+        for (i, pending) in self.pending.iter().enumerate() {
+            let owner = self
+                .shards
+                .owner(&pending.publish.topic)
+                .unwrap_or_else(|| UNKNOWN.into());
+            if self.down.get(&owner).is_some_and(|d| d.retry_at > now) {
+                continue;
+            }
+            match batches.iter_mut().find(|(addr, _)| *addr == owner) {
+                Some((_, batch)) if batch.len() < BATCH => batch.push(i),
+                Some(_) => {}
+                None => batches.push((owner, vec![i])),
+            }
+        }
+        batches
+    }
+
+    /// One round: every shard's next batch, side by side.
+    async fn round(&mut self) {
+        let now = Instant::now();
+        let batches = self.batches(now);
+        // Connections are made one after the other (each is quick, or
+        // fails quickly); the batches then travel together.
+        let mut sends = Vec::new();
+        for (addr, batch) in batches {
+            if &*addr == UNKNOWN {
+                // No slot map: read it; the batch goes in the next round.
+                match self.shards.refresh().await {
+                    Ok(()) => {
+                        self.down.remove(&addr);
+                    }
+                    Err(e) => self.settle(&addr, &batch, Err(e)),
+                }
+                continue;
+            }
+            match self.prepare(&addr).await {
+                Ok(conn) => {
+                    let pipe = self.pipeline(&batch);
+                    sends.push((addr, batch, conn, pipe));
+                }
+                Err(e) => self.settle(&addr, &batch, Err(e)),
+            }
+        }
+        let timeout = self.inner.config.command_timeout;
+        let results = futures_util::future::join_all(sends.into_iter().map(
+            |(addr, batch, mut conn, pipe)| async move {
+                let result = match tokio::time::timeout(
+                    timeout,
+                    pipe.query_async::<Vec<redis::Value>>(&mut conn),
+                )
+                .await
+                {
+                    Ok(result) => result.map(drop),
+                    Err(_) => Err(redis::RedisError::from(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "redis command timed out",
+                    ))),
+                };
+                (addr, batch, result)
+            },
+        ))
+        .await;
+        for (addr, batch, result) in results {
+            self.settle(&addr, &batch, result);
+        }
+        self.pending.retain(|p| !p.done);
+    }
+
+    /// A connection to `addr` with the script loaded.
+    async fn prepare(
+        &mut self,
+        addr: &Arc<str>,
+    ) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        let (mut conn, generation) = self.shards.conn_to(addr).await?;
+        if !self.loaded.contains(&(addr.clone(), generation)) {
+            // A new connection (maybe to a master just promoted, whose
+            // script cache is empty).
+            let _: String = self
+                .inner
+                .timeout(
+                    redis::cmd("SCRIPT")
+                        .arg("LOAD")
+                        .arg(wire::PUBLISH_SCRIPT)
+                        .query_async(&mut conn),
+                )
+                .await?;
+            self.loaded.insert((addr.clone(), generation));
+        }
+        Ok(conn)
+    }
+
+    /// The ordering script for each publish of `batch`, in order.
+    fn pipeline(&self, batch: &[usize]) -> redis::Pipeline {
         let config = &self.inner.config;
         let ttl = config.history_ttl.as_secs().max(1);
         let node = self.inner.node.to_string();
+        let command = self.inner.backend.publish_command();
         let mut pipe = redis::pipe();
-        for pending in self.pending.iter().take(n) {
+        for &i in batch {
+            let pending = &self.pending[i];
             let p = &pending.publish;
             let epoch = format!("{:016x}", rand::rng().random::<u64>());
             pipe.cmd("EVALSHA")
-                .arg(hash)
+                .arg(&self.hash)
                 .arg(4)
                 .arg(self.inner.key(&p.topic, "o"))
                 .arg(self.inner.key(&p.topic, "e"))
@@ -98,10 +216,79 @@ impl Publisher {
                 .arg(&pending.body[..])
                 .arg(config.history_len)
                 .arg(ttl)
-                .arg(self.inner.channel(&p.topic));
+                .arg(self.inner.channel(&p.topic))
+                .arg(command);
         }
-        let _: Vec<u64> = self.inner.timeout(pipe.query_async(conn)).await?;
-        Ok(n)
+        pipe
+    }
+
+    /// Acts on a shard's result: acknowledged publishes leave the buffer;
+    /// on failure the shard is forgotten and waits out a backoff, and its
+    /// publishes reach this node's subscribers at once.
+    fn settle(&mut self, addr: &Arc<str>, batch: &[usize], result: redis::RedisResult<()>) {
+        match result {
+            Ok(()) => {
+                // Those delivered locally are skipped (and forgotten) by the
+                // delivery task when they come back through Redis.
+                for &i in batch {
+                    self.pending[i].done = true;
+                }
+                if self.down.remove(addr).is_some() {
+                    tracing::info!(shard = %addr, "redis reachable again: publishing resumed");
+                }
+            }
+            Err(e) => {
+                self.shards.forget(addr);
+                let now = Instant::now();
+                match self.down.get_mut(addr) {
+                    Some(down) => {
+                        down.backoff = (down.backoff * 2).min(MAX_BACKOFF);
+                        down.retry_at = now + down.backoff;
+                    }
+                    None => {
+                        tracing::warn!(
+                            shard = %addr,
+                            error = %e,
+                            "redis unreachable: publishing on this node only, retrying with backoff"
+                        );
+                        self.down.insert(
+                            addr.clone(),
+                            Down {
+                                retry_at: now + MIN_BACKOFF,
+                                backoff: MIN_BACKOFF,
+                            },
+                        );
+                    }
+                }
+                for &i in batch {
+                    deliver_locally(&self.inner, &mut self.pending[i]);
+                }
+            }
+        }
+    }
+
+    /// When the next round can do something: at once if a publish is
+    /// bound for a shard that is not waiting, else when the first wait
+    /// ends (`None`: nothing pending).
+    fn next_round(&self) -> Option<Instant> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let now = Instant::now();
+        let mut earliest: Option<Instant> = None;
+        for pending in &self.pending {
+            let owner = self
+                .shards
+                .owner(&pending.publish.topic)
+                .unwrap_or_else(|| UNKNOWN.into());
+            match self.down.get(&owner) {
+                Some(down) if down.retry_at > now => {
+                    earliest = Some(earliest.map_or(down.retry_at, |e| e.min(down.retry_at)));
+                }
+                _ => return Some(now),
+            }
+        }
+        earliest
     }
 }
 
@@ -136,81 +323,43 @@ fn deliver_locally(inner: &Inner, pending: &mut Pending) {
 
 pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Publish>) {
     let script = redis::Script::new(wire::PUBLISH_SCRIPT);
-    let hash = script.get_hash().to_owned();
     let mut publisher = Publisher {
-        inner: inner.clone(),
+        shards: Shards::new(inner.clone(), None),
+        inner,
         pending: VecDeque::new(),
-        down: false,
+        down: HashMap::new(),
+        loaded: HashSet::new(),
         dropped: 0,
         seq: 0,
+        hash: script.get_hash().to_owned(),
     };
-    let mut conn: Option<redis::aio::MultiplexedConnection> = None;
-    let mut backoff = MIN_BACKOFF;
     loop {
-        if publisher.pending.is_empty() {
-            match rx.recv().await {
+        match publisher.next_round() {
+            None => match rx.recv().await {
                 Some(p) => publisher.push(p),
                 None => return,
+            },
+            Some(at) if at > Instant::now() => {
+                // Every pending publish waits for a shard to come back:
+                // take new publishes meanwhile.
+                tokio::select! {
+                    () = tokio::time::sleep_until(at) => {}
+                    p = rx.recv() => match p {
+                        Some(p) => publisher.push(p),
+                        None => return,
+                    },
+                }
             }
+            Some(_) => {}
         }
         while let Ok(p) = rx.try_recv() {
             publisher.push(p);
         }
-        let result = async {
-            if conn.is_none() {
-                let mut fresh = inner.connect().await?;
-                let _: String = inner
-                    .timeout(
-                        redis::cmd("SCRIPT")
-                            .arg("LOAD")
-                            .arg(wire::PUBLISH_SCRIPT)
-                            .query_async(&mut fresh),
-                    )
-                    .await?;
-                conn = Some(fresh);
-            }
-            let Some(c) = conn.as_mut() else {
-                unreachable!("connected above")
-            };
-            publisher.send_batch(c, &hash).await
-        }
-        .await;
-        match result {
-            Ok(n) => {
-                // Those delivered locally are skipped (and forgotten) by the
-                // delivery task when they come back through Redis.
-                publisher.pending.drain(..n);
-                if publisher.down {
-                    publisher.down = false;
-                    tracing::info!("redis reachable again: publishing resumed");
-                }
-                backoff = MIN_BACKOFF;
-            }
-            Err(e) => {
-                conn = None;
-                if !publisher.down {
-                    publisher.down = true;
-                    tracing::warn!(
-                        error = %e,
-                        "redis unreachable: publishing on this node only, retrying with backoff"
-                    );
-                }
-                for pending in &mut publisher.pending {
-                    deliver_locally(&publisher.inner, pending);
-                }
-                let sleep = tokio::time::sleep(backoff);
-                tokio::pin!(sleep);
-                loop {
-                    tokio::select! {
-                        () = &mut sleep => break,
-                        p = rx.recv() => match p {
-                            Some(p) => publisher.push(p),
-                            None => return,
-                        },
-                    }
-                }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-            }
+        if publisher
+            .next_round()
+            .is_some_and(|at| at <= Instant::now())
+        {
+            publisher.round().await;
         }
     }
 }

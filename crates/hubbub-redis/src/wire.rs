@@ -94,9 +94,11 @@ pub(crate) fn entry_offset(id: &str) -> Option<u64> {
 /// is gone (new, expired, or Redis lost its data) starts over at offset 1
 /// under a new epoch.
 ///
-/// KEYS: offset, epoch, stream, last sequence per node.
+/// KEYS: offset, epoch, stream, last sequence per node (one hash tag, so
+/// one cluster slot; the channel has it too).
 /// ARGV: node, sequence, epoch candidate, body, history length, key TTL
-/// (seconds), channel. Returns the offset, or 0 for a duplicate.
+/// (seconds), channel, publish command (`PUBLISH`, or `SPUBLISH` in a
+/// cluster). Returns the offset, or 0 for a duplicate.
 pub(crate) const PUBLISH_SCRIPT: &str = r"
 local epoch = redis.call('GET', KEYS[2])
 if not epoch then
@@ -114,8 +116,56 @@ redis.call('XADD', KEYS[3], 'MAXLEN', ARGV[5], offset .. '-0', 'b', ARGV[4])
 for i = 1, 4 do
   redis.call('EXPIRE', KEYS[i], ARGV[6])
 end
-redis.call('PUBLISH', ARGV[7], offset .. ' ' .. epoch .. ' ' .. ARGV[4])
+redis.call(ARGV[8], ARGV[7], offset .. ' ' .. epoch .. ' ' .. ARGV[4])
 return offset
+";
+
+/// After a failover the new master may hold fewer of a topic's offsets
+/// than a node already delivered (replication is asynchronous): raises the
+/// topic's offset to what the node saw, in the same epoch, so that no
+/// offset is given to a second message. What the new master lost is
+/// reported as a gap to whoever asks the history for it.
+///
+/// KEYS: offset, epoch. ARGV: epoch, offset seen. Returns 1 when raised.
+pub(crate) const RAISE_SCRIPT: &str = r"
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then
+  return 0
+end
+if tonumber(redis.call('GET', KEYS[1]) or '0') >= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+return 1
+";
+
+/// A node's presence in a topic, stamped with Redis's own clock (`TIME`),
+/// so that nodes need not agree on the time: writes this node's count
+/// (unless ARGV[2] is empty) with an expiry `ttl` after Redis's now,
+/// removes the entries that expired by that same clock, and returns the
+/// other nodes' total.
+///
+/// KEYS: the presence hash. ARGV: node, count or '', ttl (ms).
+pub(crate) const PRESENCE_SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[3])
+if ARGV[2] ~= '' then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ':' .. (now + ttl))
+  redis.call('PEXPIRE', KEYS[1], 2 * ttl)
+end
+local others = 0
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  if all[i] ~= ARGV[1] then
+    local count, expires = string.match(all[i + 1], '^(%d+):(%d+)$')
+    if count and tonumber(expires) > now then
+      others = others + tonumber(count)
+    else
+      redis.call('HDEL', KEYS[1], all[i])
+    end
+  end
+end
+return others
 ";
 
 #[cfg(test)]
