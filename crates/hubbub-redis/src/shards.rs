@@ -250,7 +250,11 @@ impl Shards {
                     .await
             }
             .await;
-            match reply.and_then(|value| parse_slots(&value)) {
+            let seed_host = match client.get_connection_info().addr() {
+                redis::ConnectionAddr::Tcp(host, _) => host.clone(),
+                _ => "127.0.0.1".to_owned(),
+            };
+            match reply.and_then(|value| parse_slots(&value, &seed_host)) {
                 Ok(slots) if !slots.is_empty() => {
                     // Connections to nodes that are no longer masters of
                     // anything are dropped.
@@ -275,7 +279,12 @@ impl Shards {
 }
 
 /// `CLUSTER SLOTS`: `[[start, end, [host, port, id, …], replicas…], …]`.
-fn parse_slots(value: &redis::Value) -> redis::RedisResult<Vec<(u16, u16, Arc<str>)>> {
+/// A master without a known endpoint (empty or `?`) is taken to be on the
+/// seed's host.
+fn parse_slots(
+    value: &redis::Value,
+    seed_host: &str,
+) -> redis::RedisResult<Vec<(u16, u16, Arc<str>)>> {
     use redis::Value;
     let bad =
         || redis::RedisError::from((redis::ErrorKind::Parse, "unexpected CLUSTER SLOTS reply"));
@@ -299,6 +308,11 @@ fn parse_slots(value: &redis::Value) -> redis::RedisResult<Vec<(u16, u16, Arc<st
         };
         let Some(Value::Int(port)) = master.get(1) else {
             return Err(bad());
+        };
+        let host = if host.is_empty() || host == "?" {
+            seed_host.to_owned()
+        } else {
+            host
         };
         slots.push((
             *start as u16,
@@ -346,9 +360,18 @@ mod tests {
                 Value::BulkString(b"id".to_vec()),
             ]),
         ])]);
-        let slots = parse_slots(&reply).unwrap();
+        let slots = parse_slots(&reply, "seed").unwrap();
         assert_eq!(slots, vec![(0, 5460, Arc::from("127.0.0.1:7000"))]);
-        assert!(parse_slots(&Value::Int(3)).is_err());
-        assert!(parse_slots(&Value::Array(vec![Value::Int(1)])).is_err());
+        assert!(parse_slots(&Value::Int(3), "seed").is_err());
+        assert!(parse_slots(&Value::Array(vec![Value::Int(1)]), "seed").is_err());
+        let unknown = Value::Array(vec![Value::Array(vec![
+            Value::Int(0),
+            Value::Int(16383),
+            Value::Array(vec![Value::BulkString(b"".to_vec()), Value::Int(7001)]),
+        ])]);
+        assert_eq!(
+            parse_slots(&unknown, "seed").unwrap(),
+            vec![(0, 16383, Arc::from("seed:7001"))]
+        );
     }
 }

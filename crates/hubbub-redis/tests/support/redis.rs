@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A `redis-server` of our own; killed when dropped.
+#[allow(dead_code)]
 pub(crate) struct Redis {
     child: Child,
     port: u16,
@@ -22,6 +23,7 @@ fn free_port() -> u16 {
         .port()
 }
 
+#[allow(dead_code)]
 impl Redis {
     pub(crate) fn start(persistent: bool) -> Self {
         let port = free_port();
@@ -85,6 +87,220 @@ impl Redis {
 impl Drop for Redis {
     fn drop(&mut self) {
         self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A Redis Cluster of our own: `masters` masters with `replicas` replicas
+/// each, every one a `redis-server` on a free port in a fresh directory,
+/// joined by `redis-cli --cluster create`; each killed when dropped.
+#[allow(dead_code)]
+pub(crate) struct Cluster {
+    nodes: Vec<(u16, Option<Child>)>,
+    dir: PathBuf,
+}
+
+#[allow(dead_code)]
+impl Cluster {
+    pub(crate) fn start(masters: usize, replicas: usize) -> Self {
+        let ports: Vec<u16> = (0..masters * (1 + replicas)).map(|_| free_port()).collect();
+        let dir = std::env::temp_dir().join(format!(
+            "hubbub-redis-cluster-{}-{}",
+            std::process::id(),
+            ports[0]
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut nodes = Vec::new();
+        for &port in &ports {
+            let node_dir = dir.join(port.to_string());
+            std::fs::create_dir_all(&node_dir).unwrap();
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
+                .args(["--cluster-config-file", "nodes.conf"])
+                // Replicas sync at once (a replica that never synced is
+                // never promoted).
+                .args(["--repl-diskless-sync-delay", "0"])
+                .arg("--dir")
+                .arg(&node_dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server (needs redis-server: run scripts/test)");
+            nodes.push((port, Some(child)));
+        }
+        for &port in &ports {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(Instant::now() < deadline, "redis-server did not start");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let mut create = Command::new("redis-cli");
+        create.arg("--cluster").arg("create");
+        for port in &ports {
+            create.arg(format!("127.0.0.1:{port}"));
+        }
+        let out = create
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+            .output()
+            .expect("redis-cli (needs redis-server: run scripts/test)");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let cluster = Self { nodes, dir };
+        cluster.wait_ok(Duration::from_secs(20));
+        // Every replica in sync with its master.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for port in cluster.live() {
+            loop {
+                let info = Self::cli(port, &["info", "replication"]).unwrap_or_default();
+                if info.contains("role:master") || info.contains("master_link_status:up") {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "replica {port} did not sync");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        cluster
+    }
+
+    /// Every node's URL (the seeds a broker is given).
+    pub(crate) fn urls(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|(port, _)| format!("redis://127.0.0.1:{port}/"))
+            .collect()
+    }
+
+    fn cli(port: u16, args: &[&str]) -> Option<String> {
+        let out = Command::new("redis-cli")
+            .args(["-p", &port.to_string()])
+            .args(args)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn live(&self) -> impl Iterator<Item = u16> + '_ {
+        self.nodes
+            .iter()
+            .filter(|(_, child)| child.is_some())
+            .map(|(port, _)| *port)
+    }
+
+    /// Waits until every live node says `cluster_state:ok` and agrees on
+    /// one live master for every slot.
+    pub(crate) fn wait_ok(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let ok = self.live().all(|port| {
+                Self::cli(port, &["cluster", "info"])
+                    .is_some_and(|info| info.contains("cluster_state:ok"))
+            });
+            if ok && self.slot_owners().len() == 16384 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the cluster did not settle");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The port of the live master serving each slot, by a live node's
+    /// `CLUSTER SLOTS`.
+    pub(crate) fn slot_owners(&self) -> std::collections::HashMap<u16, u16> {
+        let mut owners = std::collections::HashMap::new();
+        let Some(port) = self.live().next() else {
+            return owners;
+        };
+        let Some(out) = Self::cli(port, &["--no-raw", "cluster", "shards"]) else {
+            return owners;
+        };
+        // `CLUSTER SHARDS` as redis-cli prints it: per shard, "slots" then
+        // pairs of numbers, then its nodes with "port", "role", "health".
+        let lines: Vec<&str> = out.lines().collect();
+        let value = |line: &str| {
+            line.rsplit_once(") ")
+                .map(|(_, v)| v.trim().trim_matches('"').to_owned())
+                .unwrap_or_default()
+        };
+        let mut i = 0;
+        while i < lines.len() {
+            if value(lines[i]) == "slots" {
+                let mut ranges = Vec::new();
+                let mut j = i + 1;
+                while j < lines.len() && value(lines[j]).parse::<u16>().is_ok() {
+                    ranges.push(value(lines[j]).parse::<u16>().unwrap());
+                    j += 1;
+                }
+                // Find this shard's live master among its nodes.
+                let mut master = None;
+                let mut k = j;
+                let (mut port, mut role) = (0u16, String::new());
+                while k < lines.len() && value(lines[k]) != "slots" {
+                    match value(lines[k]).as_str() {
+                        "port" => port = value(lines[k + 1]).parse().unwrap_or(0),
+                        "role" => role = value(lines[k + 1]),
+                        "health" => {
+                            if role == "master" && value(lines[k + 1]) == "online" {
+                                master = Some(port);
+                            }
+                        }
+                        _ => {}
+                    }
+                    k += 1;
+                }
+                if let Some(master) = master {
+                    for pair in ranges.chunks(2) {
+                        if let [start, end] = pair {
+                            for slot in *start..=*end {
+                                owners.insert(slot, master);
+                            }
+                        }
+                    }
+                }
+                i = k;
+            } else {
+                i += 1;
+            }
+        }
+        owners
+    }
+
+    /// The slot of `key`, by the cluster itself.
+    pub(crate) fn keyslot(&self, key: &str) -> u16 {
+        let port = self.live().next().expect("a live node");
+        Self::cli(port, &["cluster", "keyslot", key])
+            .and_then(|s| s.trim().parse().ok())
+            .expect("CLUSTER KEYSLOT")
+    }
+
+    /// Kills the node on `port` with SIGKILL.
+    pub(crate) fn kill(&mut self, port: u16) {
+        for (p, child) in &mut self.nodes {
+            if *p == port {
+                if let Some(mut child) = child.take() {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.nodes {
+            if let Some(mut child) = child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
