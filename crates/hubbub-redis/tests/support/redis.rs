@@ -246,10 +246,8 @@ impl Cluster {
                     match value(lines[k]).as_str() {
                         "port" => port = value(lines[k + 1]).parse().unwrap_or(0),
                         "role" => role = value(lines[k + 1]),
-                        "health" => {
-                            if role == "master" && value(lines[k + 1]) == "online" {
-                                master = Some(port);
-                            }
+                        "health" if role == "master" && value(lines[k + 1]) == "online" => {
+                            master = Some(port);
                         }
                         _ => {}
                     }
