@@ -52,8 +52,17 @@ struct RelayArgs {
     common: EchoArgs,
     /// Relay through this Redis (`redis://127.0.0.1:6379`): every relay
     /// naming it forwards to its own clients what any of them received.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", conflicts_with = "redis_cluster")]
     redis: Option<String>,
+    /// Relay through a Redis Cluster, given by some of its nodes
+    /// (comma-separated URLs).
+    #[arg(long, value_name = "URLS", value_delimiter = ',')]
+    redis_cluster: Vec<String>,
+    /// With `--redis` or `--redis-cluster`: relay each client's messages
+    /// in the room `?room=NAME` of its URL instead of one shared room (the
+    /// many-room benchmark).
+    #[arg(long)]
+    rooms: bool,
 }
 
 #[derive(clap::Args)]
@@ -218,11 +227,16 @@ async fn serve(args: ServeArgs) -> Result<(), hubbub::Error> {
         .with_config(config)
         .with_http(chat::http)
         .with_handshake(chat::handshake);
-    let server = match &args.redis {
-        Some(url) => {
+    let redis = match (&args.redis, args.redis_cluster.as_slice()) {
+        (Some(url), _) => Some((chat::RedisAt::One(url), url.clone())),
+        (None, []) => None,
+        (None, urls) => Some((chat::RedisAt::Cluster(urls), urls.join(","))),
+    };
+    let server = match redis {
+        Some((at, named)) => {
             let broker =
-                chat::cluster(url).map_err(|e| hubbub::Error::from(std::io::Error::other(e)))?;
-            println!("cluster member through {url} (node {})", broker.node_id());
+                chat::cluster(&at).map_err(|e| hubbub::Error::from(std::io::Error::other(e)))?;
+            println!("cluster member through {named} (node {})", broker.node_id());
             server.with_broker(broker)
         }
         None => server,
@@ -399,6 +413,8 @@ async fn relay(args: RelayArgs) -> Result<(), hubbub::Error> {
     let RelayArgs {
         common: args,
         redis,
+        redis_cluster,
+        rooms,
     } = args;
     let protocol = hubbub_proto_config(&args);
     let config = ServerConfig::default()
@@ -406,7 +422,18 @@ async fn relay(args: RelayArgs) -> Result<(), hubbub::Error> {
         .with_max_connections(args.max_connections)
         .with_max_queue_bytes(args.max_message_size.saturating_mul(4));
     let server = bench_server(&args, config, "relay").await?;
-    let Some(redis) = redis else {
+    let broker = match (redis, redis_cluster.is_empty()) {
+        (Some(url), _) => Some(hubbub_redis::RedisBroker::new(
+            &url,
+            hubbub_redis::RedisConfig::default(),
+        )),
+        (None, false) => Some(hubbub_redis::RedisBroker::cluster(
+            &redis_cluster,
+            hubbub_redis::RedisConfig::default(),
+        )),
+        (None, true) => None,
+    };
+    let Some(broker) = broker else {
         // One node: the registry's broadcast, no topic bookkeeping.
         return server
             .start_until(
@@ -422,20 +449,29 @@ async fn relay(args: RelayArgs) -> Result<(), hubbub::Error> {
             )
             .await;
     };
-    let broker = hubbub_redis::RedisBroker::new(&redis, hubbub_redis::RedisConfig::default())
-        .map_err(|e| hubbub::Error::from(std::io::Error::other(e)))?;
+    let broker = broker.map_err(|e| hubbub::Error::from(std::io::Error::other(e)))?;
     server
         .with_broker(broker)
         .start_until(
-            |socket| {
-                socket.on_open(|conn| {
-                    let _ = conn.subscribe(TOPIC);
+            move |socket| {
+                // The connection's room: `?room=NAME` with `--rooms`, else
+                // the one shared room.
+                let room: std::sync::Arc<str> = socket
+                    .info()
+                    .query()
+                    .filter(|_| rooms)
+                    .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("room=")))
+                    .unwrap_or(TOPIC)
+                    .into();
+                let (text_room, binary_room) = (room.clone(), room.clone());
+                socket.on_open(move |conn| {
+                    let _ = conn.subscribe(&room);
                 });
-                socket.on_message(|conn, text| {
-                    conn.server().publish(TOPIC, text);
+                socket.on_message(move |conn, text| {
+                    conn.server().publish(&text_room, text);
                 });
-                socket.on_binary(|conn, data| {
-                    conn.server().publish(TOPIC, data);
+                socket.on_binary(move |conn, data| {
+                    conn.server().publish(&binary_room, data);
                 });
             },
             shutdown_signal(),

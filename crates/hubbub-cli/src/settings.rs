@@ -111,6 +111,17 @@ pub(crate) struct ServeArgs {
     /// resume after a reconnect and member counts across the nodes.
     #[arg(long, env = "HUBBUB_REDIS", value_name = "URL")]
     redis: Option<String>,
+    /// Join a cluster through a Redis Cluster, given by some of its nodes
+    /// (`redis://127.0.0.1:7000,redis://127.0.0.1:7001,…`): each room lives
+    /// on the shard that owns its hash slot, with sharded pub/sub (Redis
+    /// 7); a master that fails over or a slot that moves is followed.
+    #[arg(
+        long,
+        env = "HUBBUB_REDIS_CLUSTER",
+        value_name = "URLS",
+        value_delimiter = ','
+    )]
+    redis_cluster: Vec<String>,
     /// Print the effective settings (as TOML) and exit.
     #[arg(long)]
     pub(crate) print_config: bool,
@@ -143,6 +154,8 @@ pub(crate) struct Settings {
     pub(crate) metrics: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) redis: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) redis_cluster: Vec<String>,
 }
 
 impl Default for Settings {
@@ -166,6 +179,7 @@ impl Default for Settings {
             no_h2: false,
             metrics: None,
             redis: None,
+            redis_cluster: Vec::new(),
         }
     }
 }
@@ -221,7 +235,15 @@ impl Settings {
             no_h2: args.no_h2 || file.no_h2,
             metrics: args.metrics.clone().or(file.metrics),
             redis: args.redis.clone().or(file.redis),
+            redis_cluster: if args.redis_cluster.is_empty() {
+                file.redis_cluster
+            } else {
+                args.redis_cluster.clone()
+            },
         };
+        if settings.redis.is_some() && !settings.redis_cluster.is_empty() {
+            return Err("give either --redis (one Redis) or --redis-cluster, not both".into());
+        }
         if settings.max_queue_bytes > settings.max_queued_bytes {
             return Err(format!(
                 "--max-queue-bytes ({}) is larger than --max-queued-bytes ({}), the total",
@@ -285,5 +307,12 @@ mod tests {
             ..ServeArgs::default()
         };
         assert!(Settings::resolve(&half).unwrap_err().contains("--tls-key"));
+
+        let both = ServeArgs {
+            redis: Some("redis://127.0.0.1:6379".into()),
+            redis_cluster: vec!["redis://127.0.0.1:7000".into()],
+            ..ServeArgs::default()
+        };
+        assert!(Settings::resolve(&both).unwrap_err().contains("not both"));
     }
 }

@@ -1,7 +1,8 @@
 //! `hubbub serve --redis` as a user runs it: three real binaries sharing one
 //! real `redis-server`, chatting as one room; one node killed with SIGKILL,
 //! its presence expiring and its client resuming on another node from its
-//! last offset.
+//! last offset; and `hubbub serve --redis-cluster` on a real Redis Cluster
+//! whose master is killed mid-chat.
 
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use serde_json::Value;
 #[path = "../../hubbub-redis/tests/support/redis.rs"]
 #[allow(dead_code)] // restarts are the library tests' business
 mod redis_server;
-use redis_server::Redis;
+use redis_server::{Cluster, Redis};
 
 #[path = "../../hubbub/tests/common/peer.rs"]
 mod peer;
@@ -112,6 +113,66 @@ async fn three_nodes_chat_as_one_room_and_a_killed_nodes_client_resumes_elsewher
         let live = until(&mut b, |e| e["type"] == "message" || e["type"] == "gap").await;
         assert_eq!(live["text"], "welcome back");
         assert!(live["offset"].as_u64().unwrap() > offset + 2);
+    })
+    .await
+    .expect("watchdog");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server: run scripts/test"]
+async fn three_nodes_on_a_redis_cluster_chat_as_one_room_through_a_master_failover() {
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let mut cluster = Cluster::start(3, 1);
+        let urls = cluster.urls().join(",");
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            let mut node = serve(&["--redis-cluster", &urls]).await;
+            let second = node.lines.next_line().await.unwrap().expect("cluster line");
+            assert!(
+                second.starts_with("cluster member through redis://"),
+                "{second}"
+            );
+            nodes.push(node);
+        }
+        let mut clients = Vec::new();
+        for node in &nodes {
+            let mut ws = join(node, "format=json").await;
+            until(&mut ws, is("welcome")).await;
+            clients.push(ws);
+        }
+        until(&mut clients[0], |e| {
+            e["type"] == "presence" && e["count"] == 3
+        })
+        .await;
+        clients[0].send("before").unwrap();
+        for ws in &mut clients[1..] {
+            assert_eq!(until(ws, is("message")).await["text"], "before");
+        }
+        // The master that holds the lobby's JSON topic dies.
+        let owners = cluster.slot_owners();
+        let victim = owners[&cluster.keyslot("hubbub:{lobby#json}:o")];
+        cluster.kill(victim);
+        clients[1].send("during").unwrap();
+        cluster.wait_ok(Duration::from_secs(30));
+        clients[2].send("after").unwrap();
+        // Everyone gets both, once, with increasing offsets (Redis orders
+        // the two publishers' messages as they reach it: "during" waited
+        // for the new master on its node).
+        for (i, ws) in clients.iter_mut().enumerate() {
+            let first = until(ws, |e| e["type"] == "message" && e["text"] != "before").await;
+            let second = until(ws, is("message")).await;
+            let mut texts = [first["text"].as_str(), second["text"].as_str()];
+            texts.sort();
+            assert_eq!(texts, [Some("after"), Some("during")], "client {i}");
+            if let (Some(a), Some(b)) = (first["offset"].as_u64(), second["offset"].as_u64()) {
+                assert!(a < b, "client {i}: offsets {a} then {b}");
+            }
+            let more = tokio::time::timeout(Duration::from_millis(300), async {
+                until(ws, is("message")).await
+            })
+            .await;
+            assert!(more.is_err(), "client {i}: a message too many: {more:?}");
+        }
     })
     .await
     .expect("watchdog");

@@ -112,10 +112,18 @@ fn room_of_topic(topic: &str) -> Option<(&str, bool)> {
     topic.strip_suffix("#text").map(|room| (room, false))
 }
 
-/// Makes this node a cluster member through the Redis at `url`: JSON
+/// Where the nodes' Redis is.
+pub(crate) enum RedisAt<'a> {
+    /// One Redis.
+    One(&'a str),
+    /// Some nodes of a Redis Cluster.
+    Cluster(&'a [String]),
+}
+
+/// Makes this node a cluster member through `redis`: JSON
 /// events get the room's offset and epoch, lost history is announced in
 /// each format, and member counts are pushed to the page when they change.
-pub(crate) fn cluster(url: &str) -> Result<Arc<RedisBroker>, String> {
+pub(crate) fn cluster(redis: &RedisAt<'_>) -> Result<Arc<RedisBroker>, String> {
     let config = RedisConfig::default()
         .with_render(render)
         .with_notice(notice)
@@ -127,7 +135,11 @@ pub(crate) fn cluster(url: &str) -> Result<Arc<RedisBroker>, String> {
             let event = json!({"type": "presence", "count": count, "ts": now_ms()});
             server.publish_local(&topics(room).1, event.to_string(), None);
         });
-    let broker = RedisBroker::new(url, config).map_err(|e| e.to_string())?;
+    let broker = match redis {
+        RedisAt::One(url) => RedisBroker::new(url, config),
+        RedisAt::Cluster(urls) => RedisBroker::cluster(urls, config),
+    }
+    .map_err(|e| e.to_string())?;
     let _ = BROKER.set(broker.clone());
     Ok(broker)
 }
