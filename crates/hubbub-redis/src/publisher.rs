@@ -130,7 +130,15 @@ impl Publisher {
                 // No slot map: read it; the batch goes in the next round.
                 match self.shards.refresh().await {
                     Ok(()) => {
-                        self.down.remove(&addr);
+                        // A master that failed over is no master now: what
+                        // was bound for it goes to its successor.
+                        let shards = &self.shards;
+                        let was_down = !self.down.is_empty();
+                        self.down
+                            .retain(|a, _| &**a != UNKNOWN && shards.is_master(a));
+                        if was_down && self.down.is_empty() {
+                            tracing::info!("redis reachable again: publishing resumed");
+                        }
                     }
                     Err(e) => self.settle(&addr, &batch, Err(e)),
                 }

@@ -214,6 +214,14 @@ impl Shards {
         Ok((conn, self.generation))
     }
 
+    /// Whether `addr` is a master in the slot map (a single Redis: always).
+    pub(crate) fn is_master(&self, addr: &str) -> bool {
+        match &self.inner.backend {
+            Backend::Single(_) => true,
+            Backend::Cluster(_) => self.slots.iter().any(|(_, _, a)| &**a == addr),
+        }
+    }
+
     /// Whether `generation` is the current connection to `addr`.
     pub(crate) fn is_current(&self, addr: &str, generation: u64) -> bool {
         self.conns.get(addr).is_some_and(|(_, g)| *g == generation)
