@@ -58,6 +58,7 @@ mod wire;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -139,6 +140,13 @@ pub struct RedisConfig {
     /// Publishes waiting while Redis is unreachable (default 10,000); past
     /// it the oldest is dropped, logged, and reaches only this node.
     pub publish_buffer: usize,
+    /// Bytes of publishes on their way to Redis, from the publishing call
+    /// until Redis ordered them (default 64 MiB). A publish that would
+    /// pass it is refused: it reaches this node's subscribers only, is
+    /// counted ([`RedisBroker::refused_publishes`]) and logged (at most
+    /// once a second). So a node never holds more than this for Redis,
+    /// however fast its clients publish or however long Redis stalls.
+    pub max_publish_bytes: usize,
     /// How long a node's presence entry lives without a heartbeat (default
     /// 6 s; the heartbeat runs every third of it).
     pub presence_ttl: Duration,
@@ -157,6 +165,7 @@ impl Default for RedisConfig {
             history_len: 1000,
             history_ttl: Duration::from_secs(86_400),
             publish_buffer: 10_000,
+            max_publish_bytes: 64 << 20,
             presence_ttl: Duration::from_secs(6),
             command_timeout: Duration::from_secs(2),
             render: None,
@@ -173,6 +182,7 @@ impl fmt::Debug for RedisConfig {
             .field("history_len", &self.history_len)
             .field("history_ttl", &self.history_ttl)
             .field("publish_buffer", &self.publish_buffer)
+            .field("max_publish_bytes", &self.max_publish_bytes)
             .field("presence_ttl", &self.presence_ttl)
             .field("command_timeout", &self.command_timeout)
             .finish_non_exhaustive()
@@ -220,6 +230,12 @@ impl RedisConfig {
     /// Sets [`RedisConfig::presence_ttl`].
     pub fn with_presence_ttl(mut self, ttl: Duration) -> Self {
         self.presence_ttl = ttl.max(Duration::from_millis(300));
+        self
+    }
+
+    /// Sets [`RedisConfig::max_publish_bytes`].
+    pub fn with_max_publish_bytes(mut self, bytes: usize) -> Self {
+        self.max_publish_bytes = bytes;
         self
     }
 
@@ -297,6 +313,18 @@ pub(crate) struct Publish {
     pub(crate) except: Option<Uuid>,
 }
 
+impl Publish {
+    /// What it counts against [`RedisConfig::max_publish_bytes`]: its
+    /// payload, its topic and the envelope around them.
+    pub(crate) fn size(&self) -> usize {
+        let payload = match &self.message {
+            Message::Text(text) => text.len(),
+            Message::Binary(data) => data.len(),
+        };
+        payload + self.topic.len() + 128
+    }
+}
+
 /// State shared by the broker's handle and its tasks.
 pub(crate) struct Inner {
     pub(crate) node: Uuid,
@@ -314,6 +342,13 @@ pub(crate) struct Inner {
     pub(crate) elsewhere: Mutex<HashMap<String, usize>>,
     /// Topics whose members are counted even without local subscribers.
     pub(crate) watched: Mutex<HashSet<String>>,
+    /// Bytes of publishes between the publishing call and Redis's answer.
+    pub(crate) queued_bytes: AtomicUsize,
+    /// Publishes refused because `queued_bytes` was at its bound.
+    refused: AtomicU64,
+    /// When the last refusal was logged (ms since the broker was made).
+    refusal_logged: AtomicU64,
+    made: std::time::Instant,
 }
 
 impl Inner {
@@ -366,6 +401,36 @@ impl Inner {
             Some(render) => render(notice),
             None => default_notice(notice),
         }
+    }
+
+    /// A publish Redis cannot take now: this node's subscribers get it,
+    /// and the refusal is counted and logged (at most once a second).
+    fn refuse(&self, publish: Publish) {
+        let refused = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = self.made.elapsed().as_millis() as u64;
+        let logged = self.refusal_logged.load(Ordering::Relaxed);
+        if (refused == 1 || now >= logged + 1000)
+            && self
+                .refusal_logged
+                .compare_exchange(logged, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::error!(
+                topic = publish.topic,
+                refused,
+                max_publish_bytes = self.config.max_publish_bytes,
+                "redis publish refused: the bytes on their way to Redis are at their bound; \
+                 delivered on this node only"
+            );
+        }
+        self.deliver_local(&Envelope {
+            topic: publish.topic,
+            offset: 0,
+            epoch: String::new(),
+            node: self.node,
+            except: publish.except,
+            message: publish.message,
+        });
     }
 
     /// Delivers an envelope to this node's subscribers.
@@ -456,6 +521,10 @@ impl RedisBroker {
                 delivered_locally: Mutex::new(HashSet::new()),
                 elsewhere: Mutex::new(HashMap::new()),
                 watched: Mutex::new(HashSet::new()),
+                queued_bytes: AtomicUsize::new(0),
+                refused: AtomicU64::new(0),
+                refusal_logged: AtomicU64::new(0),
+                made: std::time::Instant::now(),
             }),
         })
     }
@@ -509,6 +578,18 @@ impl RedisBroker {
             .remove(topic);
     }
 
+    /// Bytes of publishes on their way to Redis now (at most
+    /// [`RedisConfig::max_publish_bytes`]).
+    pub fn queued_bytes(&self) -> usize {
+        self.inner.queued_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Publishes refused so far because [`RedisConfig::max_publish_bytes`]
+    /// was reached (each reached this node's subscribers only).
+    pub fn refused_publishes(&self) -> u64 {
+        self.inner.refused.load(Ordering::Relaxed)
+    }
+
     /// Subscribers of `topic` on every node: this node's count now plus the
     /// other nodes' at their last heartbeat (entries of a node that stopped
     /// beating expire after [`RedisConfig::presence_ttl`]).
@@ -546,11 +627,21 @@ impl Broker for RedisBroker {
             message,
             except,
         };
-        match self.inner.publishes.get() {
-            Some(tx) => {
-                let _ = tx.send(publish);
-            }
-            None => tracing::warn!(topic, "publish before the broker was attached: dropped"),
+        let Some(tx) = self.inner.publishes.get() else {
+            tracing::warn!(topic, "publish before the broker was attached: dropped");
+            return;
+        };
+        let inner = &self.inner;
+        let size = publish.size();
+        let before = inner.queued_bytes.fetch_add(size, Ordering::Relaxed);
+        if before + size > inner.config.max_publish_bytes {
+            inner.queued_bytes.fetch_sub(size, Ordering::Relaxed);
+            inner.refuse(publish);
+            return;
+        }
+        if let Err(unsent) = tx.send(publish) {
+            inner.queued_bytes.fetch_sub(size, Ordering::Relaxed);
+            inner.refuse(unsent.0);
         }
     }
 

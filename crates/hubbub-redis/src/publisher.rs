@@ -33,6 +33,8 @@ struct Pending {
     local: bool,
     /// Acknowledged by Redis: leaves the buffer.
     done: bool,
+    /// What it counts in [`Inner::queued_bytes`].
+    size: usize,
 }
 
 /// A shard that failed: when to try it again, and the next wait.
@@ -56,6 +58,7 @@ struct Publisher {
 impl Publisher {
     fn push(&mut self, publish: Publish) {
         self.seq += 1;
+        let size = publish.size();
         let body = wire::encode(self.inner.node, self.seq, publish.except, &publish.message);
         let mut pending = Pending {
             publish,
@@ -63,6 +66,7 @@ impl Publisher {
             body,
             local: false,
             done: false,
+            size,
         };
         if self.is_down(&pending.publish.topic) {
             deliver_locally(&self.inner, &mut pending);
@@ -71,6 +75,7 @@ impl Publisher {
             if let Some(old) = self.pending.pop_front() {
                 self.dropped += 1;
                 self.forget(&old);
+                self.release(old.size);
                 tracing::error!(
                     topic = old.publish.topic,
                     dropped = self.dropped,
@@ -174,7 +179,21 @@ impl Publisher {
         for (addr, batch, result) in results {
             self.settle(&addr, &batch, result);
         }
-        self.pending.retain(|p| !p.done);
+        let mut released = 0;
+        self.pending.retain(|p| {
+            if p.done {
+                released += p.size;
+            }
+            !p.done
+        });
+        self.release(released);
+    }
+
+    /// `bytes` of publishes left the buffer.
+    fn release(&self, bytes: usize) {
+        self.inner
+            .queued_bytes
+            .fetch_sub(bytes, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// A connection to `addr` with the script loaded.

@@ -355,3 +355,65 @@ async fn a_redis_restart_mid_stream_loses_and_duplicates_nothing() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server: run scripts/test"]
+async fn publishes_bound_for_a_stalled_redis_are_bounded_in_bytes_and_none_is_lost() {
+    let redis = Redis::start(false);
+    let bound = 256 << 10;
+    let config = RedisConfig::default().with_max_publish_bytes(bound);
+    let broker = RedisBroker::new(&redis.url(), config).unwrap();
+    let server = Server::bind("ws://127.0.0.1:0")
+        .await
+        .unwrap()
+        .with_broker(broker.clone());
+    let (addr, handle) = (server.local_addr(), server.handle());
+    tokio::spawn(server.start(|socket| {
+        socket.on_open(|conn| {
+            let _ = conn.subscribe(TOPIC);
+        });
+    }));
+    let mut reader = client(addr, "").await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while handle.subscriber_count(TOPIC) == 0 {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Redis stops answering: 1,000 publishes of 4 KiB (4 MiB) pile up on
+    // their way to it, 16 times the bound.
+    redis.pause();
+    let total = 1000;
+    let mut most = 0;
+    for n in 0..total {
+        handle.publish(TOPIC, format!("{n:04}-{}", "x".repeat(4090)));
+        most = most.max(broker.queued_bytes());
+    }
+    assert!(
+        most <= bound,
+        "{most} bytes queued for Redis, bound {bound}"
+    );
+    assert!(broker.refused_publishes() > 0, "nothing refused");
+    // Every one reaches the node's own subscriber exactly once: the
+    // refused ones at once, the others when the node gives up on Redis
+    // (the command timeout) or when Redis answers again.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    redis.resume();
+    let mut seen = vec![0u32; total];
+    for _ in 0..total {
+        let text = tokio::time::timeout(Duration::from_secs(20), reader.text())
+            .await
+            .expect("a publish never arrived");
+        seen[text[..4].parse::<usize>().unwrap()] += 1;
+    }
+    assert!(seen.iter().all(|&n| n == 1), "not each exactly once");
+    assert_eq!(reader.next_within(Duration::from_millis(500)).await, None);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while broker.queued_bytes() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} bytes never released",
+            broker.queued_bytes()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

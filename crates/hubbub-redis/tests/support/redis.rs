@@ -78,6 +78,21 @@ impl Redis {
         let _ = self.child.wait();
     }
 
+    /// Stops the server answering (SIGSTOP) without closing its sockets:
+    /// commands hang until the client's timeout.
+    pub(crate) fn pause(&self) {
+        let _ = Command::new("kill")
+            .args(["-STOP", &self.child.id().to_string()])
+            .status();
+    }
+
+    /// Undoes [`Redis::pause`].
+    pub(crate) fn resume(&self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
+    }
+
     pub(crate) fn restart(&mut self) {
         self.kill();
         self.child = Self::spawn(self.port, &self.dir, self.persistent);
