@@ -82,10 +82,19 @@ impl Delivery {
                         .recent
                         .push_back((envelope.offset, envelope.node, *seq));
                 }
-                if envelope.node == self.inner.node && self.skip_own(*seq) {
-                    return;
+                let skip = envelope.node == self.inner.node && self.skip_own(*seq);
+                if !skip {
+                    self.inner.deliver_local(envelope);
                 }
-                self.inner.deliver_local(envelope);
+                // After the delivery: the publisher's local deliveries of
+                // later publishes wait for this.
+                if envelope.offset > 0 {
+                    self.inner
+                        .delivered
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(envelope.topic.clone(), envelope.offset);
+                }
             }
             Target::Client(conn) => {
                 if envelope.except != Some(conn.id()) {
@@ -504,6 +513,11 @@ impl Delivery {
                 };
                 self.inner
                     .elsewhere
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&topic);
+                self.inner
+                    .delivered
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&topic);

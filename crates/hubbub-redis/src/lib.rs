@@ -342,6 +342,9 @@ pub(crate) struct Inner {
     pub(crate) elsewhere: Mutex<HashMap<String, usize>>,
     /// Topics whose members are counted even without local subscribers.
     pub(crate) watched: Mutex<HashSet<String>>,
+    /// The last offset of each topic the delivery task handed to this
+    /// node's subscribers (the publisher's local deliveries wait for it).
+    pub(crate) delivered: Mutex<HashMap<String, u64>>,
     /// Bytes of publishes between the publishing call and Redis's answer.
     pub(crate) queued_bytes: AtomicUsize,
     /// Publishes refused because `queued_bytes` was at its bound.
@@ -364,6 +367,16 @@ impl Inner {
             .strip_prefix(":{")?
             .strip_suffix("}:c")?;
         Some(tag.strip_prefix('~').unwrap_or(tag))
+    }
+
+    /// The last offset of `topic` handed to this node's subscribers.
+    pub(crate) fn delivered(&self, topic: &str) -> u64 {
+        self.delivered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(topic)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Subscribers of `topic` on the other nodes, at the last heartbeat.
@@ -521,6 +534,7 @@ impl RedisBroker {
                 delivered_locally: Mutex::new(HashSet::new()),
                 elsewhere: Mutex::new(HashMap::new()),
                 watched: Mutex::new(HashSet::new()),
+                delivered: Mutex::new(HashMap::new()),
                 queued_bytes: AtomicUsize::new(0),
                 refused: AtomicU64::new(0),
                 refusal_logged: AtomicU64::new(0),

@@ -53,6 +53,11 @@ struct Publisher {
     dropped: u64,
     seq: u64,
     hash: String,
+    /// The offset of this node's last publish Redis ordered, per topic
+    /// with subscribers here (until they have it).
+    acked: HashMap<String, u64>,
+    /// Pending publishes per topic not delivered locally (`local` false).
+    unsent_local: HashMap<String, usize>,
 }
 
 impl Publisher {
@@ -68,14 +73,23 @@ impl Publisher {
             done: false,
             size,
         };
+        *self
+            .unsent_local
+            .entry(pending.publish.topic.clone())
+            .or_default() += 1;
         if self.is_down(&pending.publish.topic) {
-            deliver_locally(&self.inner, &mut pending);
+            // Counted above: more than one means an earlier one waits.
+            let earlier_waits = self.unsent_local[&pending.publish.topic] > 1;
+            self.deliver_locally(&mut pending, earlier_waits);
         }
         if self.pending.len() >= self.inner.config.publish_buffer.max(1) {
             if let Some(old) = self.pending.pop_front() {
                 self.dropped += 1;
                 self.forget(&old);
                 self.release(old.size);
+                if !old.local {
+                    self.sent_local(&old.publish.topic);
+                }
                 tracing::error!(
                     topic = old.publish.topic,
                     dropped = self.dropped,
@@ -166,7 +180,7 @@ impl Publisher {
                 )
                 .await
                 {
-                    Ok(result) => result.map(drop),
+                    Ok(result) => result,
                     Err(_) => Err(redis::RedisError::from(std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
                         "redis command timed out",
@@ -187,6 +201,93 @@ impl Publisher {
             !p.done
         });
         self.release(released);
+    }
+
+    /// One pending publish of `topic` fewer that this node has not
+    /// delivered itself.
+    fn sent_local(&mut self, topic: &str) {
+        if let Some(count) = self.unsent_local.get_mut(topic) {
+            *count -= 1;
+            if *count == 0 {
+                self.unsent_local.remove(topic);
+            }
+        }
+    }
+
+    /// Whether a publish of `topic`, with no earlier one of the topic
+    /// still waiting here, may reach this node's subscribers now, ahead
+    /// of Redis: only once they have every publish of this node that Redis
+    /// already ordered (else it would overtake them).
+    fn may_deliver_locally(&mut self, topic: &str) -> bool {
+        match self.acked.get(topic) {
+            None => true,
+            Some(&offset) if self.inner.delivered(topic) >= offset => {
+                self.acked.remove(topic);
+                true
+            }
+            Some(_) => false,
+        }
+    }
+
+    /// Delivers `pending` to this node's subscribers at once (its shard is
+    /// unreachable), if that keeps this node's publishes of its topic in
+    /// the order they were made: no earlier one waits, and Redis's copies
+    /// of the earlier ones were delivered. Otherwise it waits, and reaches
+    /// them through Redis.
+    /// `earlier_waits`: an earlier publish of the topic is still pending
+    /// and not delivered here. Returns whether it delivered.
+    fn deliver_locally(&mut self, pending: &mut Pending, earlier_waits: bool) -> bool {
+        let topic = &pending.publish.topic;
+        if pending.local {
+            return true;
+        }
+        if earlier_waits || !self.may_deliver_locally(topic) {
+            return false;
+        }
+        let topic = topic.clone();
+        self.sent_local(&topic);
+        pending.local = true;
+        let inner = &self.inner;
+        let mut delivered = inner
+            .delivered_locally
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        delivered.insert(pending.seq);
+        // A publish that never comes back (its topic lost every subscriber
+        // here meanwhile) must not stay forever: keep the recent ones only.
+        let keep = 2 * inner.config.publish_buffer.max(1) as u64;
+        if delivered.len() as u64 > keep {
+            let floor = pending.seq.saturating_sub(keep);
+            delivered.retain(|&seq| seq > floor);
+        }
+        drop(delivered);
+        let p = &pending.publish;
+        inner.deliver_local(&Envelope {
+            topic: p.topic.clone(),
+            offset: 0,
+            epoch: String::new(),
+            node: inner.node,
+            except: p.except,
+            message: p.message.clone(),
+        });
+        true
+    }
+
+    /// Delivers locally, in order, the pending publishes bound for shards
+    /// that are down and not yet delivered, as far as the order allows.
+    fn deliver_held_locally(&mut self) {
+        let mut pending = std::mem::take(&mut self.pending);
+        let mut waiting: HashSet<String> = HashSet::new();
+        for entry in pending.iter_mut() {
+            if entry.local || !self.is_down(&entry.publish.topic) {
+                continue;
+            }
+            let earlier_waits = waiting.contains(&entry.publish.topic);
+            if !self.deliver_locally(entry, earlier_waits) {
+                waiting.insert(entry.publish.topic.clone());
+            }
+        }
+        self.pending = pending;
     }
 
     /// `bytes` of publishes left the buffer.
@@ -252,13 +353,41 @@ impl Publisher {
     /// Acts on a shard's result: acknowledged publishes leave the buffer;
     /// on failure the shard is forgotten and waits out a backoff, and its
     /// publishes reach this node's subscribers at once.
-    fn settle(&mut self, addr: &Arc<str>, batch: &[usize], result: redis::RedisResult<()>) {
+    fn settle(
+        &mut self,
+        addr: &Arc<str>,
+        batch: &[usize],
+        result: redis::RedisResult<Vec<redis::Value>>,
+    ) {
         match result {
-            Ok(()) => {
+            Ok(offsets) => {
                 // Those delivered locally are skipped (and forgotten) by the
                 // delivery task when they come back through Redis.
-                for &i in batch {
-                    self.pending[i].done = true;
+                for (&i, offset) in batch.iter().zip(offsets) {
+                    let pending = &mut self.pending[i];
+                    pending.done = true;
+                    let topic = &pending.publish.topic;
+                    if !pending.local {
+                        let topic = topic.clone();
+                        self.sent_local(&topic);
+                    }
+                    let pending = &self.pending[i];
+                    let topic = &pending.publish.topic;
+                    if let redis::Value::Int(offset) = offset {
+                        let held_here = self
+                            .inner
+                            .server
+                            .get()
+                            .is_some_and(|s| s.subscriber_count(topic) > 0);
+                        if offset > 0 && held_here {
+                            self.acked.insert(topic.clone(), offset as u64);
+                        }
+                    }
+                }
+                if self.acked.len() > 4096 {
+                    let inner = &self.inner;
+                    self.acked
+                        .retain(|topic, offset| inner.delivered(topic) < *offset);
                 }
                 if self.down.remove(addr).is_some() {
                     tracing::info!(shard = %addr, "redis reachable again: publishing resumed");
@@ -287,9 +416,7 @@ impl Publisher {
                         );
                     }
                 }
-                for &i in batch {
-                    deliver_locally(&self.inner, &mut self.pending[i]);
-                }
+                self.deliver_held_locally();
             }
         }
     }
@@ -319,35 +446,6 @@ impl Publisher {
     }
 }
 
-fn deliver_locally(inner: &Inner, pending: &mut Pending) {
-    if pending.local {
-        return;
-    }
-    pending.local = true;
-    let mut delivered = inner
-        .delivered_locally
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    delivered.insert(pending.seq);
-    // A publish that never comes back (its topic lost every subscriber
-    // here meanwhile) must not stay forever: keep the recent ones only.
-    let keep = 2 * inner.config.publish_buffer.max(1) as u64;
-    if delivered.len() as u64 > keep {
-        let floor = pending.seq.saturating_sub(keep);
-        delivered.retain(|&seq| seq > floor);
-    }
-    drop(delivered);
-    let p = &pending.publish;
-    inner.deliver_local(&Envelope {
-        topic: p.topic.clone(),
-        offset: 0,
-        epoch: String::new(),
-        node: inner.node,
-        except: p.except,
-        message: p.message.clone(),
-    });
-}
-
 pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Publish>) {
     let script = redis::Script::new(wire::PUBLISH_SCRIPT);
     let mut publisher = Publisher {
@@ -359,6 +457,8 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Publi
         dropped: 0,
         seq: 0,
         hash: script.get_hash().to_owned(),
+        acked: HashMap::new(),
+        unsent_local: HashMap::new(),
     };
     loop {
         match publisher.next_round() {
@@ -368,9 +468,14 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Publi
             },
             Some(at) if at > Instant::now() => {
                 // Every pending publish waits for a shard to come back:
-                // take new publishes meanwhile.
+                // take new publishes meanwhile, and deliver locally those
+                // the order now allows (this node caught up with Redis's
+                // copies of the earlier ones).
+                let check = Instant::now() + Duration::from_millis(20);
                 tokio::select! {
-                    () = tokio::time::sleep_until(at) => {}
+                    () = tokio::time::sleep_until(at.min(check)) => {
+                        publisher.deliver_held_locally();
+                    }
                     p = rx.recv() => match p {
                         Some(p) => publisher.push(p),
                         None => return,
