@@ -81,6 +81,7 @@
         case "error": system(ev.text, "error"); break;
         case "presence": setCount(ev.count); break;
         case "gap": case "epoch": case "unavailable": system(ev.text, "error"); break;
+        case "offset": break; // only moves the position (above)
         default: system(ev.text || String(e.data));
       }
     };

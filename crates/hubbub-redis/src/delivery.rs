@@ -85,6 +85,17 @@ impl Delivery {
                 let skip = envelope.node == self.inner.node && self.skip_own(*seq);
                 if !skip {
                     self.inner.deliver_local(envelope);
+                } else if envelope.offset > 0 {
+                    // Delivered here ahead of Redis, with no offset: tell
+                    // the subscribers where it stands now.
+                    self.notify(
+                        Target::Topic,
+                        &Notice::Offset {
+                            topic: envelope.topic.clone(),
+                            offset: envelope.offset,
+                            epoch: envelope.epoch.clone(),
+                        },
+                    );
                 }
                 // After the delivery: the publisher's local deliveries of
                 // later publishes wait for this.
@@ -115,13 +126,13 @@ impl Delivery {
     }
 
     fn notify(&self, target: Target<'_>, notice: &Notice) {
-        let message = self.inner.notice(notice);
-        let topic = match notice {
-            Notice::Gap { topic, .. }
-            | Notice::EpochChanged { topic, .. }
-            | Notice::Unavailable { topic } => topic,
+        let topic = notice.topic();
+        if !matches!(notice, Notice::Offset { .. }) {
+            tracing::warn!(?notice, "redis broker: order could not be kept whole");
+        }
+        let Some(message) = self.inner.notice(notice) else {
+            return;
         };
-        tracing::warn!(?notice, "redis broker: order could not be kept whole");
         match target {
             Target::Topic => {
                 if let Some(server) = self.inner.server.get() {

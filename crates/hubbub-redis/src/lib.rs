@@ -94,9 +94,11 @@ pub struct Envelope {
     pub message: Message,
 }
 
-/// What the subscribers of a topic are told when the order could not be
-/// kept whole ([`RedisConfig::with_notice`]).
+/// What the subscribers of a topic are told besides its messages
+/// ([`RedisConfig::with_notice`]): that the order could not be kept whole,
+/// or where a message they got ahead of Redis now stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Notice {
     /// Offsets `from..=to` of `topic` are lost: the history no longer holds
     /// them.
@@ -121,10 +123,35 @@ pub enum Notice {
         /// The topic.
         topic: String,
     },
+    /// A message this node delivered while Redis was unreachable (with
+    /// offset 0) has now been ordered at `offset`, and the node's
+    /// subscribers have every message before it: a client's position in
+    /// the topic is now `offset` of `epoch`, so that resuming from there
+    /// does not hand it that message a second time.
+    Offset {
+        /// The topic.
+        topic: String,
+        /// The message's offset.
+        offset: u64,
+        /// The epoch of the offset.
+        epoch: String,
+    },
+}
+
+impl Notice {
+    /// The topic it is about.
+    pub fn topic(&self) -> &str {
+        match self {
+            Notice::Gap { topic, .. }
+            | Notice::EpochChanged { topic, .. }
+            | Notice::Unavailable { topic }
+            | Notice::Offset { topic, .. } => topic,
+        }
+    }
 }
 
 type Render = dyn Fn(&Envelope) -> Message + Send + Sync;
-type RenderNotice = dyn Fn(&Notice) -> Message + Send + Sync;
+type RenderNotice = dyn Fn(&Notice) -> Option<Message> + Send + Sync;
 type OnPresence = dyn Fn(&Node, &str, usize) + Send + Sync;
 
 /// Settings of a [`RedisBroker`].
@@ -201,13 +228,15 @@ impl RedisConfig {
         self
     }
 
-    /// Frames a [`Notice`] for the topic's subscribers (default: a JSON
-    /// text `{"type":"gap","topic":…,"from":…,"to":…}`,
-    /// `{"type":"epoch","topic":…,"epoch":…}` or
-    /// `{"type":"unavailable","topic":…}`).
+    /// Frames a [`Notice`] for the topic's subscribers, or `None` for
+    /// them not to be told (default: a JSON text
+    /// `{"type":"gap","topic":…,"from":…,"to":…}`,
+    /// `{"type":"epoch","topic":…,"epoch":…}`,
+    /// `{"type":"unavailable","topic":…}` or
+    /// `{"type":"offset","topic":…,"offset":…,"epoch":…}`).
     pub fn with_notice(
         mut self,
-        notice: impl Fn(&Notice) -> Message + Send + Sync + 'static,
+        notice: impl Fn(&Notice) -> Option<Message> + Send + Sync + 'static,
     ) -> Self {
         self.notice = Some(Arc::new(notice));
         self
@@ -276,6 +305,15 @@ fn default_notice(notice: &Notice) -> Message {
         Notice::Unavailable { topic } => {
             format!(r#"{{"type":"unavailable","topic":{}}}"#, json_string(topic))
         }
+        Notice::Offset {
+            topic,
+            offset,
+            epoch,
+        } => format!(
+            r#"{{"type":"offset","topic":{},"offset":{offset},"epoch":{}}}"#,
+            json_string(topic),
+            json_string(epoch)
+        ),
     })
 }
 
@@ -409,10 +447,10 @@ impl Inner {
         }
     }
 
-    pub(crate) fn notice(&self, notice: &Notice) -> Message {
+    pub(crate) fn notice(&self, notice: &Notice) -> Option<Message> {
         match &self.config.notice {
             Some(render) => render(notice),
-            None => default_notice(notice),
+            None => Some(default_notice(notice)),
         }
     }
 
@@ -717,6 +755,14 @@ mod tests {
                 epoch: "e1".into()
             }),
             r#"{"type":"epoch","topic":"t","epoch":"e1"}"#
+        );
+        assert_eq!(
+            text(&Notice::Offset {
+                topic: "t".into(),
+                offset: 7,
+                epoch: "e1".into()
+            }),
+            r#"{"type":"offset","topic":"t","offset":7,"epoch":"e1"}"#
         );
     }
 }

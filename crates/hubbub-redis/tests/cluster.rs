@@ -471,3 +471,51 @@ async fn a_nodes_own_publishes_keep_their_order_on_it_across_a_redis_outage() {
         first_wrong.map(|i| &got[i..(i + 8).min(total)])
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server: run scripts/test"]
+async fn a_message_delivered_during_an_outage_is_not_handed_again_to_a_client_that_resumes() {
+    let mut redis = Redis::start(true);
+    let (a, b) = (node(&redis).await, node(&redis).await);
+    let publisher = client(a.addr, "").await;
+    let mut reader = client(a.addr, "").await;
+    wait_members(&[&a], 2).await;
+    publisher.send("m-0").unwrap();
+    let first = read_until(&mut reader, Duration::from_secs(10), |g| !g.is_empty()).await;
+    assert_eq!(first[0].text, "m-0");
+
+    // Redis goes: the next publish reaches the reader from its own node,
+    // without an offset.
+    redis.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    publisher.send("m-1").unwrap();
+    let during = tokio::time::timeout(Duration::from_secs(10), reader.text())
+        .await
+        .unwrap();
+    assert_eq!(during, "0||m-1", "delivered locally, offset 0");
+
+    // Redis is back: m-1 is ordered, and the reader is told where it
+    // stands; its position is now m-1's offset.
+    redis.restart();
+    let notice = tokio::time::timeout(Duration::from_secs(20), reader.text())
+        .await
+        .unwrap();
+    let event: HashMap<String, serde_json::Value> = serde_json::from_str(&notice).unwrap();
+    assert_eq!(event["type"], "offset", "{notice}");
+    let (offset, epoch) = (
+        event["offset"].as_u64().unwrap(),
+        event["epoch"].as_str().unwrap().to_owned(),
+    );
+    assert_eq!(offset, first[0].offset + 1, "{notice}");
+
+    // It resumes on the other node from there: m-1 is not handed again,
+    // the next message is.
+    reader.close().unwrap();
+    let mut back = client(b.addr, &format!("since={offset}&epoch={epoch}")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    publisher.send("m-2").unwrap();
+    let got = read_until(&mut back, Duration::from_secs(10), |g| !g.is_empty()).await;
+    assert_eq!(got[0].text, "m-2", "{got:?}");
+    assert_eq!(got[0].offset, offset + 1);
+    assert_eq!(back.next_within(Duration::from_millis(300)).await, None);
+}

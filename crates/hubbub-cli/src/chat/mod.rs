@@ -166,8 +166,19 @@ fn render(envelope: &Envelope) -> Message {
 }
 
 /// What a room is told when its order could not be kept whole.
-fn notice(notice: &Notice) -> Message {
-    let (topic, text) = match notice {
+fn notice(notice: &Notice) -> Option<Message> {
+    if let Notice::Offset {
+        topic,
+        offset,
+        epoch,
+    } = notice
+    {
+        // Only the page keeps a position; the text format has no use for it.
+        return matches!(room_of_topic(topic), Some((_, true))).then(|| {
+            Message::from(json!({"type": "offset", "offset": offset, "epoch": epoch}).to_string())
+        });
+    }
+    let (topic, text): (&str, String) = match notice {
         Notice::Gap { topic, from, to } => (
             topic,
             format!("Messages {from} to {to} of this room are lost: no longer in the history."),
@@ -180,11 +191,13 @@ fn notice(notice: &Notice) -> Message {
             topic,
             "The cluster could not be reached: messages may be missing.".to_owned(),
         ),
+        _ => return None,
     };
     let kind = match notice {
         Notice::Gap { .. } => "gap",
         Notice::EpochChanged { .. } => "epoch",
         Notice::Unavailable { .. } => "unavailable",
+        _ => return None,
     };
     match room_of_topic(topic) {
         Some((_, true)) => {
@@ -195,11 +208,11 @@ fn notice(notice: &Notice) -> Message {
                     event["to"] = json!(to);
                 }
                 Notice::EpochChanged { epoch, .. } => event["epoch"] = json!(epoch),
-                Notice::Unavailable { .. } => {}
+                _ => {}
             }
-            Message::from(event.to_string())
+            Some(Message::from(event.to_string()))
         }
-        _ => Message::from(text),
+        _ => Some(Message::from(text)),
     }
 }
 
