@@ -19,7 +19,7 @@ use peer::Peer as Ws;
 
 #[path = "support/serve.rs"]
 mod support;
-use support::{Serve as Node, serve};
+use support::{Serve as Node, serve, serve_with_env};
 
 /// A `hubbub serve --redis` node on a free port; killed when dropped.
 async fn node(redis: &Redis) -> Node {
@@ -173,6 +173,65 @@ async fn three_nodes_on_a_redis_cluster_chat_as_one_room_through_a_master_failov
             .await;
             assert!(more.is_err(), "client {i}: a message too many: {more:?}");
         }
+    })
+    .await
+    .expect("watchdog");
+}
+
+/// libfaketime's multi-threaded library (Debian's `faketime` package).
+fn libfaketime() -> String {
+    std::fs::read_dir("/usr/lib")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|dir| dir.path().join("faketime/libfaketimeMT.so.1"))
+        .find(|path| path.exists())
+        .expect("libfaketime (needs faketime: run scripts/test)")
+        .display()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server and faketime: run scripts/test"]
+async fn member_counts_hold_when_the_nodes_clocks_disagree() {
+    tokio::time::timeout(Duration::from_secs(90), async {
+        let redis = Redis::start(false);
+        let url = redis.url();
+        // One node's clock runs 30 s ahead of the other's.
+        let lib = libfaketime();
+        let mut ahead = serve_with_env(
+            &["--redis", &url],
+            &[
+                ("LD_PRELOAD", &lib),
+                ("FAKETIME", "+30s"),
+                ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+            ],
+        )
+        .await;
+        let second = ahead.lines.next_line().await.unwrap().expect("cluster line");
+        assert!(second.starts_with("cluster member through"), "{second}");
+        let on_time = node(&redis).await;
+        let mut a = join(&on_time, "format=json").await;
+        let mut b = join(&ahead, "format=json").await;
+        for ws in [&mut a, &mut b] {
+            until(ws, is("welcome")).await;
+        }
+        // Each counts the other (an expiry stamped by one node's clock and
+        // read by the other's would make the node ahead drop the other at
+        // once).
+        until(&mut a, |e| e["type"] == "presence" && e["count"] == 2).await;
+        until(&mut b, |e| e["type"] == "presence" && e["count"] == 2).await;
+        // The node ahead dies: it drops out within the presence TTL (6 s)
+        // by Redis's clock, not 30 s later.
+        ahead.child.start_kill().unwrap();
+        ahead.child.wait().await.unwrap();
+        let killed = std::time::Instant::now();
+        until(&mut a, |e| e["type"] == "presence" && e["count"] == 1).await;
+        assert!(
+            killed.elapsed() < Duration::from_secs(15),
+            "dropped out after {:?}",
+            killed.elapsed()
+        );
     })
     .await
     .expect("watchdog");

@@ -19,9 +19,15 @@ pub(crate) struct Serve {
 /// Starts `hubbub serve --port 0 <extra>` and reads its address line
 /// (`ws://` or, with a certificate, `wss://`).
 pub(crate) async fn serve(extra: &[&str]) -> Serve {
+    serve_with_env(extra, &[]).await
+}
+
+/// As [`serve`], with more environment variables.
+pub(crate) async fn serve_with_env(extra: &[&str], env: &[(&str, &str)]) -> Serve {
     let mut child = Command::new(env!("CARGO_BIN_EXE_hubbub"))
         .args(["serve", "--port", "0"])
         .args(extra)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
