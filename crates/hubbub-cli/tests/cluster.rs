@@ -208,7 +208,12 @@ async fn member_counts_hold_when_the_nodes_clocks_disagree() {
             ],
         )
         .await;
-        let second = ahead.lines.next_line().await.unwrap().expect("cluster line");
+        let second = ahead
+            .lines
+            .next_line()
+            .await
+            .unwrap()
+            .expect("cluster line");
         assert!(second.starts_with("cluster member through"), "{second}");
         let on_time = node(&redis).await;
         let mut a = join(&on_time, "format=json").await;

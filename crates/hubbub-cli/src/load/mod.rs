@@ -7,6 +7,7 @@
 
 mod broadcast;
 mod client;
+mod rooms;
 mod stats;
 
 use std::collections::VecDeque;
@@ -29,6 +30,11 @@ pub(crate) enum LoadCommand {
     /// One publisher and N subscribers on a relay server (`hubbub relay`):
     /// deliveries per second and delivery latency, order checked.
     Broadcast(broadcast::BroadcastLoad),
+    /// R rooms of M members on relays started with `--rooms`, every member
+    /// publishing to its room with W of its own messages in flight:
+    /// publishes and deliveries per second, latency, each publisher's
+    /// order checked in every room.
+    Rooms(rooms::RoomsLoad),
     /// Upgrades per second with C concurrent connectors (each connection is
     /// closed right after its upgrade).
     Handshakes(HandshakesLoad),
@@ -496,6 +502,7 @@ pub(crate) async fn run(command: LoadCommand) -> Result<(), String> {
         LoadCommand::Echo(options) => echo(options).await,
         LoadCommand::Connections(options) => connections(options).await,
         LoadCommand::Broadcast(options) => broadcast::run(options).await,
+        LoadCommand::Rooms(options) => rooms::run(options).await,
         LoadCommand::Handshakes(options) => handshakes(options).await,
     }
 }
