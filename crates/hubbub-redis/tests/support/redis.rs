@@ -23,6 +23,17 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A free port whose cluster bus port (port + 10000) is free too.
+#[allow(dead_code)]
+fn free_cluster_port() -> u16 {
+    loop {
+        let port = free_port();
+        if port <= 55535 && std::net::TcpListener::bind(("127.0.0.1", port + 10000)).is_ok() {
+            return port;
+        }
+    }
+}
+
 #[allow(dead_code)]
 impl Redis {
     pub(crate) fn start(persistent: bool) -> Self {
@@ -118,7 +129,9 @@ pub(crate) struct Cluster {
 #[allow(dead_code)]
 impl Cluster {
     pub(crate) fn start(masters: usize, replicas: usize) -> Self {
-        let ports: Vec<u16> = (0..masters * (1 + replicas)).map(|_| free_port()).collect();
+        let ports: Vec<u16> = (0..masters * (1 + replicas))
+            .map(|_| free_cluster_port())
+            .collect();
         let dir = std::env::temp_dir().join(format!(
             "hubbub-redis-cluster-{}-{}",
             std::process::id(),
