@@ -235,7 +235,10 @@ impl Delivery {
                     state.on = Some((addr, generation));
                 }
             }
-            Err(_) => self.fail(&addr),
+            Err(e) => {
+                self.fail(&addr);
+                self.shards.learn(e);
+            }
         }
         result
     }
@@ -286,10 +289,10 @@ impl Delivery {
             offset = after;
         }
         let state = self.topics.entry(topic.to_owned()).or_default();
-        state.last = offset;
-        state.synced = true;
-        state.epoch = epoch.clone();
         if !synced {
+            state.last = offset;
+            state.synced = true;
+            state.epoch = epoch;
             if std::mem::take(&mut state.blind) {
                 self.notify(
                     Target::Topic,
@@ -300,6 +303,9 @@ impl Delivery {
             }
             return Ok(());
         }
+        // What was missed, then the new baseline: if the history cannot be
+        // read now, the baseline stays where it was, and the next attempt
+        // fills from there (nothing is skipped).
         match (&old_epoch, &epoch) {
             (Some(old), Some(new)) if old != new => {
                 self.notify(
@@ -309,14 +315,23 @@ impl Delivery {
                         epoch: new.clone(),
                     },
                 );
-                self.fill(conn, Target::Topic, topic, new, 0, offset).await
+                if let Some(state) = self.topics.get_mut(topic) {
+                    state.recent.clear();
+                }
+                self.fill(conn, Target::Topic, topic, new, 0, offset)
+                    .await?;
             }
             (_, Some(new)) => {
                 self.fill(conn, Target::Topic, topic, new, after, offset)
-                    .await
+                    .await?;
             }
-            _ => Ok(()),
+            _ => {}
         }
+        if let Some(state) = self.topics.get_mut(topic) {
+            state.last = offset;
+            state.epoch = epoch;
+        }
+        Ok(())
     }
 
     /// The connection to `addr` failed or closed: the topics subscribed on
@@ -394,6 +409,7 @@ impl Delivery {
                 if let Err(e) = self.on_message(&addr, &topic, payload).await {
                     tracing::warn!(topic, error = %e, "redis broker: filling a gap failed; resubscribing");
                     self.fail(&addr);
+                    self.shards.learn(&e);
                 }
             }
             PushKind::Disconnection => {

@@ -395,6 +395,7 @@ impl Publisher {
             }
             Err(e) => {
                 self.shards.forget(addr);
+                self.shards.learn(&e);
                 let now = Instant::now();
                 match self.down.get_mut(addr) {
                     Some(down) => {

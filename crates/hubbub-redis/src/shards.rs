@@ -234,6 +234,17 @@ impl Shards {
         self.slots.clear();
     }
 
+    /// Takes note of a `MOVED` reply: the slot it names is served at the
+    /// address it names (ahead of the slot map, which may be older).
+    pub(crate) fn learn(&mut self, error: &redis::RedisError) {
+        if error.code() != Some("MOVED") {
+            return;
+        }
+        if let Some((addr, slot)) = error.redirect_node() {
+            self.slots.insert(0, (slot, slot, Arc::from(addr)));
+        }
+    }
+
     /// Forgets the slot map only (a slot moved; its old owner is fine).
     pub(crate) fn forget_slots(&mut self) {
         self.slots.clear();

@@ -306,6 +306,56 @@ impl Cluster {
             .expect("CLUSTER KEYSLOT")
     }
 
+    /// The node id of the node on `port`.
+    pub(crate) fn node_id(port: u16) -> String {
+        Self::cli(port, &["cluster", "myid"])
+            .map(|s| s.trim().to_owned())
+            .expect("CLUSTER MYID")
+    }
+
+    /// Moves `slot` from the master on `from` to the master on `to`, keys
+    /// and all, as `redis-cli --cluster reshard` does for each slot:
+    /// IMPORTING / MIGRATING, MIGRATE the keys, then SETSLOT NODE on every
+    /// master.
+    pub(crate) fn migrate_slot(&self, slot: u16, from: u16, to: u16) {
+        let (slot, from_id, to_id) = (slot.to_string(), Self::node_id(from), Self::node_id(to));
+        let ok = |port: u16, args: &[&str]| {
+            let out = Self::cli(port, args).unwrap_or_default();
+            assert!(!out.starts_with("ERR"), "{args:?} on {port}: {out}");
+        };
+        ok(to, &["cluster", "setslot", &slot, "importing", &from_id]);
+        ok(from, &["cluster", "setslot", &slot, "migrating", &to_id]);
+        loop {
+            let keys =
+                Self::cli(from, &["cluster", "getkeysinslot", &slot, "100"]).unwrap_or_default();
+            let keys: Vec<&str> = keys.split_whitespace().collect();
+            if keys.is_empty() {
+                break;
+            }
+            let mut args = vec![
+                "migrate",
+                "127.0.0.1",
+                "",
+                "",
+                "0",
+                "5000",
+                "replace",
+                "keys",
+            ];
+            let to_port = to.to_string();
+            args[2] = &to_port;
+            args.extend(keys);
+            ok(from, &args);
+        }
+        for port in [to, from] {
+            ok(port, &["cluster", "setslot", &slot, "node", &to_id]);
+        }
+        let masters: std::collections::HashSet<u16> = self.slot_owners().into_values().collect();
+        for port in masters {
+            let _ = Self::cli(port, &["cluster", "setslot", &slot, "node", &to_id]);
+        }
+    }
+
     /// Kills the node on `port` with SIGKILL.
     pub(crate) fn kill(&mut self, port: u16) {
         for (p, child) in &mut self.nodes {
