@@ -1,5 +1,9 @@
 //! A Redis backplane for hubbub: a [`hubbub::Broker`] that carries topics
-//! across every node attached to the same Redis.
+//! across every node attached to the same Redis ([`RedisBroker::new`]) or
+//! the same Redis Cluster ([`RedisBroker::cluster`]: each topic lives on
+//! the shard that owns its hash slot, with sharded pub/sub, so adding
+//! masters adds publish capacity; a failover or a slot migration is
+//! followed, and what was missed is filled or reported).
 //!
 //! - **One order per topic.** A Lua script assigns each publish the topic's
 //!   next *offset*, appends it to a capped Redis Stream (the topic's
@@ -19,12 +23,15 @@
 //!   what it missed from the stream, then the live messages, with no
 //!   duplicate and no gap ([`RedisBroker::resume`]).
 //! - **Redis down.** Local delivery continues (a node's own publishes reach
-//!   its own clients at once), publishes wait in a bounded buffer and are
-//!   retried with backoff (idempotently: a retried publish is not
-//!   duplicated), and the subscriber reconnects, resubscribes and fills the
-//!   gap.
+//!   its own clients at once, in the order they were made), publishes wait
+//!   in a buffer bounded in count and in bytes and are retried with
+//!   backoff (idempotently: a retried publish is not duplicated), and the
+//!   subscriber reconnects, resubscribes and fills the gap. When Redis
+//!   orders a message that was delivered locally, the node's subscribers
+//!   learn its offset ([`Notice::Offset`]), so a resume does not repeat it.
 //! - **Presence.** Each node writes its subscriber count per topic with an
-//!   expiry, refreshed by a heartbeat; [`RedisBroker::members`] sums the
+//!   expiry stamped by Redis's own clock (nodes need not agree on the
+//!   time), refreshed by a heartbeat; [`RedisBroker::members`] sums the
 //!   live entries, so a node killed without a word drops out within
 //!   [`RedisConfig::presence_ttl`].
 //!

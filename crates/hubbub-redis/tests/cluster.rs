@@ -359,13 +359,9 @@ async fn a_redis_restart_mid_stream_loses_and_duplicates_nothing() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs redis-server: run scripts/test"]
-async fn publishes_bound_for_a_stalled_redis_are_bounded_in_bytes_and_none_is_lost() {
-    let redis = Redis::start(false);
-    let bound = 256 << 10;
-    let config = RedisConfig::default().with_max_publish_bytes(bound);
-    let broker = RedisBroker::new(&redis.url(), config).unwrap();
+/// A node with `broker` whose clients subscribe to `TOPIC` (and publish
+/// nothing), and one client of it, subscribed.
+async fn one_reader(broker: &Arc<RedisBroker>) -> (ServerHandle, Ws) {
     let server = Server::bind("ws://127.0.0.1:0")
         .await
         .unwrap()
@@ -376,12 +372,23 @@ async fn publishes_bound_for_a_stalled_redis_are_bounded_in_bytes_and_none_is_lo
             let _ = conn.subscribe(TOPIC);
         });
     }));
-    let mut reader = client(addr, "").await;
+    let reader = client(addr, "").await;
     let deadline = Instant::now() + Duration::from_secs(5);
     while handle.subscriber_count(TOPIC) == 0 {
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    (handle, reader)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server: run scripts/test"]
+async fn publishes_bound_for_a_stalled_redis_are_bounded_in_bytes_and_none_is_lost() {
+    let redis = Redis::start(false);
+    let bound = 256 << 10;
+    let config = RedisConfig::default().with_max_publish_bytes(bound);
+    let broker = RedisBroker::new(&redis.url(), config).unwrap();
+    let (handle, mut reader) = one_reader(&broker).await;
     // Redis stops answering: 1,000 publishes of 4 KiB (4 MiB) pile up on
     // their way to it, 16 times the bound.
     redis.pause();
@@ -446,22 +453,7 @@ async fn a_nodes_own_publishes_keep_their_order_on_it_across_a_redis_outage() {
         e.message.clone()
     });
     let broker = RedisBroker::new(&redis.url(), config).unwrap();
-    let server = Server::bind("ws://127.0.0.1:0")
-        .await
-        .unwrap()
-        .with_broker(broker.clone());
-    let (addr, handle) = (server.local_addr(), server.handle());
-    tokio::spawn(server.start(|socket| {
-        socket.on_open(|conn| {
-            let _ = conn.subscribe(TOPIC);
-        });
-    }));
-    let mut reader = client(addr, "").await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while handle.subscriber_count(TOPIC) == 0 {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (handle, mut reader) = one_reader(&broker).await;
     let total = 300;
     let publishing = tokio::spawn(async move {
         for n in 0..total {
