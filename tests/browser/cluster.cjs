@@ -3,12 +3,17 @@
 // Chromium: they chat as one room, "who is here" counts every node, and a
 // page whose node restarts gets what it missed on reconnecting.
 //
-// usage: node cluster.cjs HUBBUB_BINARY REDIS_URL SCREENSHOT.png
+// With `--redis-cluster URLS` and the pid of the master that holds the
+// room, the nodes join a Redis Cluster instead, and that master is killed
+// (SIGKILL) mid-chat: the chat goes on, in one order on every page.
+//
+// usage: node cluster.cjs HUBBUB_BINARY --redis URL SCREENSHOT.png
+//        node cluster.cjs HUBBUB_BINARY --redis-cluster URLS SCREENSHOT.png MASTER_PID
 const { chromium } = require('playwright-core');
 const { spawn } = require('child_process');
 const net = require('net');
 
-const [binary, redis, screenshot] = process.argv.slice(2);
+const [binary, mode, redis, screenshot, victim] = process.argv.slice(2);
 
 function freePort() {
   return new Promise((resolve, reject) => {
@@ -19,7 +24,7 @@ function freePort() {
 }
 
 function startNode(port) {
-  const child = spawn(binary, ['serve', '--port', String(port), '--redis', redis], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(binary, ['serve', '--port', String(port), mode, redis], { stdio: ['ignore', 'pipe', 'inherit'] });
   return new Promise((resolve, reject) => {
     child.stdout.on('data', (d) => { if (String(d).includes('cluster member through')) resolve(child); });
     child.on('exit', (code) => reject(new Error(`hubbub exited with ${code}`)));
@@ -77,6 +82,24 @@ async function main() {
       if (JSON.stringify(theirs) !== JSON.stringify(order)) throw new Error(`orders differ: ${order} / ${theirs}`);
     }
     await a.screenshot({ path: screenshot });
+
+    if (victim) {
+      // The master holding the room dies; its replica takes over.
+      process.kill(Number(victim), 'SIGKILL');
+      await send(b, 'said as the master died');
+      for (const page of pages) await shows(page, 'said as the master died');
+      await send(c, 'after the failover');
+      for (const page of pages) await shows(page, 'after the failover');
+      const after = await messages(a);
+      for (const page of [b, c]) {
+        const theirs = await messages(page);
+        if (JSON.stringify(theirs) !== JSON.stringify(after)) throw new Error(`orders differ: ${after} / ${theirs}`);
+      }
+      const shown = after.filter((t) => t === 'said as the master died').length;
+      if (shown !== 1) throw new Error(`shown ${shown} times`);
+      console.log('browser redis cluster: ok');
+      return;
+    }
 
     // Node two restarts; what is said meanwhile reaches its page afterwards.
     await stopNode(nodes[1]);

@@ -83,8 +83,37 @@ fn cluster_pages_chat_as_one_room_in_headless_chromium() {
     let stdout = node(
         &root,
         "cluster.cjs",
-        &[url.as_ref(), screenshot.as_os_str()],
+        &["--redis".as_ref(), url.as_ref(), screenshot.as_os_str()],
         &[],
     );
     assert!(stdout.contains("browser cluster: ok"), "{stdout}");
+}
+
+/// Three `hubbub serve --redis-cluster` nodes on a Redis Cluster of three
+/// masters and three replicas, a page on each; the master holding the room
+/// is killed mid-chat: see `tests/browser/cluster.cjs`.
+#[test]
+#[ignore = "needs chromium, node playwright-core and redis-server: run scripts/test"]
+fn cluster_pages_chat_through_a_redis_cluster_failover_in_headless_chromium() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let artifacts = root.join("artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let screenshot = artifacts.join("redis-cluster.png");
+    let cluster = redis_server::Cluster::start(3, 1);
+    let urls = cluster.urls().join(",");
+    // The page's room is "team", in the JSON format.
+    let master = cluster.slot_owners()[&cluster.keyslot("hubbub:{team#json}:o")];
+    let pid = cluster.pid(master).to_string();
+    let stdout = node(
+        &root,
+        "cluster.cjs",
+        &[
+            "--redis-cluster".as_ref(),
+            urls.as_ref(),
+            screenshot.as_os_str(),
+            pid.as_ref(),
+        ],
+        &[],
+    );
+    assert!(stdout.contains("browser redis cluster: ok"), "{stdout}");
 }

@@ -356,6 +356,16 @@ impl Cluster {
         }
     }
 
+    /// The process id of the node on `port`.
+    pub(crate) fn pid(&self, port: u16) -> u32 {
+        self.nodes
+            .iter()
+            .find(|(p, _)| *p == port)
+            .and_then(|(_, child)| child.as_ref())
+            .map(Child::id)
+            .expect("a live node on that port")
+    }
+
     /// Kills the node on `port` with SIGKILL.
     pub(crate) fn kill(&mut self, port: u16) {
         for (p, child) in &mut self.nodes {
