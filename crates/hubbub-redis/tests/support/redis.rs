@@ -23,12 +23,21 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A free port whose cluster bus port (port + 10000) is free too.
+/// A free port whose cluster bus port (port + 10000) is free too, both
+/// below the range the kernel hands out to outgoing connections (which
+/// starts at 32768), so that no client of another test can take either
+/// between this check and the server binding them.
 #[allow(dead_code)]
 fn free_cluster_port() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
     loop {
-        let port = free_port();
-        if port <= 55535 && std::net::TcpListener::bind(("127.0.0.1", port + 10000)).is_ok() {
+        // A random number without a dependency: std's randomly keyed hasher.
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let port = 12_000 + (random % 10_000) as u16;
+        let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if free(port) && free(port + 10_000) {
             return port;
         }
     }
@@ -37,7 +46,9 @@ fn free_cluster_port() -> u16 {
 #[allow(dead_code)]
 impl Redis {
     pub(crate) fn start(persistent: bool) -> Self {
-        let port = free_port();
+        // Below the kernel's range for outgoing connections: no client of
+        // another test can hold it (a restart binds it again).
+        let port = free_cluster_port();
         let dir = std::env::temp_dir().join(format!("hubbub-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let child = Self::spawn(port, &dir, persistent);
@@ -129,42 +140,20 @@ pub(crate) struct Cluster {
 #[allow(dead_code)]
 impl Cluster {
     pub(crate) fn start(masters: usize, replicas: usize) -> Self {
-        let ports: Vec<u16> = (0..masters * (1 + replicas))
-            .map(|_| free_cluster_port())
-            .collect();
         let dir = std::env::temp_dir().join(format!(
-            "hubbub-redis-cluster-{}-{}",
+            "hubbub-redis-cluster-{}-{:?}",
             std::process::id(),
-            ports[0]
+            std::thread::current().id()
         ));
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let mut nodes = Vec::new();
-        for &port in &ports {
-            let node_dir = dir.join(port.to_string());
-            std::fs::create_dir_all(&node_dir).unwrap();
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
-                .args(["--cluster-config-file", "nodes.conf"])
-                // Replicas sync at once (a replica that never synced is
-                // never promoted).
-                .args(["--repl-diskless-sync-delay", "0"])
-                .arg("--dir")
-                .arg(&node_dir)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server (needs redis-server: run scripts/test)");
-            nodes.push((port, Some(child)));
-        }
-        for &port in &ports {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(Instant::now() < deadline, "redis-server did not start");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
+        let nodes: Vec<(u16, Option<Child>)> = (0..masters * (1 + replicas))
+            .map(|_| {
+                let (port, child) = Self::spawn_node(&dir);
+                (port, Some(child))
+            })
+            .collect();
+        let ports: Vec<u16> = nodes.iter().map(|(port, _)| *port).collect();
         let mut create = Command::new("redis-cli");
         create.arg("--cluster").arg("create");
         for port in &ports {
@@ -194,6 +183,44 @@ impl Cluster {
             }
         }
         cluster
+    }
+
+    /// A cluster-enabled `redis-server` in a directory of its own under
+    /// `dir`, listening: on another port if the one chosen was taken
+    /// meanwhile (the server exits).
+    fn spawn_node(dir: &std::path::Path) -> (u16, Child) {
+        for _ in 0..10 {
+            let port = free_cluster_port();
+            let node_dir = dir.join(port.to_string());
+            std::fs::create_dir_all(&node_dir).unwrap();
+            let mut child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
+                .args(["--cluster-config-file", "nodes.conf"])
+                // Replicas sync at once (a replica that never synced is
+                // never promoted).
+                .args(["--repl-diskless-sync-delay", "0"])
+                .arg("--dir")
+                .arg(&node_dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server (needs redis-server: run scripts/test)");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return (port, child);
+                }
+                if child.try_wait().ok().flatten().is_some() || Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        panic!("redis-server did not start on any of 10 ports");
     }
 
     /// Every node's URL (the seeds a broker is given).
