@@ -15,14 +15,6 @@ pub(crate) struct Redis {
     persistent: bool,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A free port whose cluster bus port (port + 10000) is free too, both
 /// below the range the kernel hands out to outgoing connections (which
 /// starts at 32768), so that no client of another test can take either
