@@ -513,18 +513,20 @@ impl Delivery {
     async fn on_command(&mut self, command: Command) {
         match command {
             Command::Added(topic) => {
-                if self.topics.contains_key(&topic) {
-                    return;
-                }
-                self.topics.insert(topic.clone(), TopicState::default());
-                if self.sync(&topic).await.is_err() {
-                    // Redis unreachable: the topic starts without a
-                    // baseline, and its subscribers are told when it is
-                    // back that messages may be missing.
-                    if let Some(state) = self.topics.get_mut(&topic) {
-                        state.blind = !state.synced;
+                if !self.topics.contains_key(&topic) {
+                    self.topics.insert(topic.clone(), TopicState::default());
+                    if self.sync(&topic).await.is_err() {
+                        // Redis unreachable: the topic starts without a
+                        // baseline, and its subscribers are told when it
+                        // is back that messages may be missing.
+                        if let Some(state) = self.topics.get_mut(&topic) {
+                            state.blind = !state.synced;
+                        }
                     }
                 }
+                // In place, or Redis unreachable (the publisher waits for
+                // it anyway): this node's publishes of it may go.
+                self.inner.syncing(&topic, false);
             }
             Command::Removed(topic) => {
                 let still = self
@@ -535,6 +537,7 @@ impl Delivery {
                 if still {
                     return;
                 }
+                self.inner.syncing(&topic, false);
                 let Some(state) = self.topics.remove(&topic) else {
                     return;
                 };

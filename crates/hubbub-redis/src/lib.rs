@@ -390,6 +390,11 @@ pub(crate) struct Inner {
     /// The last offset of each topic the delivery task handed to this
     /// node's subscribers (the publisher's local deliveries wait for it).
     pub(crate) delivered: Mutex<HashMap<String, u64>>,
+    /// Topics whose first local subscriber joined and whose subscription
+    /// in Redis is not in place yet: this node's publishes of them wait,
+    /// or they would be ordered before the node's baseline and never
+    /// reach that subscriber.
+    pub(crate) syncing: Mutex<HashSet<String>>,
     /// Bytes of publishes between the publishing call and Redis's answer.
     pub(crate) queued_bytes: AtomicUsize,
     /// Publishes refused because `queued_bytes` was at its bound.
@@ -412,6 +417,17 @@ impl Inner {
             .strip_prefix(":{")?
             .strip_suffix("}:c")?;
         Some(tag.strip_prefix('~').unwrap_or(tag))
+    }
+
+    /// Marks `topic` as waiting for the node's subscription in Redis, or
+    /// not any more.
+    pub(crate) fn syncing(&self, topic: &str, waiting: bool) {
+        let mut syncing = self.syncing.lock().unwrap_or_else(|p| p.into_inner());
+        if waiting {
+            syncing.insert(topic.to_owned());
+        } else {
+            syncing.remove(topic);
+        }
     }
 
     /// The last offset of `topic` handed to this node's subscribers.
@@ -580,6 +596,7 @@ impl RedisBroker {
                 elsewhere: Mutex::new(HashMap::new()),
                 watched: Mutex::new(HashSet::new()),
                 delivered: Mutex::new(HashMap::new()),
+                syncing: Mutex::new(HashSet::new()),
                 queued_bytes: AtomicUsize::new(0),
                 refused: AtomicU64::new(0),
                 refusal_logged: AtomicU64::new(0),
@@ -706,6 +723,9 @@ impl Broker for RedisBroker {
 
     fn topic_added(&self, topic: &str) {
         if let Some(commands) = self.inner.commands.get() {
+            // Before the subscribe call returns: a publish made after it
+            // waits for the node's subscription in Redis.
+            self.inner.syncing(topic, true);
             let _ = commands.send(Command::Added(topic.to_owned()));
         }
     }

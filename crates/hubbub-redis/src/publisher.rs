@@ -120,12 +120,17 @@ impl Publisher {
     /// to [`BATCH`] of its publishes, in the order they were made.
     fn batches(&self, now: Instant) -> Vec<(Arc<str>, Vec<usize>)> {
         let mut batches: Vec<(Arc<str>, Vec<usize>)> = Vec::new();
+        // Publishes of a topic still waiting for the node's subscription
+        // stay (all of them, so their order holds).
+        let syncing = self.inner.syncing.lock().unwrap_or_else(|p| p.into_inner());
         for (i, pending) in self.pending.iter().enumerate() {
             let owner = self
                 .shards
                 .owner(&pending.publish.topic)
                 .unwrap_or_else(|| UNKNOWN.into());
-            if self.down.get(&owner).is_some_and(|d| d.retry_at > now) {
+            if self.down.get(&owner).is_some_and(|d| d.retry_at > now)
+                || (!syncing.is_empty() && syncing.contains(&pending.publish.topic))
+            {
                 continue;
             }
             match batches.iter_mut().find(|(addr, _)| *addr == owner) {
@@ -431,17 +436,22 @@ impl Publisher {
         }
         let now = Instant::now();
         let mut earliest: Option<Instant> = None;
+        let syncing = self.inner.syncing.lock().unwrap_or_else(|p| p.into_inner());
         for pending in &self.pending {
             let owner = self
                 .shards
                 .owner(&pending.publish.topic)
                 .unwrap_or_else(|| UNKNOWN.into());
-            match self.down.get(&owner) {
-                Some(down) if down.retry_at > now => {
-                    earliest = Some(earliest.map_or(down.retry_at, |e| e.min(down.retry_at)));
+            let at = match self.down.get(&owner) {
+                Some(down) if down.retry_at > now => down.retry_at,
+                // Waiting for the node's subscription (a few milliseconds):
+                // look again shortly.
+                _ if !syncing.is_empty() && syncing.contains(&pending.publish.topic) => {
+                    now + Duration::from_millis(2)
                 }
                 _ => return Some(now),
-            }
+            };
+            earliest = Some(earliest.map_or(at, |e| e.min(at)));
         }
         earliest
     }

@@ -552,3 +552,39 @@ async fn a_message_delivered_during_an_outage_is_not_handed_again_to_a_client_th
     assert_eq!(got[0].offset, offset + 1);
     assert_eq!(back.next_within(Duration::from_millis(300)).await, None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server: run scripts/test"]
+async fn publishes_right_after_the_first_subscription_all_reach_it() {
+    let redis = Redis::start(false);
+    let broker = RedisBroker::new(&redis.url(), RedisConfig::default()).unwrap();
+    let server = Server::bind("ws://127.0.0.1:0")
+        .await
+        .unwrap()
+        .with_broker(broker.clone());
+    let addr = server.local_addr();
+    // Each client names a fresh topic: it is subscribed, and ten messages
+    // are published to it at once, before the node's subscription in
+    // Redis can be in place; they must wait for it rather than be ordered
+    // before the node's baseline and never arrive.
+    tokio::spawn(server.start(|socket| {
+        socket.on_open(|conn| {
+            let topic = conn.info().query().unwrap_or_default().to_owned();
+            conn.subscribe(&topic).unwrap();
+            for n in 0..10 {
+                conn.server().publish(&topic, format!("{n}"));
+            }
+        });
+    }));
+    for t in 0..20 {
+        let topic = format!("fresh-{t}");
+        let mut ws = client(addr, &topic).await;
+        for n in 0..10 {
+            let text = tokio::time::timeout(Duration::from_secs(5), ws.text())
+                .await
+                .unwrap_or_else(|_| panic!("{topic}: message {n} never arrived"));
+            assert_eq!(text, n.to_string(), "{topic}");
+        }
+        ws.close().unwrap();
+    }
+}
