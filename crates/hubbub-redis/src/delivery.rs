@@ -100,11 +100,19 @@ impl Delivery {
                 // After the delivery: the publisher's local deliveries of
                 // later publishes wait for this.
                 if envelope.offset > 0 {
-                    self.inner
+                    let mut delivered = self
+                        .inner
                         .delivered
                         .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(envelope.topic.clone(), envelope.offset);
+                        .unwrap_or_else(|p| p.into_inner());
+                    // No new key (and no allocation) per message once the
+                    // topic is known.
+                    match delivered.get_mut(envelope.topic.as_str()) {
+                        Some(last) => *last = envelope.offset,
+                        None => {
+                            delivered.insert(envelope.topic.clone(), envelope.offset);
+                        }
+                    }
                 }
             }
             Target::Client(conn) => {

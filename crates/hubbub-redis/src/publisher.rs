@@ -56,8 +56,6 @@ struct Publisher {
     /// The offset of this node's last publish Redis ordered, per topic
     /// with subscribers here (until they have it).
     acked: HashMap<String, u64>,
-    /// Pending publishes per topic not delivered locally (`local` false).
-    unsent_local: HashMap<String, usize>,
 }
 
 impl Publisher {
@@ -73,13 +71,14 @@ impl Publisher {
             done: false,
             size,
         };
-        *self
-            .unsent_local
-            .entry(pending.publish.topic.clone())
-            .or_default() += 1;
         if self.is_down(&pending.publish.topic) {
-            // Counted above: more than one means an earlier one waits.
-            let earlier_waits = self.unsent_local[&pending.publish.topic] > 1;
+            // Only while a shard is down: is an earlier one of the topic
+            // still waiting, not delivered here?
+            let topic = &pending.publish.topic;
+            let earlier_waits = self
+                .pending
+                .iter()
+                .any(|p| !p.local && !p.done && p.publish.topic == *topic);
             self.deliver_locally(&mut pending, earlier_waits);
         }
         if self.pending.len() >= self.inner.config.publish_buffer.max(1) {
@@ -87,9 +86,6 @@ impl Publisher {
                 self.dropped += 1;
                 self.forget(&old);
                 self.release(old.size);
-                if !old.local {
-                    self.sent_local(&old.publish.topic);
-                }
                 tracing::error!(
                     topic = old.publish.topic,
                     dropped = self.dropped,
@@ -176,21 +172,10 @@ impl Publisher {
                 Err(e) => self.settle(&addr, &batch, Err(e)),
             }
         }
-        let timeout = self.inner.config.command_timeout;
+        let inner = &self.inner;
         let results = futures_util::future::join_all(sends.into_iter().map(
             |(addr, batch, mut conn, pipe)| async move {
-                let result = match tokio::time::timeout(
-                    timeout,
-                    pipe.query_async::<Vec<redis::Value>>(&mut conn),
-                )
-                .await
-                {
-                    Ok(result) => result,
-                    Err(_) => Err(redis::RedisError::from(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "redis command timed out",
-                    ))),
-                };
+                let result = inner.timeout(pipe.query_async(&mut conn)).await;
                 (addr, batch, result)
             },
         ))
@@ -206,17 +191,6 @@ impl Publisher {
             !p.done
         });
         self.release(released);
-    }
-
-    /// One pending publish of `topic` fewer that this node has not
-    /// delivered itself.
-    fn sent_local(&mut self, topic: &str) {
-        if let Some(count) = self.unsent_local.get_mut(topic) {
-            *count -= 1;
-            if *count == 0 {
-                self.unsent_local.remove(topic);
-            }
-        }
     }
 
     /// Whether a publish of `topic`, with no earlier one of the topic
@@ -249,8 +223,6 @@ impl Publisher {
         if earlier_waits || !self.may_deliver_locally(topic) {
             return false;
         }
-        let topic = topic.clone();
-        self.sent_local(&topic);
         pending.local = true;
         let inner = &self.inner;
         let mut delivered = inner
@@ -372,20 +344,22 @@ impl Publisher {
                     let pending = &mut self.pending[i];
                     pending.done = true;
                     let topic = &pending.publish.topic;
-                    if !pending.local {
-                        let topic = topic.clone();
-                        self.sent_local(&topic);
-                    }
-                    let pending = &self.pending[i];
-                    let topic = &pending.publish.topic;
-                    if let redis::Value::Int(offset) = offset {
-                        let held_here = self
-                            .inner
-                            .server
-                            .get()
-                            .is_some_and(|s| s.subscriber_count(topic) > 0);
-                        if offset > 0 && held_here {
-                            self.acked.insert(topic.clone(), offset as u64);
+                    let redis::Value::Int(offset) = offset else {
+                        continue;
+                    };
+                    let held_here = self
+                        .inner
+                        .server
+                        .get()
+                        .is_some_and(|s| s.subscriber_count(topic) > 0);
+                    if offset > 0 && held_here {
+                        // No new key (and no allocation) per publish once
+                        // the topic is known.
+                        match self.acked.get_mut(topic.as_str()) {
+                            Some(last) => *last = offset as u64,
+                            None => {
+                                self.acked.insert(topic.clone(), offset as u64);
+                            }
                         }
                     }
                 }
@@ -469,7 +443,6 @@ pub(crate) async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Publi
         seq: 0,
         hash: script.get_hash().to_owned(),
         acked: HashMap::new(),
-        unsent_local: HashMap::new(),
     };
     loop {
         match publisher.next_round() {

@@ -109,6 +109,9 @@ pub(crate) struct Shards {
     /// Where the connections' pushes go (the delivery task's subscriptions).
     pushes: Option<mpsc::UnboundedSender<Push>>,
     generation: u64,
+    /// [`SINGLE`], made once (`owner` is asked for every pending publish
+    /// of every round).
+    single: Arc<str>,
 }
 
 /// The one address of a single Redis.
@@ -122,6 +125,7 @@ impl Shards {
             conns: HashMap::new(),
             pushes,
             generation: 0,
+            single: Arc::from(SINGLE),
         }
     }
 
@@ -129,7 +133,7 @@ impl Shards {
     /// (`None`: not known; [`Shards::refresh`] first).
     pub(crate) fn owner(&self, topic: &str) -> Option<Arc<str>> {
         match &self.inner.backend {
-            Backend::Single(_) => Some(SINGLE.into()),
+            Backend::Single(_) => Some(self.single.clone()),
             Backend::Cluster(_) => {
                 let slot = slot(self.inner.key(topic, "o").as_bytes());
                 self.slots
