@@ -1,18 +1,18 @@
 //! Accepting: the listeners' loop, TLS (and, with the `http2` feature,
-//! HTTP/2 for TLS clients that choose it), and a task per accepted
-//! connection ([`crate::task`]).
+//! HTTP/2 for TLS clients that choose it), and each accepted connection's
+//! future ([`crate::task`]) handed to a connection set ([`crate::set`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout_at};
 
 use crate::handshake::Service;
 use crate::hub::HandshakePermit;
 use crate::info::StreamInfo;
+use crate::set::Sets;
 use crate::socket::BoxFuture;
 use crate::task::{serve_stream, start_background};
 use crate::tls::TlsConfig;
@@ -69,13 +69,13 @@ async fn accept_any(listeners: &[Listener]) -> (usize, std::io::Result<(TcpStrea
 }
 
 /// Accepts on `listeners` until the hub's shutdown, then returns once
-/// every connection task has ended (the background shutdown closes them;
-/// tasks still running a grace period and two seconds later, handshakes
-/// among them, are aborted).
+/// every connection has ended (the background shutdown closes them;
+/// connections still open a grace period and two seconds later, handshakes
+/// among them, are dropped).
 pub(crate) async fn run(listeners: Vec<Listener>, service: Arc<Service>) {
     let hub = service.hub.clone();
     let config = &service.config;
-    let mut tasks = JoinSet::new();
+    let mut sets = Sets::start();
     let mut backoff = Duration::from_millis(10);
     for (listener, tls) in &listeners {
         if let Ok(addr) = listener.local_addr() {
@@ -104,7 +104,7 @@ pub(crate) async fn run(listeners: Vec<Listener>, service: Arc<Service>) {
                         continue;
                     };
                     let tls = listeners[which].1.clone();
-                    tasks.spawn(serve_tcp(stream, peer, tls, service.clone(), permit));
+                    sets.spawn(serve_tcp(stream, peer, tls, service.clone(), permit));
                 }
                 Err(e) => {
                     // EMFILE and friends: wait instead of spinning.
@@ -113,20 +113,13 @@ pub(crate) async fn run(listeners: Vec<Listener>, service: Arc<Service>) {
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
             },
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
         }
     }
     drop(listeners);
     let limit = config.shutdown_grace + Duration::from_secs(2);
-    let drained =
-        tokio::time::timeout(limit, async { while tasks.join_next().await.is_some() {} }).await;
-    if drained.is_err() {
-        tracing::warn!(
-            tasks = tasks.len(),
-            "connection tasks still running: aborted"
-        );
-        tasks.abort_all();
-        while tasks.join_next().await.is_some() {}
+    let dropped = sets.finish(limit).await;
+    if dropped > 0 {
+        tracing::warn!(connections = dropped, "connections still open: dropped");
     }
     tracing::info!("server stopped");
 }

@@ -71,6 +71,7 @@ mod metrics;
 mod outbox;
 mod serve;
 mod server;
+mod set;
 mod socket;
 mod stream;
 mod task;
