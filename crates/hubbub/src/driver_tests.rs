@@ -44,6 +44,7 @@ fn service(
 ) -> Arc<Service> {
     Arc::new(Service {
         hub: HubState::new(None),
+        protocol: Arc::new(config.protocol.clone()),
         config,
         setup: Box::new(setup),
         http: None,

@@ -157,6 +157,7 @@ async fn run(mut script: Script<'_>) {
     let (closes2, opened2) = (closes.clone(), opened.clone());
     let service = Arc::new(Service {
         hub: HubState::new(None),
+        protocol: Arc::new(config.protocol.clone()),
         config: config.clone(),
         setup: Box::new(move |socket| {
             let closes = closes2.clone();

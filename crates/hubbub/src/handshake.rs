@@ -48,6 +48,8 @@ pub(crate) type Setup = Box<dyn Fn(&mut Socket) + Send + Sync>;
 pub(crate) struct Service {
     pub(crate) hub: Arc<HubState>,
     pub(crate) config: ServerConfig,
+    /// `config.protocol`, shared by every connection's protocol state.
+    pub(crate) protocol: Arc<hubbub_proto::Config>,
     pub(crate) setup: Setup,
     pub(crate) http: Option<HttpHandler>,
     pub(crate) hook: Option<Hook>,
@@ -388,7 +390,7 @@ pub(crate) async fn admit(
     for (name, value) in accepted.headers {
         response = response.header(name, value);
     }
-    let mut proto = Proto::new(Role::Server, config.protocol.clone());
+    let mut proto = Proto::with_shared_config(Role::Server, service.protocol.clone());
     if let Some((params, answer)) = deflate {
         response = response.extensions(answer);
         proto.set_deflate(params);
@@ -431,7 +433,7 @@ pub(crate) fn adopt(
     let info = ConnectionInfo::new(peer, local, request, protocol);
     let (conn, handlers) = set_up(service, info, deflate, Vec::new())
         .map_err(|()| (CloseCode::INTERNAL_ERROR, "internal error"))?;
-    let mut proto = Proto::new(Role::Server, config.protocol.clone());
+    let mut proto = Proto::with_shared_config(Role::Server, service.protocol.clone());
     if let Some(params) = deflate {
         proto.set_deflate(params);
     }

@@ -1,6 +1,7 @@
 //! What is known about a connection, and how it ended.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::OnceLock;
 
 use hubbub_proto::CloseCode;
 use hubbub_proto::handshake::{Headers, Request};
@@ -121,15 +122,32 @@ pub struct ConnectionInfo {
     client_addr: SocketAddr,
     local_addr: SocketAddr,
     request: Request,
-    cookies: Vec<(String, String)>,
-    requested_protocols: Vec<String>,
-    protocol: Option<String>,
+    /// The cookies and offered subprotocols, parsed from the request's
+    /// fields when first asked for (16 bytes here until then, not 48).
+    parsed: OnceLock<Box<Parsed>>,
+    protocol: Option<Box<str>>,
     http: HttpVersion,
     /// A client's: the header fields of the server's `101`.
     response: Option<Box<Headers>>,
 }
 
+/// What [`ConnectionInfo`] parses from the request on demand.
+#[derive(Debug, Clone)]
+struct Parsed {
+    cookies: Vec<(String, String)>,
+    requested_protocols: Vec<String>,
+}
+
 impl ConnectionInfo {
+    fn parsed(&self) -> &Parsed {
+        self.parsed.get_or_init(|| {
+            Box::new(Parsed {
+                cookies: self.request.cookies(),
+                requested_protocols: self.request.protocols(),
+            })
+        })
+    }
+
     pub(crate) fn new(
         client_addr: SocketAddr,
         local_addr: SocketAddr,
@@ -140,10 +158,9 @@ impl ConnectionInfo {
             id: Uuid::new_v4(),
             client_addr,
             local_addr,
-            cookies: request.cookies(),
-            requested_protocols: request.protocols(),
+            parsed: OnceLock::new(),
             request,
-            protocol,
+            protocol: protocol.map(String::into_boxed_str),
             http: HttpVersion::Http11,
             response: None,
         }
@@ -215,12 +232,12 @@ impl ConnectionInfo {
 
     /// The cookies the client sent, in order.
     pub fn cookies(&self) -> &[(String, String)] {
-        &self.cookies
+        &self.parsed().cookies
     }
 
     /// The value of cookie `name`, if sent.
     pub fn cookie(&self, name: &str) -> Option<&str> {
-        self.cookies
+        self.cookies()
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
@@ -228,7 +245,7 @@ impl ConnectionInfo {
 
     /// The subprotocols the client offered, in its order.
     pub fn requested_protocols(&self) -> &[String] {
-        &self.requested_protocols
+        &self.parsed().requested_protocols
     }
 
     /// The subprotocol agreed on, if any.

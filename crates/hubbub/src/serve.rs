@@ -381,6 +381,7 @@ impl HubBuilder {
         Hub {
             service: Arc::new(Service {
                 hub,
+                protocol: Arc::new(config.protocol.clone()),
                 config,
                 setup: Box::new(setup),
                 http,

@@ -6,6 +6,8 @@ mod send;
 #[cfg(test)]
 mod tests;
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -124,7 +126,9 @@ struct InPlace {
 #[derive(Debug)]
 pub struct Connection {
     role: Role,
-    config: Config,
+    /// Shared: every connection of a server has the same (an `Arc`, 8
+    /// bytes, where the settings themselves take 56).
+    config: Arc<Config>,
     /// Boxed, like `in_place`: only a message that spans reads or frames
     /// needs one, and every idle connection would carry the slots (96 of
     /// this struct's bytes).
@@ -156,6 +160,22 @@ struct Deflate {
 impl Connection {
     /// A connection in the open state, after a successful opening handshake.
     pub fn new(role: Role, config: Config) -> Self {
+        Self::with_shared_config(role, Arc::new(config))
+    }
+
+    /// As [`Connection::new`], with settings that many connections share
+    /// (a server's: each connection then keeps a pointer to them).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use hubbub_proto::{Config, Connection, Role};
+    ///
+    /// let config = Arc::new(Config::default());
+    /// let a = Connection::with_shared_config(Role::Server, config.clone());
+    /// let b = Connection::with_shared_config(Role::Server, config);
+    /// assert_eq!(a.config().max_frame_size, b.config().max_frame_size);
+    /// ```
+    pub fn with_shared_config(role: Role, config: Arc<Config>) -> Self {
         let rng = match role {
             Role::Client => Some(Box::new(StdRng::from_os_rng())),
             Role::Server => None,

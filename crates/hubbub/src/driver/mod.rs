@@ -144,7 +144,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 Err(panic) => self.handler_panicked(panic),
             }
             let info = poll_fn(|cx| self.poll_drive(cx)).await;
-            self.end(info).await;
+            // Boxed: its state (the close info, an async `on_close`) would
+            // otherwise take room in every connection's future for its
+            // whole life.
+            Box::pin(self.end(info)).await;
         }
     }
 

@@ -404,3 +404,35 @@ mod tests {
         }
     }
 }
+#[cfg(test)]
+mod tmp_sizes {
+    #[test]
+    fn sizes() {
+        use std::mem::size_of;
+        eprintln!("Member {}", size_of::<super::Member>());
+        eprintln!(
+            "ConnectionInfo {}",
+            size_of::<crate::info::ConnectionInfo>()
+        );
+        eprintln!("Request {}", size_of::<hubbub_proto::handshake::Request>());
+        eprintln!("Queue {}", size_of::<crate::outbox::Queue>());
+        eprintln!("AtomicWaker {}", size_of::<atomic_waker::AtomicWaker>());
+        eprintln!(
+            "Subs {}",
+            size_of::<std::sync::Mutex<super::Subscriptions>>()
+        );
+        eprintln!(
+            "DeflateParams {}",
+            size_of::<Option<hubbub_proto::DeflateParams>>()
+        );
+        eprintln!(
+            "Driver<Tcp> {}",
+            size_of::<crate::driver::Driver<tokio::net::TcpStream>>()
+        );
+        eprintln!("Proto {}", size_of::<hubbub_proto::Connection>());
+        eprintln!("Handlers {}", size_of::<crate::socket::Handlers>());
+        eprintln!("Connection {}", size_of::<crate::handle::Connection>());
+        eprintln!("TcpStream {}", size_of::<tokio::net::TcpStream>());
+        eprintln!("Sleep box {}", size_of::<tokio::time::Sleep>());
+    }
+}
