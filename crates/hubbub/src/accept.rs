@@ -12,44 +12,61 @@ use tokio::time::{Instant, timeout_at};
 use crate::handshake::Service;
 use crate::hub::HandshakePermit;
 use crate::info::StreamInfo;
-use crate::set::Sets;
-use crate::socket::BoxFuture;
-use crate::task::{serve_stream, start_background};
+use crate::set::{Opening, Sets};
+use crate::task::{open_stream, running, start_background};
 use crate::tls::TlsConfig;
 
 /// A listener and, for `wss://`, its TLS configuration.
 pub(crate) type Listener = (TcpListener, Option<TlsConfig>);
 
-/// The task of one accepted TCP connection, boxed: the task itself then
-/// holds one pointer, where an `async` block here would keep every
-/// captured argument for the connection's whole life. The TLS handshake's
-/// large state is a box of its own, so plain connections never carry it.
-fn serve_tcp(
+/// The opening of one accepted TCP connection (TLS, then the handshake),
+/// boxed; it ends with the open connection's future, which takes its
+/// place in the connection set (so an open connection keeps that one box,
+/// not the opening's state or the arguments captured for it).
+fn open_tcp(
     stream: TcpStream,
     peer: SocketAddr,
     tls: Option<TlsConfig>,
     service: Arc<Service>,
     permit: HandshakePermit,
-) -> BoxFuture {
+) -> Opening {
     // One deadline for TLS, the request head, the hook and the `101`.
     let deadline = Instant::now() + service.config.handshake_timeout;
     let _ = stream.set_nodelay(true);
     let from = StreamInfo::new(peer).local(stream.local_addr().unwrap_or(peer));
     match tls {
-        None => Box::pin(serve_stream(stream, from, service, deadline, Some(permit))),
+        None => Box::pin(async move {
+            open_stream(stream, from, service, deadline, Some(permit))
+                .await
+                .map(running)
+        }),
         Some(tls) => Box::pin(async move {
             match timeout_at(deadline, tls.acceptor.accept(stream)).await {
                 Ok(Ok(stream)) => {
                     let from = from.secure(true);
                     #[cfg(feature = "http2")]
                     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                        crate::http2::serve(stream, from, service, deadline, Some(permit)).await;
-                        return;
+                        let http2: crate::socket::BoxFuture = Box::pin(crate::http2::serve(
+                            stream,
+                            from,
+                            service,
+                            deadline,
+                            Some(permit),
+                        ));
+                        return Some(http2);
                     }
-                    serve_stream(stream, from, service, deadline, Some(permit)).await;
+                    open_stream(stream, from, service, deadline, Some(permit))
+                        .await
+                        .map(running)
                 }
-                Ok(Err(e)) => tracing::info!(%peer, "TLS handshake failed: {e}"),
-                Err(_) => tracing::debug!(%peer, "TLS handshake timeout: dropping connection"),
+                Ok(Err(e)) => {
+                    tracing::info!(%peer, "TLS handshake failed: {e}");
+                    None
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timeout: dropping connection");
+                    None
+                }
             }
         }),
     }
@@ -104,7 +121,7 @@ pub(crate) async fn run(listeners: Vec<Listener>, service: Arc<Service>) {
                         continue;
                     };
                     let tls = listeners[which].1.clone();
-                    sets.spawn(serve_tcp(stream, peer, tls, service.clone(), permit));
+                    sets.open(open_tcp(stream, peer, tls, service.clone(), permit));
                 }
                 Err(e) => {
                     // EMFILE and friends: wait instead of spinning.

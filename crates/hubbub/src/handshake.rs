@@ -29,7 +29,7 @@ use crate::config::{ProtocolOrder, ServerConfig};
 use crate::driver::Driver;
 use crate::handle::Connection;
 use crate::hook::{Accept, Decision, HandshakeRequest, Hook, text_response};
-use crate::hub::{HubState, Member, Permit};
+use crate::hub::{AddressSlot, HubState, Member, Permit};
 use crate::info::{ConnectionInfo, StreamInfo};
 use crate::limits::Refusal;
 use crate::socket::{Handlers, Socket, panic_message};
@@ -561,18 +561,6 @@ fn set_up(
         return Err(());
     }
     Ok((conn, socket.handlers))
-}
-
-/// A connection's place in its address's count, given back on drop.
-pub(crate) struct AddressSlot {
-    hub: Arc<HubState>,
-    ip: std::net::IpAddr,
-}
-
-impl Drop for AddressSlot {
-    fn drop(&mut self) {
-        self.hub.per_address.release(self.ip);
-    }
 }
 
 /// Runs the hook's future, turning a panic into its message.

@@ -72,11 +72,22 @@ impl Sets {
     }
 
     /// Hands a connection's future to the next set, round robin.
+    #[cfg(test)]
     pub(crate) fn spawn(&mut self, future: BoxFuture) {
+        self.add(Job::Running(future));
+    }
+
+    /// Hands a connection's opening to the next set, round robin; the
+    /// future it ends with takes its place in the slot.
+    pub(crate) fn open(&mut self, opening: Opening) {
+        self.add(Job::Opening(opening));
+    }
+
+    fn add(&mut self, job: Job) {
         let shared = &self.sets[self.next];
         self.next = (self.next + 1) % self.sets.len();
         shared.live.fetch_add(1, Ordering::Relaxed);
-        lock(&shared.incoming).push(future);
+        lock(&shared.incoming).push(job);
         shared.waker.wake();
     }
 
@@ -132,13 +143,39 @@ impl Drop for Sets {
     }
 }
 
+/// A connection's opening (TLS, the handshake): it ends with the open
+/// connection's future, or `None` when the connection did not open.
+pub(crate) type Opening = Pin<Box<dyn Future<Output = Option<BoxFuture>> + Send>>;
+
+/// What a slot runs: the opening, then the connection. (The opening's
+/// state is freed when it ends: an open connection keeps one box.)
+enum Job {
+    Opening(Opening),
+    Running(BoxFuture),
+}
+
+impl Job {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            match self {
+                Self::Running(future) => return future.as_mut().poll(cx),
+                Self::Opening(opening) => match opening.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(None) => return Poll::Ready(()),
+                    Poll::Ready(Some(running)) => *self = Self::Running(running),
+                },
+            }
+        }
+    }
+}
+
 /// What wakers and the accept loop share with a set's task.
 #[derive(Default)]
 struct Shared {
     /// Slots woken since the set last took this list.
     ready: Mutex<Vec<u32>>,
     /// Connections handed over and not yet in the slab.
-    incoming: Mutex<Vec<BoxFuture>>,
+    incoming: Mutex<Vec<Job>>,
     /// The set's task.
     waker: AtomicWaker,
     /// Connections in the set (and on their way in).
@@ -175,7 +212,7 @@ impl Wake for SlotWaker {
 
 /// An occupied slot: the connection's future and its waker.
 struct Slot {
-    future: BoxFuture,
+    job: Job,
     flag: Arc<SlotWaker>,
     waker: Waker,
 }
@@ -206,7 +243,7 @@ impl Set {
         }
     }
 
-    fn insert(&mut self, future: BoxFuture) {
+    fn insert(&mut self, job: Job) {
         let index = match self.free.pop() {
             Some(index) => index,
             None => {
@@ -220,11 +257,7 @@ impl Set {
             queued: AtomicBool::new(true),
         });
         let waker = Waker::from(flag.clone());
-        self.slots[index as usize] = Some(Slot {
-            future,
-            flag,
-            waker,
-        });
+        self.slots[index as usize] = Some(Slot { job, flag, waker });
         self.queue.push_back(index);
     }
 
@@ -237,7 +270,7 @@ impl Set {
         };
         slot.flag.queued.store(false, Ordering::Release);
         let mut cx = Context::from_waker(&slot.waker);
-        let done = match catch_unwind(AssertUnwindSafe(|| slot.future.as_mut().poll(&mut cx))) {
+        let done = match catch_unwind(AssertUnwindSafe(|| slot.job.poll(&mut cx))) {
             Ok(Poll::Pending) => false,
             Ok(Poll::Ready(())) => true,
             Err(panic) => {
@@ -269,8 +302,8 @@ impl Future for Set {
         }
         this.shared.waker.register(cx.waker());
         let incoming = std::mem::take(&mut *lock(&this.shared.incoming));
-        for future in incoming {
-            this.insert(future);
+        for job in incoming {
+            this.insert(job);
         }
         {
             let mut ready = lock(&this.shared.ready);

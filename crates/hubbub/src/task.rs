@@ -12,16 +12,18 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::driver::Driver;
 use crate::handshake::{Service, Upgraded, handshake};
-use crate::hub::{HandshakePermit, HubState};
+use crate::hub::{HandshakePermit, Held, HubState};
 use crate::info::StreamInfo;
 use crate::socket::BoxFuture;
 
 /// Serves one stream of any kind (TCP, TLS, a Unix socket, an in-memory
 /// pipe): the opening handshake, to finish by `deadline`, then the driver
 /// until the connection ends. `permit`, its place among the handshakes in
-/// progress, is given back when the handshake ends.
+/// progress, is given back when the handshake ends. (hubbub's listeners
+/// hand [`open_stream`] to a connection set instead; the tests and the
+/// fuzz target serve a stream on a task.)
+#[cfg(any(test, feature = "__fuzz"))]
 pub(crate) fn serve_stream<S>(
     stream: S,
     from: StreamInfo,
@@ -32,11 +34,24 @@ pub(crate) fn serve_stream<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    serve_after(async move {
-        let upgraded = handshake(stream, from, &service, deadline).await;
-        drop(permit);
-        upgraded
-    })
+    serve_after(open_stream(stream, from, service, deadline, permit))
+}
+
+/// The opening handshake of [`serve_stream`], alone: the upgraded
+/// connection, if it opened.
+pub(crate) async fn open_stream<S>(
+    stream: S,
+    from: StreamInfo,
+    service: Arc<Service>,
+    deadline: Instant,
+    permit: Option<HandshakePermit>,
+) -> Option<Upgraded<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let upgraded = handshake(stream, from, &service, deadline).await;
+    drop(permit);
+    upgraded
 }
 
 /// Runs `opening` (a handshake, however it is done), then the connection
@@ -57,27 +72,29 @@ where
 {
     let opening = Box::pin(opening);
     async move {
-        let Some(Upgraded {
-            driver,
-            span,
-            _permit,
-            _slot,
-        }) = opening.await
-        else {
+        let Some(upgraded) = opening.await else {
             return;
         };
-        run_in(driver, span).await;
+        running(upgraded).await;
     }
 }
 
-/// The driver's future, boxed, in the connection's span when something
-/// records it: a disabled span would still take 40 bytes per connection.
-/// (A function, so that the span is moved here and never kept in the
-/// connection's task across the wait.)
-fn run_in<S>(driver: Driver<S>, span: tracing::Span) -> BoxFuture
+/// An upgraded connection's future, boxed, until its end: the driver (in
+/// the connection's span when something records it: a disabled span would
+/// still take 40 bytes per connection), its permit and its address slot.
+/// A connection set ([`crate::set`]) keeps this box alone once the opening
+/// is over.
+pub(crate) fn running<S>(upgraded: Upgraded<S>) -> BoxFuture
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let Upgraded {
+        mut driver,
+        span,
+        _permit,
+        _slot,
+    } = upgraded;
+    driver.hold(Held { _permit, _slot });
     if span.is_disabled() {
         Box::pin(driver.run())
     } else {

@@ -25,6 +25,7 @@ use tokio::time::Sleep;
 use crate::config::{Backpressure, ServerConfig};
 use crate::error::{Error, Kind};
 use crate::handle::Connection;
+use crate::hub::Held;
 use crate::info::CloseInfo;
 use crate::limits::{Bucket, RateLimit};
 use crate::metrics::Count;
@@ -82,6 +83,9 @@ pub(crate) struct Driver<S> {
     /// The per-connection message rate limit and its bucket.
     /// Boxed: most servers set no rate, and each connection carries the slot.
     message_rate: Option<Box<(RateLimit, Bucket)>>,
+    /// The connection's places (open connections, its address's count),
+    /// given back when the driver is dropped, after `on_close`.
+    places: Option<Held>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
@@ -121,7 +125,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             phase: Phase::Running,
             close_fired: false,
             message_rate,
+            places: None,
         }
+    }
+
+    /// Keeps `held` until the driver is dropped.
+    pub(crate) fn hold(&mut self, held: Held) {
+        self.places = Some(held);
     }
 
     /// Runs the connection to its end and fires `on_close` once.

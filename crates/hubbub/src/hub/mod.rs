@@ -230,6 +230,25 @@ impl Drop for HandshakePermit {
 /// A place among the open connections (see [`HubState::permit`]).
 pub(crate) struct Permit(Arc<HubState>);
 
+/// A connection's place in its address's count, given back on drop.
+pub(crate) struct AddressSlot {
+    pub(crate) hub: Arc<HubState>,
+    pub(crate) ip: IpAddr,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        self.hub.per_address.release(self.ip);
+    }
+}
+
+/// What an open connection holds until its end: its place among the open
+/// connections and in its address's count.
+pub(crate) struct Held {
+    pub(crate) _permit: Permit,
+    pub(crate) _slot: Option<AddressSlot>,
+}
+
 impl Drop for Permit {
     fn drop(&mut self) {
         if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
