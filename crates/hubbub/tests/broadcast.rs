@@ -38,6 +38,23 @@ impl Client {
         }
     }
 
+    /// A client whose socket takes little before the server must queue:
+    /// a 4 KiB receive buffer.
+    async fn connect_narrow(addr: SocketAddr) -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let stream = socket.connect(addr).await.unwrap();
+        let (stream, input, response) =
+            common::upgrade_on(stream, ClientRequest::new(addr.to_string(), "/")).await;
+        response.unwrap();
+        Self {
+            stream,
+            proto: Proto::new(Role::Client, Config::default()),
+            input,
+            out: BytesMut::new(),
+        }
+    }
+
     async fn send(&mut self, text: &str) {
         self.proto.send_text(text, &mut self.out).unwrap();
         self.stream.write_all(&self.out).await.unwrap();
@@ -343,6 +360,150 @@ async fn compressed_broadcast(deflate: hubbub::DeflateConfig) {
             let (event, _) = next_with_rsv1(client).await;
             assert_eq!(event, Event::Text(text.as_str().into()));
         }
+        server.stop().await;
+    })
+    .await;
+}
+
+/// A thousand subscribers of one topic, a tenth of which never read: 256
+/// publishes of 4 KiB (1 MiB each, past what the kernel's buffers of a
+/// stalled socket hold). The publisher paces itself on the readers only.
+/// Returns what each reader got, the stalled connections, their clients
+/// (kept open) and the server.
+async fn stalled_tenth_of_a_thousand(
+    policy: Backpressure,
+) -> (Vec<usize>, Vec<Connection>, Vec<Client>, common::TestServer) {
+    const SUBSCRIBERS: usize = 1000;
+    const STALLED: usize = 100;
+    const MESSAGES: usize = 256;
+    let config = ServerConfig::default()
+        .with_max_queue_bytes(64 * 1024)
+        .with_backpressure(policy)
+        .with_close_timeout(Duration::from_millis(300))
+        .with_shutdown_grace(Duration::from_millis(300));
+    let opened: Arc<Mutex<Vec<Connection>>> = Arc::default();
+    let seen = opened.clone();
+    // Small socket buffers on both sides (inherited from the listener,
+    // and the clients'), so that what a stalled client does not read piles
+    // up in its queue rather than in the kernel (whose send buffer on
+    // loopback starts at megabytes).
+    let listener = tokio::net::TcpSocket::new_v4().unwrap();
+    listener.set_send_buffer_size(16 * 1024).unwrap();
+    listener.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = listener.listen(1024).unwrap();
+    let server = hubbub::Server::from_listener(listener).unwrap();
+    let server = common::start_on(server, config, move |socket| {
+        socket.connection().subscribe("room").unwrap();
+        seen.lock().unwrap().push(socket.connection().clone());
+    })
+    .await;
+    // The stalled ones first, so that their connections are known.
+    let mut stalled_clients = Vec::new();
+    for _ in 0..STALLED {
+        stalled_clients.push(Client::connect_narrow(server.addr).await);
+    }
+    while opened.lock().unwrap().len() < STALLED {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let stalled: Vec<Connection> = opened.lock().unwrap().clone();
+    let mut readers = Vec::new();
+    for _ in 0..SUBSCRIBERS - STALLED {
+        let mut client = Client::connect(server.addr).await;
+        readers.push(tokio::spawn(async move {
+            let mut got = 0;
+            while got < MESSAGES {
+                match client.next().await {
+                    Some(Event::Text(text)) => {
+                        let seq: usize = text[..text.find(' ').unwrap()].parse().unwrap();
+                        assert_eq!(seq, got, "lost or reordered");
+                        got += 1;
+                    }
+                    Some(_) => {}
+                    None => break,
+                }
+            }
+            got
+        }));
+    }
+    while server.handle.subscriber_count("room") < SUBSCRIBERS {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let fast: Vec<Connection> = server
+        .handle
+        .subscribers("room")
+        .into_iter()
+        .filter(|c| !stalled.contains(c))
+        .collect();
+    assert_eq!(fast.len(), SUBSCRIBERS - STALLED);
+    let padding = "x".repeat(4096);
+    let mut delivered = 0;
+    for seq in 0..MESSAGES {
+        while fast.iter().any(|c| c.buffered_amount() > 32 * 1024) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        delivered += server.handle.publish("room", format!("{seq} {padding}"));
+    }
+    let mut counts = Vec::new();
+    for reader in readers {
+        counts.push(reader.await.unwrap());
+    }
+    // Every reader's publishes were taken; the stalled ones missed some.
+    assert!(delivered >= (SUBSCRIBERS - STALLED) * MESSAGES);
+    assert!(delivered < SUBSCRIBERS * MESSAGES, "nothing was refused");
+    (counts, stalled, stalled_clients, server)
+}
+
+#[tokio::test]
+async fn a_tenth_of_1000_subscribers_never_reading_are_closed_and_the_rest_get_everything() {
+    watchdog(async {
+        let (counts, stalled, _clients, server) =
+            stalled_tenth_of_a_thousand(Backpressure::Close).await;
+        assert_eq!(counts.len(), 900);
+        assert!(counts.iter().all(|&c| c == 256), "a reader missed some");
+        // Each stalled one is closed by the policy (1008) and ends at the
+        // close timeout, since it never answers.
+        let policy_closes = || {
+            server
+                .closes
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|c| c.code == CloseCode::POLICY_VIOLATION)
+                .count()
+        };
+        while policy_closes() < 100 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(policy_closes(), 100);
+        assert!(stalled.iter().all(|c| !c.is_open()));
+        server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_tenth_of_1000_subscribers_never_reading_have_publishes_refused_within_their_bound() {
+    watchdog(async {
+        let (counts, stalled, _clients, server) =
+            stalled_tenth_of_a_thousand(Backpressure::Refuse).await;
+        assert!(counts.iter().all(|&c| c == 256), "a reader missed some");
+        let closes = server.closes.lock().unwrap().clone();
+        assert!(
+            closes.iter().all(|c| c.code != CloseCode::POLICY_VIOLATION),
+            "{closes:?}"
+        );
+        for conn in &stalled {
+            assert!(conn.is_open());
+            assert!(conn.buffered_amount() <= 64 * 1024 + 4200);
+        }
+        // Still subscribed, still refusing what does not fit.
+        assert!(server.handle.subscriber_count("room") >= 100);
+        assert!(
+            stalled[0]
+                .send("x".repeat(100_000))
+                .unwrap_err()
+                .is_queue_full()
+        );
         server.stop().await;
     })
     .await;

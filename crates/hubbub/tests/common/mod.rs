@@ -27,13 +27,26 @@ use tokio::task::JoinHandle;
 /// the parsed response (or why it is not a `101`).
 pub async fn upgrade(
     addr: SocketAddr,
+    request: ClientRequest,
+) -> (
+    TcpStream,
+    BytesMut,
+    Result<ClientResponse, ClientHandshakeError>,
+) {
+    upgrade_on(TcpStream::connect(addr).await.unwrap(), request).await
+}
+
+/// [`upgrade`] on a stream the caller connected (with its own socket
+/// options).
+#[allow(dead_code)]
+pub async fn upgrade_on(
+    mut stream: TcpStream,
     mut request: ClientRequest,
 ) -> (
     TcpStream,
     BytesMut,
     Result<ClientResponse, ClientHandshakeError>,
 ) {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
     let mut out = BytesMut::new();
     request.write(&mut out);
     stream.write_all(&out).await.unwrap();
@@ -105,10 +118,16 @@ pub async fn start<F>(config: ServerConfig, setup: F) -> TestServer
 where
     F: Fn(&mut Socket) + Send + Sync + 'static,
 {
-    let server = Server::bind("ws://127.0.0.1:0")
-        .await
-        .unwrap()
-        .with_config(config);
+    let server = Server::bind("ws://127.0.0.1:0").await.unwrap();
+    start_on(server, config, setup).await
+}
+
+/// [`start`] on a server the caller made (from its own listener).
+pub async fn start_on<F>(server: Server, config: ServerConfig, setup: F) -> TestServer
+where
+    F: Fn(&mut Socket) + Send + Sync + 'static,
+{
+    let server = server.with_config(config);
     let addr = server.local_addr();
     let handle = server.handle();
     let closes: Arc<Mutex<Vec<CloseInfo>>> = Arc::default();
