@@ -3,7 +3,7 @@
 //! `hubbub` uses; pinned to one CPU it has one worker) with `TCP_NODELAY`.
 //!
 //! ```text
-//! peer <tungstenite|fastwebsockets|tokio-websockets|axum|hubbub-axum|tcp> <echo|chat> <port>
+//! peer <tungstenite|fastwebsockets|tokio-websockets|axum|hubbub-axum|tcp> <echo|chat|rooms> <port>
 //! ```
 //!
 //! `axum` is axum's own `WebSocketUpgrade`; `hubbub-axum` is hubbub's hub
@@ -12,7 +12,9 @@
 //!
 //! `echo` answers every text or binary message with itself; `chat` sends
 //! every text or binary message to every connected client, sender included
-//! (what `hubbub relay` does). `tcp echo` writes back every byte it reads,
+//! (what `hubbub relay` does); `rooms` sends it to the clients of the
+//! sender's room, the `?room=NAME` of its URL (what `hubbub relay --rooms`
+//! does). `tcp echo` writes back every byte it reads,
 //! with no WebSocket work at all: the ceiling for this I/O pattern.
 //!
 //! The server prints `listening on ADDR` once it accepts connections.
@@ -30,34 +32,61 @@ use tokio::sync::mpsc;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Every connected client's queue, for the chat servers.
+/// Every connected client's queue by room, for the chat servers (`chat`:
+/// one room; `rooms`: the room `?room=NAME` of the request's URL).
 struct Hub<M> {
     next_id: AtomicU64,
-    clients: Mutex<HashMap<u64, mpsc::UnboundedSender<M>>>,
+    by_room: bool,
+    rooms: Mutex<HashMap<Box<str>, HashMap<u64, mpsc::UnboundedSender<M>>>>,
+}
+
+/// A client's place in the hub: its room and its id.
+struct Member {
+    room: Box<str>,
+    id: u64,
 }
 
 impl<M: Clone> Hub<M> {
-    fn new() -> Arc<Self> {
+    fn new(by_room: bool) -> Arc<Self> {
         Arc::new(Self {
             next_id: AtomicU64::new(0),
-            clients: Mutex::new(HashMap::new()),
+            by_room,
+            rooms: Mutex::new(HashMap::new()),
         })
     }
 
-    fn join(&self) -> (u64, mpsc::UnboundedReceiver<M>) {
+    /// Joins the room `uri` names (the one room unless `by_room`).
+    fn join(&self, uri: &str) -> (Member, mpsc::UnboundedReceiver<M>) {
+        let room: Box<str> = if self.by_room {
+            uri.split_once('?')
+                .and_then(|(_, q)| q.split('&').find_map(|kv| kv.strip_prefix("room=")))
+                .unwrap_or("")
+                .into()
+        } else {
+            "".into()
+        };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
-        self.clients.lock().unwrap().insert(id, tx);
-        (id, rx)
+        let mut rooms = self.rooms.lock().unwrap();
+        rooms.entry(room.clone()).or_default().insert(id, tx);
+        (Member { room, id }, rx)
     }
 
-    fn leave(&self, id: u64) {
-        self.clients.lock().unwrap().remove(&id);
+    fn leave(&self, member: &Member) {
+        let mut rooms = self.rooms.lock().unwrap();
+        if let Some(room) = rooms.get_mut(&member.room) {
+            room.remove(&member.id);
+            if room.is_empty() {
+                rooms.remove(&member.room);
+            }
+        }
     }
 
-    fn broadcast(&self, message: &M) {
-        for client in self.clients.lock().unwrap().values() {
-            let _ = client.send(message.clone());
+    fn broadcast(&self, member: &Member, message: &M) {
+        if let Some(room) = self.rooms.lock().unwrap().get(&member.room) {
+            for client in room.values() {
+                let _ = client.send(message.clone());
+            }
         }
     }
 }
@@ -70,6 +99,7 @@ async fn sink_stream_chat<M, W, R, E>(
     mut write: W,
     mut read: R,
     hub: Arc<Hub<M>>,
+    uri: &str,
     is_data: fn(&M) -> bool,
 ) where
     M: Clone + Send + 'static,
@@ -78,7 +108,7 @@ async fn sink_stream_chat<M, W, R, E>(
     R: futures_util::Stream<Item = Result<M, E>> + Unpin,
 {
     use futures_util::{SinkExt, StreamExt};
-    let (id, mut rx) = hub.join();
+    let (member, mut rx) = hub.join(uri);
     let writer = tokio::spawn(async move {
         while let Some(message) = rx.recv().await {
             write.feed(message).await?;
@@ -91,10 +121,10 @@ async fn sink_stream_chat<M, W, R, E>(
     });
     while let Some(Ok(message)) = read.next().await {
         if is_data(&message) {
-            hub.broadcast(&message);
+            hub.broadcast(&member, &message);
         }
     }
-    hub.leave(id);
+    hub.leave(&member);
     writer.abort();
 }
 
@@ -102,6 +132,7 @@ mod tungstenite_peer {
     use super::*;
     use futures_util::{StreamExt, TryStreamExt};
     use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 
     pub(crate) async fn echo(stream: TcpStream) -> Result<(), BoxError> {
         let ws = tokio_tungstenite::accept_async(stream).await?;
@@ -115,8 +146,15 @@ mod tungstenite_peer {
     }
 
     pub(crate) async fn chat(stream: TcpStream, hub: Arc<Hub<Message>>) -> Result<(), BoxError> {
-        let (write, read) = tokio_tungstenite::accept_async(stream).await?.split();
-        sink_stream_chat(write, read, hub, |m| m.is_text() || m.is_binary()).await;
+        let mut uri = String::new();
+        let callback = |request: &Request, response: Response| {
+            uri = request.uri().to_string();
+            Ok(response)
+        };
+        let (write, read) = tokio_tungstenite::accept_hdr_async(stream, callback)
+            .await?
+            .split();
+        sink_stream_chat(write, read, hub, &uri, |m| m.is_text() || m.is_binary()).await;
         Ok(())
     }
 }
@@ -128,17 +166,17 @@ mod tokio_websockets_peer {
 
     async fn accept(
         stream: TcpStream,
-    ) -> Result<tokio_websockets::WebSocketStream<TcpStream>, BoxError> {
-        let (_request, ws) = ServerBuilder::new()
+    ) -> Result<(String, tokio_websockets::WebSocketStream<TcpStream>), BoxError> {
+        let (request, ws) = ServerBuilder::new()
             .config(Config::default().frame_size(usize::MAX))
             .limits(Limits::unlimited())
             .accept(stream)
             .await?;
-        Ok(ws)
+        Ok((request.uri().to_string(), ws))
     }
 
     pub(crate) async fn echo(stream: TcpStream) -> Result<(), BoxError> {
-        let (write, read) = accept(stream).await?.split();
+        let (write, read) = accept(stream).await?.1.split();
         read.try_filter(|m| std::future::ready(m.is_text() || m.is_binary()))
             .forward(write)
             .await?;
@@ -146,8 +184,9 @@ mod tokio_websockets_peer {
     }
 
     pub(crate) async fn chat(stream: TcpStream, hub: Arc<Hub<Message>>) -> Result<(), BoxError> {
-        let (write, read) = accept(stream).await?.split();
-        sink_stream_chat(write, read, hub, |m| m.is_text() || m.is_binary()).await;
+        let (uri, ws) = accept(stream).await?;
+        let (write, read) = ws.split();
+        sink_stream_chat(write, read, hub, &uri, |m| m.is_text() || m.is_binary()).await;
         Ok(())
     }
 }
@@ -183,11 +222,12 @@ mod fastwebsockets_peer {
     async fn chat_client(
         fut: upgrade::UpgradeFut,
         hub: Arc<Hub<Shared>>,
+        uri: String,
     ) -> Result<(), WebSocketError> {
         let ws = fut.await?;
         let (rx, mut tx) = ws.split(tokio::io::split);
         let mut rx = FragmentCollectorRead::new(rx);
-        let (id, mut queue) = hub.join();
+        let (member, mut queue) = hub.join(&uri);
         let writer = tokio::spawn(async move {
             while let Some((opcode, payload)) = queue.recv().await {
                 let frame = Frame::new(true, opcode, None, Payload::Borrowed(&payload));
@@ -204,12 +244,15 @@ mod fastwebsockets_peer {
             match frame.opcode {
                 OpCode::Close => break,
                 OpCode::Text | OpCode::Binary => {
-                    hub.broadcast(&(frame.opcode, Bytes::copy_from_slice(&frame.payload)));
+                    hub.broadcast(
+                        &member,
+                        &(frame.opcode, Bytes::copy_from_slice(&frame.payload)),
+                    );
                 }
                 _ => {}
             }
         }
-        hub.leave(id);
+        hub.leave(&member);
         writer.abort();
         Ok(())
     }
@@ -222,10 +265,11 @@ mod fastwebsockets_peer {
         let service = service_fn(move |mut request: Request<Incoming>| {
             let hub = hub.clone();
             async move {
+                let uri = request.uri().to_string();
                 let (response, fut) = upgrade::upgrade(&mut request)?;
                 tokio::spawn(tokio::task::unconstrained(async move {
                     let result = match hub {
-                        Some(hub) => chat_client(fut, hub).await,
+                        Some(hub) => chat_client(fut, hub, uri).await,
                         None => echo_client(fut).await,
                     };
                     if let Err(e) = result {
@@ -271,7 +315,7 @@ mod axum_peer {
             match hub {
                 Some(hub) => {
                     let (write, read) = socket.split();
-                    sink_stream_chat(write, read, hub, is_data).await;
+                    sink_stream_chat(write, read, hub, "/", is_data).await;
                 }
                 None => echo(socket).await,
             }
@@ -323,7 +367,7 @@ mod axum_peer {
         } else {
             Router::new()
                 .fallback(any(route))
-                .with_state(chat.then(Hub::new))
+                .with_state(chat.then(|| Hub::new(false)))
         };
         let listener = TcpListener::bind(("127.0.0.1", port)).await?;
         println!("listening on {}", listener.local_addr()?);
@@ -361,11 +405,15 @@ impl Server {
     fn parse(library: &str, mode: &str) -> Option<Self> {
         Some(match (library, mode) {
             ("tungstenite", "echo") => Self::TungsteniteEcho,
-            ("tungstenite", "chat") => Self::TungsteniteChat(Hub::new()),
+            ("tungstenite", "chat" | "rooms") => Self::TungsteniteChat(Hub::new(mode == "rooms")),
             ("tokio-websockets", "echo") => Self::TokioWebsocketsEcho,
-            ("tokio-websockets", "chat") => Self::TokioWebsocketsChat(Hub::new()),
+            ("tokio-websockets", "chat" | "rooms") => {
+                Self::TokioWebsocketsChat(Hub::new(mode == "rooms"))
+            }
             ("fastwebsockets", "echo") => Self::FastwebsocketsEcho,
-            ("fastwebsockets", "chat") => Self::FastwebsocketsChat(Hub::new()),
+            ("fastwebsockets", "chat" | "rooms") => {
+                Self::FastwebsocketsChat(Hub::new(mode == "rooms"))
+            }
             ("tcp", "echo") => Self::TcpEcho,
             _ => return None,
         })
@@ -455,7 +503,7 @@ fn tls_main(args: &[String]) -> i32 {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: peer <tungstenite|fastwebsockets|tokio-websockets|axum|hubbub-axum|tcp> <echo|chat> <port>";
+    let usage = "usage: peer <tungstenite|fastwebsockets|tokio-websockets|axum|hubbub-axum|tcp> <echo|chat|rooms> <port>";
     if let [mode, dir] = &args[..]
         && mode == "tls-cert"
     {

@@ -58,9 +58,9 @@ struct RelayArgs {
     /// (comma-separated URLs).
     #[arg(long, value_name = "URLS", value_delimiter = ',')]
     redis_cluster: Vec<String>,
-    /// With `--redis` or `--redis-cluster`: relay each client's messages
-    /// in the room `?room=NAME` of its URL instead of one shared room (the
-    /// many-room benchmark).
+    /// Relay each client's messages in the room `?room=NAME` of its URL
+    /// instead of one shared room (the many-room benchmark); on this node
+    /// alone, or through `--redis` / `--redis-cluster`.
     #[arg(long)]
     rooms: bool,
 }
@@ -433,25 +433,31 @@ async fn relay(args: RelayArgs) -> Result<(), hubbub::Error> {
         )),
         (None, true) => None,
     };
-    let Some(broker) = broker else {
-        // One node: the registry's broadcast, no topic bookkeeping.
-        return server
-            .start_until(
-                |socket| {
-                    socket.on_message(|conn, text| {
-                        conn.server().broadcast(text);
-                    });
-                    socket.on_binary(|conn, data| {
-                        conn.server().broadcast(data);
-                    });
-                },
-                shutdown_signal(),
-            )
-            .await;
+    let server = match broker {
+        Some(broker) => {
+            server.with_broker(broker.map_err(|e| hubbub::Error::from(std::io::Error::other(e)))?)
+        }
+        // Rooms on one node: the hub's own topics.
+        None if rooms => server,
+        // One node, one room: the registry's broadcast, no topic
+        // bookkeeping.
+        None => {
+            return server
+                .start_until(
+                    |socket| {
+                        socket.on_message(|conn, text| {
+                            conn.server().broadcast(text);
+                        });
+                        socket.on_binary(|conn, data| {
+                            conn.server().broadcast(data);
+                        });
+                    },
+                    shutdown_signal(),
+                )
+                .await;
+        }
     };
-    let broker = broker.map_err(|e| hubbub::Error::from(std::io::Error::other(e)))?;
     server
-        .with_broker(broker)
         .start_until(
             move |socket| {
                 // The connection's room: `?room=NAME` with `--rooms`, else

@@ -12,9 +12,10 @@ use super::{split_url, stats};
 /// Options of `hubbub load rooms`.
 #[derive(Args)]
 pub(crate) struct RoomsLoad {
-    /// A relay server started with `--rooms` (`hubbub relay --rooms
-    /// --redis …` or `--redis-cluster …`). Repeat it for relays sharing a
-    /// Redis: each room's members are spread over them.
+    /// A relay server started with `--rooms` (`hubbub relay --rooms`, or
+    /// with `--redis …` / `--redis-cluster …`; `peer LIBRARY rooms` for the
+    /// benchmark's peers). Repeat it for relays sharing a Redis: each
+    /// room's members are spread over them.
     #[arg(long, default_value = "ws://127.0.0.1:9001/")]
     url: Vec<String>,
     /// Rooms.
@@ -33,6 +34,15 @@ pub(crate) struct RoomsLoad {
     /// Seconds to publish.
     #[arg(short, long, default_value_t = 5.0)]
     duration: f64,
+    /// Messages per second each member publishes, evenly spaced (still at
+    /// most `--window` in flight: a member whose window is full waits, and
+    /// the rate reached is what is reported). 0: as fast as the window
+    /// allows.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// The server's pid, to report its CPU time per delivery (one server).
+    #[arg(long)]
+    server_pid: Option<u32>,
 }
 
 /// A message: the publisher's number in its room, its sequence number and
@@ -64,13 +74,23 @@ struct Seen {
 
 /// What every member shares.
 struct Run {
+    rooms: usize,
     members: usize,
     size: usize,
     window: usize,
+    /// Time between two of a member's publishes (zero: no pacing).
+    every: Duration,
     epoch: Instant,
     deadline: Instant,
     /// What each member (`room * members + member`) sent, once it stopped.
     totals: std::sync::Mutex<HashMap<usize, u64>>,
+}
+
+impl Run {
+    /// Members in all rooms.
+    fn count(&self) -> usize {
+        (self.rooms * self.members).max(1)
+    }
 }
 
 /// One member: publishes with `window` of its own in flight until the
@@ -86,10 +106,15 @@ async fn member(
         members,
         size,
         window,
+        every,
         epoch,
         deadline,
         ref totals,
+        ..
     } = *run;
+    // Members start spread over one period, so that a paced run is not a
+    // burst per period.
+    let mut next_at = epoch + every.mul_f64((room * members + me) as f64 / run.count() as f64);
     let mut seen = Seen {
         sent: 0,
         from: vec![0; members],
@@ -99,12 +124,17 @@ async fn member(
     loop {
         let now = Instant::now();
         if now < deadline {
-            while seen.sent - seen.from[me] < window as u64 {
+            while seen.sent - seen.from[me] < window as u64 && now >= next_at {
                 let text = message(me, seen.sent, epoch.elapsed().as_micros() as u64, size);
                 client
                     .queue(MessageKind::Text, text.as_bytes())
                     .map_err(|e| e.to_string())?;
                 seen.sent += 1;
+                if !every.is_zero() {
+                    // Behind (a full window): the next one when it frees,
+                    // not a burst to catch up.
+                    next_at = (next_at + every).max(now);
+                }
             }
             client.flush().await.map_err(|e| e.to_string())?;
         } else {
@@ -128,7 +158,11 @@ async fn member(
             }
         }
         let wait = if now < deadline {
-            deadline - now
+            if every.is_zero() || seen.sent - seen.from[me] >= window as u64 {
+                deadline - now
+            } else {
+                next_at.saturating_duration_since(now).min(deadline - now)
+            }
         } else {
             Duration::from_millis(50)
         };
@@ -184,11 +218,19 @@ pub(crate) async fn run(options: RoomsLoad) -> Result<(), String> {
     }
     // Let the relays subscribe every room (through Redis) first.
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    let server_cpu = options.server_pid.and_then(stats::cpu_time);
     let epoch = Instant::now();
+    let every = if options.rate > 0.0 {
+        Duration::from_secs_f64(1.0 / options.rate)
+    } else {
+        Duration::ZERO
+    };
     let run = std::sync::Arc::new(Run {
+        rooms,
         members,
         size,
         window: options.window.max(1),
+        every,
         epoch,
         deadline: epoch + Duration::from_secs_f64(options.duration),
         totals: std::sync::Mutex::new(HashMap::new()),
@@ -214,9 +256,19 @@ pub(crate) async fn run(options: RoomsLoad) -> Result<(), String> {
     if let Some(first) = errors.first() {
         return Err(format!("{} members failed; first: {first}", errors.len()));
     }
+    let server_cpu = options
+        .server_pid
+        .and_then(stats::cpu_time)
+        .zip(server_cpu)
+        .map(|(b, a)| (b - a).as_secs_f64() * 1e6 / deliveries.max(1) as f64);
     let seconds = options.duration;
+    let rate = if options.rate > 0.0 {
+        format!(", {} msg/s each", options.rate)
+    } else {
+        String::new()
+    };
     println!(
-        "scenario          {rooms} rooms x {members} members, every member publishing ({size} B, window {}), {} server(s)",
+        "scenario          {rooms} rooms x {members} members, every member publishing ({size} B, window {}{rate}), {} server(s)",
         options.window,
         servers.len()
     );
@@ -225,5 +277,20 @@ pub(crate) async fn run(options: RoomsLoad) -> Result<(), String> {
     for (name, q) in [("latency p50 (µs)", 0.5), ("latency p99 (µs)", 0.99)] {
         println!("{name:<18}{}", histogram.value_at_quantile(q));
     }
+    if let Some(us) = server_cpu {
+        println!("server CPU µs/delivery {us:.3}");
+    }
+    let json = serde_json::json!({
+        "scenario": "rooms", "rooms": rooms, "members": members, "size": size,
+        "window": options.window, "rate_per_member": options.rate,
+        "servers": servers.len(), "published": sent, "deliveries": deliveries,
+        "seconds": seconds,
+        "publishes_per_second": sent as f64 / seconds,
+        "deliveries_per_second": deliveries as f64 / seconds,
+        "latency_p50_us": histogram.value_at_quantile(0.5),
+        "latency_p99_us": histogram.value_at_quantile(0.99),
+        "server_cpu_us_per_delivery": server_cpu,
+    });
+    println!("{json}");
     Ok(())
 }
