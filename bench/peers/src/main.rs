@@ -37,8 +37,11 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 struct Hub<M> {
     next_id: AtomicU64,
     by_room: bool,
-    rooms: Mutex<HashMap<Box<str>, HashMap<u64, mpsc::UnboundedSender<M>>>>,
+    rooms: Mutex<HashMap<Box<str>, Room<M>>>,
 }
+
+/// A room's clients' queues by id.
+type Room<M> = HashMap<u64, mpsc::UnboundedSender<M>>;
 
 /// A client's place in the hub: its room and its id.
 struct Member {
