@@ -150,6 +150,10 @@ mod tungstenite_peer {
 
     pub(crate) async fn chat(stream: TcpStream, hub: Arc<Hub<Message>>) -> Result<(), BoxError> {
         let mut uri = String::new();
+        #[expect(
+            clippy::result_large_err,
+            reason = "the signature of tungstenite's handshake callback"
+        )]
         let callback = |request: &Request, response: Response| {
             uri = request.uri().to_string();
             Ok(response)
