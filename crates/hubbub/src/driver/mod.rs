@@ -63,8 +63,6 @@ pub(crate) struct Driver<S> {
     held: bool,
     /// The write side has been shut down.
     shut: bool,
-    /// `proto`'s own output (pongs, close frames).
-    replies: BytesMut,
     /// What to write, in order: the queue's items and the protocol's own
     /// replies (all counted in the queue's `buffered` total).
     pending: VecDeque<Item>,
@@ -114,7 +112,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             held: !leftover.is_empty(),
             leftover,
             shut: false,
-            replies: BytesMut::new(),
             pending,
             deferred: false,
             partial: false,
@@ -288,9 +285,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     fn deliver_events(&mut self, input: &mut BytesMut) {
         // After events stop (a handler panicked, the message rate was
         // passed) the protocol still reads, to finish the close handshake.
+        // `proto`'s own output (pongs, close frames): rare, so not a buffer
+        // every connection keeps.
+        let mut replies = BytesMut::new();
         while self.running.is_none() {
-            let result = self.proto.read(input, &mut self.replies);
-            if !self.replies.is_empty() {
+            let result = self.proto.read(input, &mut replies);
+            if !replies.is_empty() {
                 // What handlers queued for earlier events goes out before
                 // the protocol's own answer (a pong; or the close reply, or
                 // the close for an error in this input, which is the close
@@ -300,7 +300,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 } else {
                     self.close_point();
                 }
-                self.take_replies();
+                self.take_replies(&mut replies);
             }
             match result {
                 Ok(Some(event)) if !self.events_stopped => self.dispatch(event),
@@ -375,20 +375,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// Writes this side's close frame (unless one was sent) and starts
     /// waiting for the peer's answer.
     fn send_close(&mut self, code: CloseCode, reason: String) {
-        if self
-            .proto
-            .close(Some(code), &reason, &mut self.replies)
-            .is_ok()
-        {
+        let mut replies = BytesMut::new();
+        if self.proto.close(Some(code), &reason, &mut replies).is_ok() {
             self.start_deadline(self.close_timeout);
         }
-        self.take_replies();
+        self.take_replies(&mut replies);
     }
 
     /// Moves the protocol's replies to `pending`.
-    fn take_replies(&mut self) {
-        if !self.replies.is_empty() {
-            let reply = self.replies.split().freeze();
+    fn take_replies(&mut self, replies: &mut BytesMut) {
+        if !replies.is_empty() {
+            let reply = replies.split().freeze();
             self.conn.member.queue.add_own(reply.len());
             self.pending.push_back(Item::Bytes(reply));
         }
