@@ -21,7 +21,7 @@ type HandlerFn<A> = Box<dyn FnMut(&Connection, A) -> Option<BoxFuture> + Send>;
 /// The error handler.
 type ErrorFn = Box<dyn FnMut(&Connection, &Error) + Send>;
 
-/// One event's handler, if any: 16 bytes (every connection keeps six).
+/// One event's handler, if any: 16 bytes.
 pub(crate) struct Handler<A>(Option<HandlerFn<A>>);
 
 /// A handler's panic payload, as text for the log.
@@ -78,10 +78,18 @@ impl<A> Handler<A> {
 
 /// The handlers of one connection.
 pub(crate) struct Handlers {
-    pub(crate) open: Handler<()>,
     pub(crate) close: Handler<CloseInfo>,
     pub(crate) message: Handler<Utf8Bytes>,
     pub(crate) binary: Handler<Bytes>,
+    /// The handlers most connections never set or need once (`on_open`),
+    /// boxed when one is set and freed once `on_open` has run if it was
+    /// the only one: 8 bytes, not 64, per open connection.
+    rare: Option<Box<RareHandlers>>,
+}
+
+/// See [`Handlers::rare`].
+pub(crate) struct RareHandlers {
+    open: Handler<()>,
     pub(crate) ping: Handler<Bytes>,
     pub(crate) pong: Handler<Bytes>,
     pub(crate) error: Option<ErrorFn>,
@@ -90,25 +98,73 @@ pub(crate) struct Handlers {
 impl Default for Handlers {
     fn default() -> Self {
         Self {
-            open: Handler::NONE,
             close: Handler::NONE,
             message: Handler::NONE,
             binary: Handler::NONE,
-            ping: Handler::NONE,
-            pong: Handler::NONE,
-            error: None,
+            rare: None,
         }
     }
 }
 
+impl Handlers {
+    fn rare(&mut self) -> &mut RareHandlers {
+        self.rare.get_or_insert_with(|| {
+            Box::new(RareHandlers {
+                open: Handler::NONE,
+                ping: Handler::NONE,
+                pong: Handler::NONE,
+                error: None,
+            })
+        })
+    }
+
+    fn close_slot(&mut self) -> &mut Handler<CloseInfo> {
+        &mut self.close
+    }
+
+    fn message_slot(&mut self) -> &mut Handler<Utf8Bytes> {
+        &mut self.message
+    }
+
+    fn binary_slot(&mut self) -> &mut Handler<Bytes> {
+        &mut self.binary
+    }
+
+    fn ping_slot(&mut self) -> &mut Handler<Bytes> {
+        &mut self.rare().ping
+    }
+
+    fn pong_slot(&mut self) -> &mut Handler<Bytes> {
+        &mut self.rare().pong
+    }
+
+    /// The ping, pong and error handlers, if any was set.
+    pub(crate) fn rare_mut(&mut self) -> Option<&mut RareHandlers> {
+        self.rare.as_deref_mut()
+    }
+
+    /// Takes `on_open` (it runs once), freeing the rare handlers' box if
+    /// nothing else is in it.
+    pub(crate) fn take_open(&mut self) -> Handler<()> {
+        let Some(rare) = self.rare.as_mut() else {
+            return Handler::NONE;
+        };
+        let open = std::mem::replace(&mut rare.open, Handler::NONE);
+        if rare.ping.0.is_none() && rare.pong.0.is_none() && rare.error.is_none() {
+            self.rare = None;
+        }
+        open
+    }
+}
+
 macro_rules! handler_setters {
-    ($(#[$doc:meta])* $sync:ident, $async_name:ident, $field:ident, $arg:ty) => {
+    ($(#[$doc:meta])* $sync:ident, $async_name:ident, $slot:ident, $arg:ty) => {
         $(#[$doc])*
         pub fn $sync<F>(&mut self, handler: F)
         where
             F: FnMut(&Connection, $arg) + Send + 'static,
         {
-            self.handlers.$field = Handler::plain(handler);
+            *self.handlers.$slot() = Handler::plain(handler);
         }
 
         $(#[$doc])*
@@ -120,7 +176,7 @@ macro_rules! handler_setters {
             F: FnMut(Connection, $arg) -> Fut + Send + 'static,
             Fut: Future<Output = ()> + Send + 'static,
         {
-            self.handlers.$field = Handler::future(handler);
+            *self.handlers.$slot() = Handler::future(handler);
         }
     };
 }
@@ -162,7 +218,7 @@ impl Socket {
     where
         F: FnMut(&Connection) + Send + 'static,
     {
-        self.handlers.open = Handler::plain(move |conn, ()| handler(conn));
+        self.handlers.rare().open = Handler::plain(move |conn, ()| handler(conn));
     }
 
     /// Runs when the connection is open, before any message handler; the
@@ -172,30 +228,30 @@ impl Socket {
         F: FnMut(Connection) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.handlers.open = Handler::future(move |conn, ()| handler(conn));
+        self.handlers.rare().open = Handler::future(move |conn, ()| handler(conn));
     }
 
     handler_setters!(
         /// Runs once when the connection ends, whatever ended it: a close
         /// from either side, a reset, a protocol error, a limit, shutdown
         /// or a handler panic.
-        on_close, on_close_async, close, CloseInfo
+        on_close, on_close_async, close_slot, CloseInfo
     );
     handler_setters!(
         /// Runs for each text message.
-        on_message, on_message_async, message, Utf8Bytes
+        on_message, on_message_async, message_slot, Utf8Bytes
     );
     handler_setters!(
         /// Runs for each binary message.
-        on_binary, on_binary_async, binary, Bytes
+        on_binary, on_binary_async, binary_slot, Bytes
     );
     handler_setters!(
         /// Runs for each ping (already answered with a pong).
-        on_ping, on_ping_async, ping, Bytes
+        on_ping, on_ping_async, ping_slot, Bytes
     );
     handler_setters!(
         /// Runs for each pong.
-        on_pong, on_pong_async, pong, Bytes
+        on_pong, on_pong_async, pong_slot, Bytes
     );
 
     /// Runs when something goes wrong on the connection: a protocol error
@@ -205,6 +261,6 @@ impl Socket {
     where
         F: FnMut(&Connection, &Error) + Send + 'static,
     {
-        self.handlers.error = Some(Box::new(handler));
+        self.handlers.rare().error = Some(Box::new(handler));
     }
 }

@@ -146,7 +146,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         S: Send,
     {
         async move {
-            match self.handlers.open.call(&self.conn, ()) {
+            match self.handlers.take_open().call(&self.conn, ()) {
                 Ok(future) => self.running = future,
                 Err(panic) => self.handler_panicked(panic),
             }
@@ -335,8 +335,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         let result = match event {
             Event::Text(text) => self.handlers.message.call(&self.conn, text),
             Event::Binary(data) => self.handlers.binary.call(&self.conn, data),
-            Event::Ping(data) => self.handlers.ping.call(&self.conn, data),
-            Event::Pong(data) => self.handlers.pong.call(&self.conn, data),
+            Event::Ping(data) => match self.handlers.rare_mut() {
+                Some(rare) => rare.ping.call(&self.conn, data),
+                None => Ok(None),
+            },
+            Event::Pong(data) => match self.handlers.rare_mut() {
+                Some(rare) => rare.pong.call(&self.conn, data),
+                None => Ok(None),
+            },
             Event::Close(frame) => {
                 let code = frame.map_or(CloseCode::NO_STATUS, |f| f.code);
                 tracing::debug!(id = %self.conn.id(), code = code.0, "close received");
@@ -446,7 +452,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     }
 
     fn report(&mut self, error: &Error) {
-        if let Some(handler) = self.handlers.error.as_mut() {
+        if let Some(handler) = self.handlers.rare_mut().and_then(|r| r.error.as_mut()) {
             let conn = &self.conn;
             if let Err(panic) = catch_unwind(AssertUnwindSafe(|| handler(conn, error))) {
                 tracing::error!(id = %conn.id(), "on_error handler panicked: {}", panic_message(&*panic));
