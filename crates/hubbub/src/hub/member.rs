@@ -52,8 +52,13 @@ pub(crate) struct Member {
     pub(crate) hub: Arc<HubState>,
     /// The lock is taken before the hub's topics lock, never after.
     subscriptions: Mutex<Subscriptions>,
-    /// Typed user data, one value per type.
-    data: Mutex<Vec<Box<dyn Any + Send + Sync>>>,
+    /// Typed user data, one value per type (boxed when first set: 16
+    /// bytes, not 32, on connections that keep none).
+    #[expect(
+        clippy::box_collection,
+        reason = "8 bytes instead of 24 per connection"
+    )]
+    data: Mutex<Option<Box<Vec<Box<dyn Any + Send + Sync>>>>>,
     /// permessage-deflate, when negotiated.
     pub(crate) deflate: Option<DeflateParams>,
     /// The client side of a connection: every frame is masked with a fresh
@@ -258,6 +263,7 @@ impl Member {
     /// Attaches a boxed value, replacing one of the same type.
     pub(crate) fn set_data(&self, value: Box<dyn Any + Send + Sync>) {
         let mut data = relock(&self.data);
+        let data = data.get_or_insert_default();
         let type_id = (*value).type_id();
         match data.iter_mut().find(|v| (***v).type_id() == type_id) {
             Some(slot) => *slot = value,
@@ -271,15 +277,25 @@ impl Member {
         f: impl FnOnce(Option<&mut T>) -> R,
     ) -> R {
         let mut data = relock(&self.data);
-        f(data.iter_mut().find_map(|v| v.downcast_mut::<T>()))
+        f(data
+            .iter_mut()
+            .flat_map(|d| d.iter_mut())
+            .find_map(|v| v.downcast_mut::<T>()))
     }
 
     /// Removes the value of type `T`; returns whether there was one.
     pub(crate) fn remove_data<T: Any + Send + Sync>(&self) -> bool {
         let mut data = relock(&self.data);
-        let before = data.len();
-        data.retain(|v| !v.is::<T>());
-        data.len() != before
+        let Some(values) = data.as_mut() else {
+            return false;
+        };
+        let before = values.len();
+        values.retain(|v| !v.is::<T>());
+        let removed = values.len() != before;
+        if values.is_empty() {
+            *data = None;
+        }
+        removed
     }
 }
 
@@ -405,34 +421,16 @@ mod tests {
     }
 }
 #[cfg(test)]
-mod tmp_sizes {
+mod sizes {
+    /// What every open connection keeps besides tokio's socket state: its
+    /// shared state and its driver. A field added to either costs every
+    /// idle connection (BENCHMARKS.md, "Memory per idle connection"); these
+    /// bounds make that a decision, not an accident.
     #[test]
-    fn sizes() {
-        use std::mem::size_of;
-        eprintln!("Member {}", size_of::<super::Member>());
-        eprintln!(
-            "ConnectionInfo {}",
-            size_of::<crate::info::ConnectionInfo>()
-        );
-        eprintln!("Request {}", size_of::<hubbub_proto::handshake::Request>());
-        eprintln!("Queue {}", size_of::<crate::outbox::Queue>());
-        eprintln!("AtomicWaker {}", size_of::<atomic_waker::AtomicWaker>());
-        eprintln!(
-            "Subs {}",
-            size_of::<std::sync::Mutex<super::Subscriptions>>()
-        );
-        eprintln!(
-            "DeflateParams {}",
-            size_of::<Option<hubbub_proto::DeflateParams>>()
-        );
-        eprintln!(
-            "Driver<Tcp> {}",
-            size_of::<crate::driver::Driver<tokio::net::TcpStream>>()
-        );
-        eprintln!("Proto {}", size_of::<hubbub_proto::Connection>());
-        eprintln!("Handlers {}", size_of::<crate::socket::Handlers>());
-        eprintln!("Connection {}", size_of::<crate::handle::Connection>());
-        eprintln!("TcpStream {}", size_of::<tokio::net::TcpStream>());
-        eprintln!("Sleep box {}", size_of::<tokio::time::Sleep>());
+    fn an_open_connections_own_state_stays_small() {
+        let member = size_of::<super::Member>();
+        let driver = size_of::<crate::driver::Driver<tokio::net::TcpStream>>();
+        assert!(member <= 472, "Member grew to {member} bytes");
+        assert!(driver <= 320, "Driver grew to {driver} bytes");
     }
 }
