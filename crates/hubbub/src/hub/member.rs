@@ -37,6 +37,9 @@ struct Subscriptions {
     gone: bool,
 }
 
+/// One value of a connection's typed user data.
+type UserData = Box<dyn Any + Send + Sync>;
+
 /// State shared by a connection's handles, its driver and the hub.
 pub(crate) struct Member {
     pub(crate) info: ConnectionInfo,
@@ -58,7 +61,7 @@ pub(crate) struct Member {
         clippy::box_collection,
         reason = "8 bytes instead of 24 per connection"
     )]
-    data: Mutex<Option<Box<Vec<Box<dyn Any + Send + Sync>>>>>,
+    data: Mutex<Option<Box<Vec<UserData>>>>,
     /// permessage-deflate, when negotiated.
     pub(crate) deflate: Option<DeflateParams>,
     /// The client side of a connection: every frame is masked with a fresh
