@@ -204,8 +204,17 @@ impl Wake for SlotWaker {
 
     fn wake_by_ref(self: &Arc<Self>) {
         if !self.queued.swap(true, Ordering::AcqRel) {
-            lock(&self.shared.ready).push(self.index);
-            self.shared.waker.wake();
+            let first = {
+                let mut ready = lock(&self.shared.ready);
+                ready.push(self.index);
+                ready.len() == 1
+            };
+            // The set takes the whole list at once: whoever made it
+            // non-empty wakes the set, and a broadcast to many slots of
+            // one set wakes it once.
+            if first {
+                self.shared.waker.wake();
+            }
         }
     }
 }
@@ -365,9 +374,15 @@ mod tests {
                 done.fetch_add(1, Ordering::Relaxed);
             }));
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while done.load(Ordering::Relaxed) < 1000 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the sleepers ran to their end");
+        assert_eq!(sets.len(), 1000, "the waiters are still in");
         assert_eq!(done.load(Ordering::Relaxed), 1000);
-        assert_eq!(sets.len(), 1000);
         notify.notify_waiters();
         assert_eq!(sets.finish(Duration::from_secs(5)).await, 0);
         assert_eq!(done.load(Ordering::Relaxed), 2000);
@@ -387,8 +402,15 @@ mod tests {
                 done.fetch_add(1, Ordering::Relaxed);
             }));
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert_eq!(done.load(Ordering::Relaxed), 3);
+        // (No fixed wait: the panic's report, with a backtrace, can take
+        // longer than the rest.)
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while done.load(Ordering::Relaxed) < 3 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the other connections ran to their end");
         assert_eq!(sets.len(), 0);
         assert!(sets.sets[0].ready.lock().unwrap().is_empty());
         assert_eq!(sets.finish(Duration::from_secs(1)).await, 0);
