@@ -23,7 +23,7 @@ use crate::message::{Message, Outgoing};
 /// A handle to one WebSocket connection: cheap to clone, usable from any
 /// task or thread, equal and hashed by connection id.
 ///
-/// Sends never wait: a frame is queued and the connection's task writes
+/// Sends never wait: a frame is queued and the connection's driver writes
 /// everything queued in one wake-up with one vectored write. The queue is
 /// bounded in bytes ([`crate::ServerConfig::max_queue_bytes`]); see
 /// [`crate::Backpressure`].

@@ -259,7 +259,28 @@ pub(crate) struct Queue {
     budget: Arc<Budget>,
 }
 
+thread_local! {
+    /// Set while a queue wakes its driver: a connection set files such a
+    /// wake as output (polled in turn), not as input (polled first).
+    static WAKING_FOR_OUTPUT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the wake in progress on this thread comes from a queue (a send,
+/// a close request), not from the connection's socket or a timer.
+pub(crate) fn waking_for_output() -> bool {
+    WAKING_FOR_OUTPUT.with(std::cell::Cell::get)
+}
+
 impl Queue {
+    /// Wakes the driver, marked as output (see [`waking_for_output`]).
+    fn wake_driver(&self) {
+        WAKING_FOR_OUTPUT.with(|flag| {
+            flag.set(true);
+            self.waker.wake();
+            flag.set(false);
+        });
+    }
+
     /// An empty, open queue of at most `max_bytes`, within `budget`.
     pub(crate) fn new(max_bytes: usize, policy: Backpressure, budget: Arc<Budget>) -> Self {
         Self {
@@ -385,7 +406,7 @@ impl Queue {
                 )));
             }
             drop(inner);
-            self.waker.wake();
+            self.wake_driver();
             return Err(Error::new(Kind::QueueFull {
                 buffered,
                 max,
@@ -410,7 +431,7 @@ impl Queue {
         let wake = !self.driving.load(Ordering::Relaxed);
         drop(inner);
         if wake {
-            self.waker.wake();
+            self.wake_driver();
         }
         Ok(len)
     }
@@ -427,14 +448,14 @@ impl Queue {
         }
         inner.state = State::CloseRequested(Box::new((code, reason.to_owned())));
         drop(inner);
-        self.waker.wake();
+        self.wake_driver();
         Ok(())
     }
 
     /// Asks the driver to drop the connection at once, for `why`.
     pub(crate) fn force(&self, why: &'static str) {
         self.lock().rare().force = Some(why);
-        self.waker.wake();
+        self.wake_driver();
     }
 
     /// Drops what is queued (the driver drops what it holds too) and asks
@@ -449,7 +470,7 @@ impl Queue {
         inner.evicted = true;
         inner.state = State::CloseRequested(Box::new((code, reason.to_owned())));
         drop(inner);
-        self.waker.wake();
+        self.wake_driver();
         true
     }
 

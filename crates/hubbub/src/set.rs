@@ -40,6 +40,13 @@ use crate::socket::{BoxFuture, panic_message};
 /// early keeps the rest for the next one, in order.
 const POLLS_PER_PASS: usize = 64;
 
+/// Of a pass's polls, at most this many go to slots woken as input (their
+/// socket, a timer) before those woken as output (a send queued for them):
+/// input first, so that the writes of a pass carry what the input queued;
+/// but output always gets a share, so that neither kind can starve the
+/// other.
+const INPUT_SHARE: usize = 48;
+
 /// The sets of one group of listeners.
 pub(crate) struct Sets {
     sets: Box<[Arc<Shared>]>,
@@ -169,11 +176,27 @@ impl Job {
     }
 }
 
+/// Slots woken since the set last looked, by kind.
+#[derive(Default)]
+struct Ready {
+    /// By their socket, a timer, anything but their queue.
+    input: Vec<u32>,
+    /// By their queue: a send, a close request
+    /// ([`crate::outbox::waking_for_output`]).
+    output: Vec<u32>,
+}
+
+impl Ready {
+    fn is_empty(&self) -> bool {
+        self.input.is_empty() && self.output.is_empty()
+    }
+}
+
 /// What wakers and the accept loop share with a set's task.
 #[derive(Default)]
 struct Shared {
-    /// Slots woken since the set last took this list.
-    ready: Mutex<Vec<u32>>,
+    /// Slots woken since the set last took these lists.
+    ready: Mutex<Ready>,
     /// Connections handed over and not yet in the slab.
     incoming: Mutex<Vec<Job>>,
     /// The set's task.
@@ -206,10 +229,15 @@ impl Wake for SlotWaker {
         if !self.queued.swap(true, Ordering::AcqRel) {
             let first = {
                 let mut ready = lock(&self.shared.ready);
-                ready.push(self.index);
-                ready.len() == 1
+                let first = ready.is_empty();
+                if crate::outbox::waking_for_output() {
+                    ready.output.push(self.index);
+                } else {
+                    ready.input.push(self.index);
+                }
+                first
             };
-            // The set takes the whole list at once: whoever made it
+            // The set takes the whole lists at once: whoever made them
             // non-empty wakes the set, and a broadcast to many slots of
             // one set wakes it once.
             if first {
@@ -231,10 +259,12 @@ struct Set {
     shared: Arc<Shared>,
     slots: Vec<Option<Slot>>,
     free: Vec<u32>,
-    /// Slots to poll, in the order they were woken.
-    queue: VecDeque<u32>,
-    /// The ready list's spare buffer (the two swap places each pass).
-    spare: Vec<u32>,
+    /// Slots woken as input, to poll first (in the order woken).
+    input: VecDeque<u32>,
+    /// Slots woken as output, and new ones, to poll in turn.
+    output: VecDeque<u32>,
+    /// The ready lists' spare buffers (they swap places each pass).
+    spare: Ready,
     /// A yield in progress: set after a full pass, so that the runtime
     /// polls its I/O driver (and its other tasks run) before the next.
     yielding: Option<BoxFuture>,
@@ -246,8 +276,9 @@ impl Set {
             shared,
             slots: Vec::new(),
             free: Vec::new(),
-            queue: VecDeque::new(),
-            spare: Vec::new(),
+            input: VecDeque::new(),
+            output: VecDeque::new(),
+            spare: Ready::default(),
             yielding: None,
         }
     }
@@ -267,7 +298,7 @@ impl Set {
         });
         let waker = Waker::from(flag.clone());
         self.slots[index as usize] = Some(Slot { job, flag, waker });
-        self.queue.push_back(index);
+        self.output.push_back(index);
     }
 
     /// Polls one slot; frees it when its connection has ended (or
@@ -318,14 +349,18 @@ impl Future for Set {
             let mut ready = lock(&this.shared.ready);
             std::mem::swap(&mut *ready, &mut this.spare);
         }
-        // Slots woken since the last pass go first: most were woken by
-        // their socket (input), and reading it before writing the rest
-        // lets those writes carry what that input queues for them.
-        for index in this.spare.drain(..).rev() {
-            this.queue.push_front(index);
-        }
+        this.input.extend(this.spare.input.drain(..));
+        this.output.extend(this.spare.output.drain(..));
+        // Input first (up to its share), then output, then input again if
+        // the pass has room: each kind in the order it was woken.
         let mut polls = 0;
-        while let Some(index) = this.queue.pop_front() {
+        loop {
+            let next = if polls < INPUT_SHARE {
+                this.input.pop_front().or_else(|| this.output.pop_front())
+            } else {
+                this.output.pop_front().or_else(|| this.input.pop_front())
+            };
+            let Some(index) = next else { break };
             this.poll_slot(index);
             polls += 1;
             if polls == POLLS_PER_PASS {
@@ -414,6 +449,42 @@ mod tests {
         assert_eq!(sets.len(), 0);
         assert!(sets.sets[0].ready.lock().unwrap().is_empty());
         assert_eq!(sets.finish(Duration::from_secs(1)).await, 0);
+    }
+
+    /// Slots that wake themselves on every poll (a steady stream of new
+    /// wakes, more than a pass polls) cannot starve the slots left behind
+    /// them: those still run to their end.
+    #[tokio::test]
+    async fn new_wakes_never_starve_older_slots() {
+        let mut sets = Sets::start();
+        for _ in 0..200 {
+            sets.spawn(Box::pin(std::future::poll_fn(|cx| {
+                cx.waker().wake_by_ref();
+                Poll::<()>::Pending
+            })));
+        }
+        let done = Arc::new(AtomicU32::new(0));
+        for _ in 0..10 {
+            let done = done.clone();
+            let mut polled = false;
+            sets.spawn(Box::pin(std::future::poll_fn(move |cx| {
+                if polled {
+                    done.fetch_add(1, Ordering::Relaxed);
+                    return Poll::Ready(());
+                }
+                polled = true;
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            })));
+        }
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while done.load(Ordering::Relaxed) < 10 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the slots behind the busy ones ran to their end");
+        assert_eq!(sets.finish(Duration::from_millis(10)).await, 200);
     }
 
     /// Past the limit, `finish` drops what is left (their destructors run)

@@ -189,6 +189,14 @@ macro_rules! handler_setters {
 /// Each event of a connection runs its handler to completion (async ones
 /// included) before the next event of that connection is delivered;
 /// `on_open` runs before any message and `on_close` exactly once, last.
+///
+/// Handlers run on the runtime's worker threads. The connections of
+/// hubbub's own listeners share a task per worker (a connection set, as an
+/// event loop owns its sockets), so a handler that blocks its thread (a
+/// synchronous database call, seconds of CPU) delays every connection of
+/// its set: give such work to `tokio::task::spawn_blocking` or a task of its
+/// own, or await it in an async handler (`on_message_async`), which holds
+/// back only its own connection.
 pub struct Socket {
     pub(crate) conn: Connection,
     pub(crate) handlers: Handlers,

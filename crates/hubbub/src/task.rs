@@ -1,6 +1,8 @@
-//! A connection's task, however it came in (hubbub's listener, a stream
+//! A connection's future, however it came in (hubbub's listener, a stream
 //! given to a hub, an upgrade through hyper or HTTP/2, the client): the
-//! opening, then the driver until the connection ends. And the hub's
+//! opening, then the driver until the connection ends (in a slot of a
+//! connection set for hubbub's own listeners, a task of its own for the
+//! rest). And the hub's
 //! background tasks: the keepalive and per-address sweeps, and the
 //! graceful shutdown.
 

@@ -1,5 +1,6 @@
-//! The connection driver: one task per connection moving bytes between the
-//! socket and `hubbub-proto`, and events to the handlers.
+//! The connection driver: one connection's future (a slot of a connection
+//! set, or a task of its own) moving bytes between the socket and
+//! `hubbub-proto`, and events to the handlers.
 //!
 //! Each wake-up: run the pending async handler, take what handles queued,
 //! write everything queued in one vectored write, then read into the worker
