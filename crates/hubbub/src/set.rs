@@ -3,13 +3,14 @@
 //! each a slab of connection futures polled as one tokio task.
 //!
 //! A connection's socket readiness, a send to it, its timer: whatever wakes
-//! it marks its slot ready (one flag and, the first time in a pass, one
-//! index pushed on the set's ready list) and wakes the set's task, which is
-//! a no-op while that task is already woken. The set's task then polls the
-//! ready slots one after the other. So a broadcast to a thousand
-//! subscribers wakes each set once, not each subscriber's task; and an idle
-//! connection costs a slab entry and a small waker instead of a task cell
-//! and a join-set entry.
+//! it marks its slot ready (one flag, and its index pushed on one of the
+//! set's two ready lists: output for a wake from its queue, input for any
+//! other) and, if those lists were empty, wakes the set's task. The set's
+//! task then polls the ready slots one after the other, input first within
+//! a share of each pass. So a broadcast to a thousand subscribers wakes each
+//! set once, not each subscriber's task; and an idle connection costs a
+//! slab entry and a small waker instead of a task cell and a join-set
+//! entry.
 //!
 //! The price, as for every event loop that owns many sockets (uWebSockets'
 //! included): a handler that blocks its thread delays every connection of
