@@ -147,6 +147,25 @@ async fn five_senders_to_500_clients_exactly_once_in_order() {
     .await;
 }
 
+/// Reads up to `messages` texts numbered `0 …` (the number, a space, the
+/// rest) and checks they come in order; returns how many came before the
+/// end.
+async fn read_in_order(mut client: Client, messages: usize) -> usize {
+    let mut got = 0;
+    while got < messages {
+        match client.next().await {
+            Some(Event::Text(text)) => {
+                let seq: usize = text[..text.find(' ').unwrap()].parse().unwrap();
+                assert_eq!(seq, got, "lost or reordered");
+                got += 1;
+            }
+            Some(_) => {}
+            None => break,
+        }
+    }
+    got
+}
+
 /// Ten readers and one client that never reads; 2,000 broadcasts of 4 KiB
 /// (8 MB, more than the kernel's socket buffers can hide).
 async fn slow_reader_among_fast(
@@ -172,22 +191,8 @@ async fn slow_reader_among_fast(
     let stalled_conn = registry.lock().unwrap()[0].clone();
     let mut readers = Vec::new();
     for _ in 0..READERS {
-        let mut client = Client::connect(server.addr).await;
-        readers.push(tokio::spawn(async move {
-            let mut got = 0;
-            while got < MESSAGES {
-                match client.next().await {
-                    Some(Event::Text(text)) => {
-                        let seq: usize = text[..text.find(' ').unwrap()].parse().unwrap();
-                        assert_eq!(seq, got, "lost or reordered");
-                        got += 1;
-                    }
-                    Some(_) => {}
-                    None => break,
-                }
-            }
-            got
-        }));
+        let client = Client::connect(server.addr).await;
+        readers.push(tokio::spawn(read_in_order(client, MESSAGES)));
     }
     while server.handle.client_count() < READERS + 1 {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -408,22 +413,8 @@ async fn stalled_tenth_of_a_thousand(
     let stalled: Vec<Connection> = opened.lock().unwrap().clone();
     let mut readers = Vec::new();
     for _ in 0..SUBSCRIBERS - STALLED {
-        let mut client = Client::connect(server.addr).await;
-        readers.push(tokio::spawn(async move {
-            let mut got = 0;
-            while got < MESSAGES {
-                match client.next().await {
-                    Some(Event::Text(text)) => {
-                        let seq: usize = text[..text.find(' ').unwrap()].parse().unwrap();
-                        assert_eq!(seq, got, "lost or reordered");
-                        got += 1;
-                    }
-                    Some(_) => {}
-                    None => break,
-                }
-            }
-            got
-        }));
+        let client = Client::connect(server.addr).await;
+        readers.push(tokio::spawn(read_in_order(client, MESSAGES)));
     }
     while server.handle.subscriber_count("room") < SUBSCRIBERS {
         tokio::time::sleep(Duration::from_millis(5)).await;
