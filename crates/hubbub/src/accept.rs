@@ -13,7 +13,7 @@ use crate::handshake::Service;
 use crate::hub::HandshakePermit;
 use crate::info::StreamInfo;
 use crate::set::{Opening, Sets};
-use crate::task::{open_stream, running, start_background};
+use crate::task::{open_running, start_background};
 use crate::tls::TlsConfig;
 
 /// A listener and, for `wss://`, its TLS configuration.
@@ -35,11 +35,7 @@ fn open_tcp(
     let _ = stream.set_nodelay(true);
     let from = StreamInfo::new(peer).local(stream.local_addr().unwrap_or(peer));
     match tls {
-        None => Box::pin(async move {
-            open_stream(stream, from, service, deadline, Some(permit))
-                .await
-                .map(running)
-        }),
+        None => Box::pin(open_running(stream, from, service, deadline, Some(permit))),
         Some(tls) => Box::pin(async move {
             match timeout_at(deadline, tls.acceptor.accept(stream)).await {
                 Ok(Ok(stream)) => {
@@ -55,9 +51,7 @@ fn open_tcp(
                         ));
                         return Some(http2);
                     }
-                    open_stream(stream, from, service, deadline, Some(permit))
-                        .await
-                        .map(running)
+                    open_running(stream, from, service, deadline, Some(permit)).await
                 }
                 Ok(Err(e)) => {
                     tracing::info!(%peer, "TLS handshake failed: {e}");

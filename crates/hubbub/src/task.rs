@@ -81,6 +81,23 @@ where
     }
 }
 
+/// [`open_stream`], then the open connection's future ([`running`]): a
+/// connection set's opening.
+pub(crate) async fn open_running<S>(
+    stream: S,
+    from: StreamInfo,
+    service: Arc<Service>,
+    deadline: Instant,
+    permit: Option<HandshakePermit>,
+) -> Option<BoxFuture>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    open_stream(stream, from, service, deadline, permit)
+        .await
+        .map(running)
+}
+
 /// An upgraded connection's future, boxed, until its end: the driver (in
 /// the connection's span when something records it: a disabled span would
 /// still take 40 bytes per connection), its permit and its address slot.

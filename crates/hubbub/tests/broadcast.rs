@@ -27,8 +27,13 @@ struct Client {
 
 impl Client {
     async fn connect(addr: SocketAddr) -> Self {
+        Self::upgrade(TcpStream::connect(addr).await.unwrap(), addr).await
+    }
+
+    /// The opening handshake on a connected stream.
+    async fn upgrade(stream: TcpStream, addr: SocketAddr) -> Self {
         let (stream, input, response) =
-            common::upgrade(addr, ClientRequest::new(addr.to_string(), "/")).await;
+            common::upgrade_on(stream, ClientRequest::new(addr.to_string(), "/")).await;
         response.unwrap();
         Self {
             stream,
@@ -43,16 +48,7 @@ impl Client {
     async fn connect_narrow(addr: SocketAddr) -> Self {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.set_recv_buffer_size(4096).unwrap();
-        let stream = socket.connect(addr).await.unwrap();
-        let (stream, input, response) =
-            common::upgrade_on(stream, ClientRequest::new(addr.to_string(), "/")).await;
-        response.unwrap();
-        Self {
-            stream,
-            proto: Proto::new(Role::Client, Config::default()),
-            input,
-            out: BytesMut::new(),
-        }
+        Self::upgrade(socket.connect(addr).await.unwrap(), addr).await
     }
 
     async fn send(&mut self, text: &str) {
@@ -147,6 +143,16 @@ async fn five_senders_to_500_clients_exactly_once_in_order() {
     .await;
 }
 
+/// Queues of `max_queue_bytes` under `policy`, and short close and
+/// shutdown waits (stalled clients never answer a close).
+fn bounded(max_queue_bytes: usize, policy: Backpressure) -> ServerConfig {
+    ServerConfig::default()
+        .with_max_queue_bytes(max_queue_bytes)
+        .with_backpressure(policy)
+        .with_close_timeout(Duration::from_millis(300))
+        .with_shutdown_grace(Duration::from_millis(300))
+}
+
 /// Reads up to `messages` texts numbered `0 …` (the number, a space, the
 /// rest) and checks they come in order; returns how many came before the
 /// end.
@@ -173,11 +179,7 @@ async fn slow_reader_among_fast(
 ) -> (Vec<usize>, Connection, Client, common::TestServer) {
     const READERS: usize = 10;
     const MESSAGES: usize = 2000;
-    let config = ServerConfig::default()
-        .with_max_queue_bytes(128 * 1024)
-        .with_backpressure(policy)
-        .with_close_timeout(Duration::from_millis(300))
-        .with_shutdown_grace(Duration::from_millis(300));
+    let config = bounded(128 * 1024, policy);
     let registry: Arc<Mutex<Vec<Connection>>> = Arc::default();
     let seen = registry.clone();
     let server = start(config, move |socket| {
@@ -381,11 +383,7 @@ async fn stalled_tenth_of_a_thousand(
     const SUBSCRIBERS: usize = 1000;
     const STALLED: usize = 100;
     const MESSAGES: usize = 256;
-    let config = ServerConfig::default()
-        .with_max_queue_bytes(64 * 1024)
-        .with_backpressure(policy)
-        .with_close_timeout(Duration::from_millis(300))
-        .with_shutdown_grace(Duration::from_millis(300));
+    let config = bounded(64 * 1024, policy);
     let opened: Arc<Mutex<Vec<Connection>>> = Arc::default();
     let seen = opened.clone();
     // Small socket buffers on both sides (inherited from the listener,
