@@ -4,27 +4,34 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::unix::AsyncFd;
+use tokio::net::TcpListener;
 use tokio::time::{Instant, timeout_at};
 
 use crate::handshake::Service;
 use crate::hub::HandshakePermit;
 use crate::info::StreamInfo;
-use crate::set::{Opening, Sets};
+use crate::set::{Opening, SetStream, Sets};
 use crate::task::{open_running, start_background};
 use crate::tls::TlsConfig;
 
 /// A listener and, for `wss://`, its TLS configuration.
 pub(crate) type Listener = (TcpListener, Option<TlsConfig>);
 
+/// A listener as the accept loop polls it: accepted sockets are not
+/// registered with tokio (their connection set polls them).
+type Polled = (AsyncFd<mio::net::TcpListener>, Option<TlsConfig>);
+
 /// The opening of one accepted TCP connection (TLS, then the handshake),
 /// boxed; it ends with the open connection's future, which takes its
 /// place in the connection set (so an open connection keeps that one box,
 /// not the opening's state or the arguments captured for it).
 fn open_tcp(
-    stream: TcpStream,
+    stream: SetStream,
+    from: StreamInfo,
     peer: SocketAddr,
     tls: Option<TlsConfig>,
     service: Arc<Service>,
@@ -32,8 +39,6 @@ fn open_tcp(
 ) -> Opening {
     // One deadline for TLS, the request head, the hook and the `101`.
     let deadline = Instant::now() + service.config.handshake_timeout;
-    let _ = stream.set_nodelay(true);
-    let from = StreamInfo::new(peer).local(stream.local_addr().unwrap_or(peer));
     match tls {
         None => Box::pin(open_running(stream, from, service, deadline, Some(permit))),
         Some(tls) => Box::pin(async move {
@@ -67,16 +72,37 @@ fn open_tcp(
 }
 
 /// Waits for a connection on any listener; returns its index.
-async fn accept_any(listeners: &[Listener]) -> (usize, std::io::Result<(TcpStream, SocketAddr)>) {
+async fn accept_any(
+    listeners: &[Polled],
+) -> (usize, std::io::Result<(mio::net::TcpStream, SocketAddr)>) {
     std::future::poll_fn(|cx| {
         for (i, (listener, _)) in listeners.iter().enumerate() {
-            if let std::task::Poll::Ready(result) = listener.poll_accept(cx) {
-                return std::task::Poll::Ready((i, result));
+            loop {
+                match listener.poll_read_ready(cx) {
+                    Poll::Pending => break,
+                    Poll::Ready(Err(e)) => return Poll::Ready((i, Err(e))),
+                    Poll::Ready(Ok(mut ready)) => {
+                        if let Ok(result) = ready.try_io(|l| l.get_ref().accept()) {
+                            return Poll::Ready((i, result));
+                        }
+                    }
+                }
             }
         }
-        std::task::Poll::Pending
+        Poll::Pending
     })
     .await
+}
+
+/// The listeners as the accept loop polls them.
+fn polled(listeners: Vec<Listener>) -> std::io::Result<Vec<Polled>> {
+    listeners
+        .into_iter()
+        .map(|(listener, tls)| {
+            let listener = mio::net::TcpListener::from_std(listener.into_std()?);
+            Ok((crate::sys::register_listener(listener)?, tls))
+        })
+        .collect()
 }
 
 /// Accepts on `listeners` until the hub's shutdown, then returns once
@@ -86,10 +112,17 @@ async fn accept_any(listeners: &[Listener]) -> (usize, std::io::Result<(TcpStrea
 pub(crate) async fn run(listeners: Vec<Listener>, service: Arc<Service>) {
     let hub = service.hub.clone();
     let config = &service.config;
-    let mut sets = Sets::start();
+    let (mut sets, listeners) = match Sets::start().and_then(|sets| Ok((sets, polled(listeners)?))) {
+        Ok(started) => started,
+        Err(e) => {
+            tracing::error!("cannot start serving: {e}");
+            service.hub.shutdown.cancel();
+            return;
+        }
+    };
     let mut backoff = Duration::from_millis(10);
     for (listener, tls) in &listeners {
-        if let Ok(addr) = listener.local_addr() {
+        if let Ok(addr) = listener.get_ref().local_addr() {
             tracing::info!(%addr, tls = tls.is_some(), "listening");
         }
     }
@@ -114,8 +147,13 @@ pub(crate) async fn run(listeners: Vec<Listener>, service: Arc<Service>) {
                         tracing::debug!(%peer, "too many handshakes in progress: closed");
                         continue;
                     };
+                    let _ = stream.set_nodelay(true);
+                    let from = StreamInfo::new(peer).local(stream.local_addr().unwrap_or(peer));
                     let tls = listeners[which].1.clone();
-                    sets.open(open_tcp(stream, peer, tls, service.clone(), permit));
+                    let service = service.clone();
+                    sets.accept(stream, Box::new(move |stream| {
+                        open_tcp(stream, from, peer, tls, service, permit)
+                    }));
                 }
                 Err(e) => {
                     // EMFILE and friends: wait instead of spinning.

@@ -41,7 +41,7 @@
 //! panicking handler closes only its own connection (1011); every queue is
 //! bounded in bytes ([`Backpressure`]).
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 mod accept;
 #[cfg(feature = "axum")]
@@ -76,6 +76,7 @@ mod socket;
 mod stream;
 mod task;
 mod tls;
+mod sys;
 mod url;
 
 pub use config::{Backpressure, ProtocolOrder, ServerConfig};

@@ -19,19 +19,32 @@
 //! its own. A panic stays the connection's own: the set catches it, drops
 //! that connection (its `on_close` runs) and goes on with the others.
 //!
+//! A set also polls its connections' sockets itself: each set has an
+//! `epoll` instance of its own (`mio::Poll`), registered with tokio's as
+//! one source, and each accepted socket is registered there with its slot's
+//! index ([`SetStream`]). A socket's readiness thus costs a bit in its
+//! slot's waker, where tokio's own socket state (`ScheduledIo`, 256 bytes
+//! cache-aligned, and a registration in the socket) cost every connection
+//! about 300 bytes. One `epoll_wait` on the set's instance takes the events
+//! of all its sockets that became ready.
+//!
 //! Streams handed to a [`Hub`](crate::Hub) by the caller (hyper, axum, a
 //! Unix socket) and client connections keep a task each: the caller
 //! spawns them, and nothing here would be shared.
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::io::{self, IoSlice, Write};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
 
 use atomic_waker::AtomicWaker;
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::task::JoinHandle;
 
 use crate::socket::{BoxFuture, panic_message};
@@ -48,6 +61,20 @@ const POLLS_PER_PASS: usize = 64;
 /// other.
 const INPUT_SHARE: usize = 48;
 
+/// Socket events taken from the set's `epoll` instance per call.
+const EVENTS: usize = 256;
+
+/// A socket's readiness, as its slot's waker keeps it: set by an event,
+/// cleared by a read or write that found the socket empty or full.
+const READABLE: u8 = 1;
+const WRITABLE: u8 = 2;
+/// The end of the socket's input, or an error: never cleared (an event
+/// that says so may have come with the last bytes, and a read that got
+/// those bytes and not the end must not wait for another).
+const READ_CLOSED: u8 = 4;
+/// The peer takes no more, or an error: never cleared.
+const WRITE_CLOSED: u8 = 8;
+
 /// The sets of one group of listeners.
 pub(crate) struct Sets {
     sets: Box<[Arc<Shared>]>,
@@ -57,45 +84,46 @@ pub(crate) struct Sets {
 
 impl Sets {
     /// One set per worker thread of the current runtime (at least one).
-    pub(crate) fn start() -> Self {
+    /// Fails when an `epoll` instance cannot be made (out of descriptors).
+    pub(crate) fn start() -> io::Result<Self> {
         let workers = tokio::runtime::Handle::current()
             .metrics()
             .num_workers()
             .max(1);
         let sets: Box<[Arc<Shared>]> = (0..workers).map(|_| Arc::new(Shared::default())).collect();
-        let tasks = sets
-            .iter()
-            .map(|shared| {
-                // The set keeps its own fairness (`POLLS_PER_PASS`): tokio's
-                // per-task budget would make every socket past the 128th of
-                // a pass report "not ready" and cost a spurious round trip.
-                tokio::spawn(tokio::task::unconstrained(Set::new(shared.clone())))
-            })
-            .collect();
-        Self {
+        let mut tasks = Vec::with_capacity(workers);
+        for shared in sets.iter() {
+            let set = Set::new(shared.clone())?;
+            // The set keeps its own fairness (`POLLS_PER_PASS`): tokio's
+            // per-task budget would make every socket past the 128th of a
+            // pass report "not ready" and cost a spurious round trip.
+            tasks.push(tokio::spawn(tokio::task::unconstrained(set)));
+        }
+        Ok(Self {
             sets,
             tasks,
             next: 0,
-        }
+        })
     }
 
     /// Hands a connection's future to the next set, round robin.
     #[cfg(test)]
     pub(crate) fn spawn(&mut self, future: BoxFuture) {
-        self.add(Job::Running(future));
+        self.add(Incoming::Job(Job::Running(future)));
     }
 
-    /// Hands a connection's opening to the next set, round robin; the
-    /// future it ends with takes its place in the slot.
-    pub(crate) fn open(&mut self, opening: Opening) {
-        self.add(Job::Opening(opening));
+    /// Hands an accepted socket to the next set, round robin: the set
+    /// polls it as a [`SetStream`] and runs the opening `open` makes of
+    /// it; the future that opening ends with takes its place in the slot.
+    pub(crate) fn accept(&mut self, socket: mio::net::TcpStream, open: Open) {
+        self.add(Incoming::Accept(socket, open));
     }
 
-    fn add(&mut self, job: Job) {
+    fn add(&mut self, incoming: Incoming) {
         let shared = &self.sets[self.next];
         self.next = (self.next + 1) % self.sets.len();
         shared.live.fetch_add(1, Ordering::Relaxed);
-        lock(&shared.incoming).push(job);
+        lock(&shared.incoming).push(incoming);
         shared.waker.wake();
     }
 
@@ -112,7 +140,7 @@ impl Sets {
     /// Returns when all have, or after `limit`: then the rest are dropped
     /// (each runs `on_close` as its driver is dropped) and it returns the
     /// number dropped.
-    pub(crate) async fn finish(mut self, limit: std::time::Duration) -> usize {
+    pub(crate) async fn finish(mut self, limit: Duration) -> usize {
         for shared in self.sets.iter() {
             shared.closing.store(true, Ordering::Release);
             shared.waker.wake();
@@ -154,6 +182,18 @@ impl Drop for Sets {
 /// A connection's opening (TLS, the handshake): it ends with the open
 /// connection's future, or `None` when the connection did not open.
 pub(crate) type Opening = Pin<Box<dyn Future<Output = Option<BoxFuture>> + Send>>;
+
+/// Makes an accepted socket's opening once its set polls it.
+pub(crate) type Open = Box<dyn FnOnce(SetStream) -> Opening + Send>;
+
+/// A connection on its way into a set.
+enum Incoming {
+    /// A future to run as it is.
+    #[cfg(test)]
+    Job(Job),
+    /// An accepted socket, to register with the set's `epoll` instance.
+    Accept(mio::net::TcpStream, Open),
+}
 
 /// What a slot runs: the opening, then the connection. (The opening's
 /// state is freed when it ends: an open connection keeps one box.)
@@ -199,7 +239,7 @@ struct Shared {
     /// Slots woken since the set last took these lists.
     ready: Mutex<Ready>,
     /// Connections handed over and not yet in the slab.
-    incoming: Mutex<Vec<Job>>,
+    incoming: Mutex<Vec<Incoming>>,
     /// The set's task.
     waker: AtomicWaker,
     /// Connections in the set (and on their way in).
@@ -219,6 +259,27 @@ struct SlotWaker {
     /// On the ready list already (cleared just before the slot is polled,
     /// so that a wake during the poll puts it back).
     queued: AtomicBool,
+    /// The readiness of the slot's socket, if the set polls one
+    /// ([`READABLE`], [`WRITABLE`]). Only the set's task touches it (its
+    /// events, and the slot's poll): atomic only to be shared.
+    io: AtomicU8,
+}
+
+impl SlotWaker {
+    /// Whether the socket is ready for `ready` ([`READABLE`] or
+    /// [`WRITABLE`]), or closed that way.
+    fn is(&self, ready: u8) -> bool {
+        let closed = if ready == READABLE {
+            READ_CLOSED
+        } else {
+            WRITE_CLOSED
+        };
+        self.io.load(Ordering::Relaxed) & (ready | closed) != 0
+    }
+
+    fn clear(&self, ready: u8) {
+        self.io.fetch_and(!ready, Ordering::Relaxed);
+    }
 }
 
 impl Wake for SlotWaker {
@@ -258,6 +319,10 @@ struct Slot {
 /// A set's task: the slab and what is left of the current pass.
 struct Set {
     shared: Arc<Shared>,
+    /// The set's `epoll` instance, for its sockets; tokio polls it as one
+    /// source.
+    poll: AsyncFd<mio::Poll>,
+    events: mio::Events,
     slots: Vec<Option<Slot>>,
     free: Vec<u32>,
     /// Slots woken as input, to poll first (in the order woken).
@@ -272,19 +337,22 @@ struct Set {
 }
 
 impl Set {
-    fn new(shared: Arc<Shared>) -> Self {
-        Self {
+    fn new(shared: Arc<Shared>) -> io::Result<Self> {
+        let poll = crate::sys::register_poll(mio::Poll::new()?)?;
+        Ok(Self {
             shared,
+            poll,
+            events: mio::Events::with_capacity(EVENTS),
             slots: Vec::new(),
             free: Vec::new(),
             input: VecDeque::new(),
             output: VecDeque::new(),
             spare: Ready::default(),
             yielding: None,
-        }
+        })
     }
 
-    fn insert(&mut self, job: Job) {
+    fn insert(&mut self, incoming: Incoming) {
         let index = match self.free.pop() {
             Some(index) => index,
             None => {
@@ -296,7 +364,32 @@ impl Set {
             shared: self.shared.clone(),
             index,
             queued: AtomicBool::new(true),
+            // A new socket may have bytes already: try it once.
+            io: AtomicU8::new(READABLE | WRITABLE),
         });
+        let job = match incoming {
+            #[cfg(test)]
+            Incoming::Job(job) => job,
+            Incoming::Accept(mut socket, open) => {
+                let interest = mio::Interest::READABLE | mio::Interest::WRITABLE;
+                let token = mio::Token(index as usize);
+                if let Err(e) = self
+                    .poll
+                    .get_ref()
+                    .registry()
+                    .register(&mut socket, token, interest)
+                {
+                    tracing::warn!("cannot poll an accepted connection: {e}; closed");
+                    self.free.push(index);
+                    self.shared.live.fetch_sub(1, Ordering::Relaxed);
+                    return;
+                }
+                Job::Opening(open(SetStream {
+                    socket,
+                    slot: flag.clone(),
+                }))
+            }
+        };
         let waker = Waker::from(flag.clone());
         self.slots[index as usize] = Some(Slot { job, flag, waker });
         self.output.push_back(index);
@@ -320,6 +413,8 @@ impl Set {
             }
         };
         if done {
+            // (Dropping the socket closes it, which takes it out of the
+            // `epoll` instance.)
             let slot = self.slots[index as usize].take();
             if catch_unwind(AssertUnwindSafe(|| drop(slot))).is_err() {
                 tracing::error!("connection task panicked as it was dropped");
@@ -327,6 +422,189 @@ impl Set {
             self.free.push(index);
             self.shared.live.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+
+    /// Takes the events of the set's sockets: each marks its slot's
+    /// readiness and, once, puts the slot on the input list.
+    fn take_events(&mut self, cx: &mut Context<'_>) {
+        let Self {
+            poll,
+            events,
+            slots,
+            input,
+            ..
+        } = self;
+        loop {
+            let mut guard = match poll.poll_read_ready_mut(cx) {
+                Poll::Pending => return,
+                Poll::Ready(Ok(guard)) => guard,
+                Poll::Ready(Err(e)) => {
+                    tracing::error!("connection set: polling its sockets failed: {e}");
+                    return;
+                }
+            };
+            match guard.get_inner_mut().poll(events, Some(Duration::ZERO)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::error!("connection set: polling its sockets failed: {e}");
+                    return;
+                }
+            }
+            let mut taken = 0;
+            for event in events.iter() {
+                taken += 1;
+                let Some(Some(slot)) = slots.get(event.token().0) else {
+                    continue;
+                };
+                let mut ready = 0;
+                if event.is_readable() {
+                    ready |= READABLE;
+                }
+                if event.is_writable() {
+                    ready |= WRITABLE;
+                }
+                if event.is_read_closed() || event.is_error() {
+                    ready |= READ_CLOSED;
+                }
+                if event.is_write_closed() || event.is_error() {
+                    ready |= WRITE_CLOSED;
+                }
+                slot.flag.io.fetch_or(ready, Ordering::Relaxed);
+                if !slot.flag.queued.swap(true, Ordering::AcqRel) {
+                    input.push_back(event.token().0 as u32);
+                }
+            }
+            if taken < EVENTS {
+                // All taken: tokio reports the instance again when a
+                // socket's event arrives after this.
+                guard.clear_ready();
+            }
+        }
+    }
+}
+
+/// A socket a connection set polls itself: reads and writes go straight to
+/// the socket while its slot's waker says it is ready, and a read or write
+/// that finds it empty or full clears that and waits for the set's next
+/// event for the socket (edge-triggered, as tokio's own sockets).
+///
+/// Only its slot's future polls it, with the slot's waker: the set wakes
+/// the slot, not a waker the stream was given (a combinator that polls it
+/// with a waker of its own, and waits for that one, would wait forever;
+/// debug builds check).
+pub(crate) struct SetStream {
+    socket: mio::net::TcpStream,
+    slot: Arc<SlotWaker>,
+}
+
+impl SetStream {
+    /// Checks (in debug builds) that the stream is polled with its slot's
+    /// waker.
+    fn check_waker(&self, cx: &Context<'_>) {
+        debug_assert!(
+            std::ptr::eq(cx.waker().data(), Arc::as_ptr(&self.slot).cast()),
+            "a SetStream is polled only by its slot's future"
+        );
+    }
+
+    /// Runs a write while the socket is writable; a short write or
+    /// `WouldBlock` clears that.
+    fn poll_write_with(
+        &self,
+        cx: &Context<'_>,
+        len: usize,
+        mut write: impl FnMut(&mio::net::TcpStream) -> io::Result<usize>,
+    ) -> Poll<io::Result<usize>> {
+        if !self.slot.is(WRITABLE) {
+            self.check_waker(cx);
+            return Poll::Pending;
+        }
+        loop {
+            match write(&self.socket) {
+                Ok(n) => {
+                    if n < len {
+                        // The socket's buffer is full: the next write
+                        // would find no room.
+                        self.slot.clear(WRITABLE);
+                    }
+                    return Poll::Ready(Ok(n));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.slot.clear(WRITABLE);
+                    self.check_waker(cx);
+                    return Poll::Pending;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl AsyncRead for SetStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let want = buf.remaining();
+        if want == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        if !self.slot.is(READABLE) {
+            self.check_waker(cx);
+            return Poll::Pending;
+        }
+        loop {
+            match crate::sys::recv(&self.socket, buf) {
+                Ok(n) => {
+                    if n > 0 && n < want {
+                        // The socket had less than asked: it is empty now.
+                        self.slot.clear(READABLE);
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.slot.clear(READABLE);
+                    self.check_waker(cx);
+                    return Poll::Pending;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for SetStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_write_with(cx, buf.len(), |mut socket| socket.write(buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let len = bufs.iter().map(|b| b.len()).sum();
+        self.poll_write_with(cx, len, |mut socket| socket.write_vectored(bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.socket.shutdown(std::net::Shutdown::Write))
     }
 }
 
@@ -343,9 +621,10 @@ impl Future for Set {
         }
         this.shared.waker.register(cx.waker());
         let incoming = std::mem::take(&mut *lock(&this.shared.incoming));
-        for job in incoming {
-            this.insert(job);
+        for incoming in incoming {
+            this.insert(incoming);
         }
+        this.take_events(cx);
         {
             let mut ready = lock(&this.shared.ready);
             std::mem::swap(&mut *ready, &mut this.spare);
@@ -394,7 +673,7 @@ mod tests {
     /// by each other, on as many tasks as the runtime has workers.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_set_runs_every_connection_to_its_end() {
-        let mut sets = Sets::start();
+        let mut sets = Sets::start().unwrap();
         assert_eq!(sets.sets.len(), 2);
         let done = Arc::new(AtomicU32::new(0));
         let notify = Arc::new(tokio::sync::Notify::new());
@@ -428,7 +707,7 @@ mod tests {
     /// freed slot is used again.
     #[tokio::test]
     async fn a_panic_drops_only_its_own_connection() {
-        let mut sets = Sets::start();
+        let mut sets = Sets::start().unwrap();
         let done = Arc::new(AtomicU32::new(0));
         sets.spawn(Box::pin(async { panic!("boom") }));
         for _ in 0..3 {
@@ -457,7 +736,7 @@ mod tests {
     /// them: those still run to their end.
     #[tokio::test]
     async fn new_wakes_never_starve_older_slots() {
-        let mut sets = Sets::start();
+        let mut sets = Sets::start().unwrap();
         for _ in 0..200 {
             sets.spawn(Box::pin(std::future::poll_fn(|cx| {
                 cx.waker().wake_by_ref();
@@ -498,7 +777,7 @@ mod tests {
                 self.0.fetch_add(1, Ordering::Relaxed);
             }
         }
-        let mut sets = Sets::start();
+        let mut sets = Sets::start().unwrap();
         let dropped = Arc::new(AtomicU32::new(0));
         for _ in 0..5 {
             let guard = Dropped(dropped.clone());

@@ -437,3 +437,18 @@ mod sizes {
         assert!(driver <= 320, "Driver grew to {driver} bytes");
     }
 }
+#[cfg(test)]
+mod tmp_sizes {
+    #[test]
+    fn print_sizes() {
+        eprintln!("Member {}", size_of::<super::Member>());
+        eprintln!("ConnectionInfo {}", size_of::<crate::ConnectionInfo>());
+        eprintln!("Request {}", size_of::<hubbub_proto::handshake::Request>());
+        eprintln!("Queue {}", size_of::<crate::outbox::Queue>());
+        eprintln!("Subscriptions {}", size_of::<std::sync::Mutex<super::Subscriptions>>());
+        eprintln!("Deflate {}", size_of::<Option<hubbub_proto::DeflateParams>>());
+        eprintln!("Driver {}", size_of::<crate::driver::Driver<tokio::net::TcpStream>>());
+        eprintln!("TcpStream {}", size_of::<tokio::net::TcpStream>());
+        eprintln!("Proto {}", size_of::<hubbub_proto::Connection>());
+    }
+}
