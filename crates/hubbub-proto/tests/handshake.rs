@@ -86,6 +86,20 @@ fn request_exposes_everything_it_carried() {
     );
     assert_eq!(r.http_minor_version(), 1);
     assert!(r.is_upgrade());
+    // The fields are the head's, in order: nothing else (the request line
+    // is kept beside them, hidden), and a copy made from them is equal.
+    let names: Vec<&str> = r.headers().iter().map(|(name, _)| name).collect();
+    assert_eq!(names.len(), 12);
+    assert_eq!(names[0], "Host");
+    assert_eq!(names[11], "Sec-WebSocket-Version");
+    assert_eq!(r.headers().len(), 12);
+    let mut copy = hubbub_proto::handshake::Headers::default();
+    for (name, value) in r.headers().iter() {
+        copy.append(name, value);
+    }
+    assert_eq!(&copy, r.headers());
+    let rebuilt = Request::from_parts("GET", "/chat?room=lobby&x=1", 1, copy).unwrap();
+    assert_eq!(rebuilt, r);
 }
 
 #[test]

@@ -112,7 +112,8 @@ fn polled(listeners: Vec<Listener>) -> std::io::Result<Vec<Polled>> {
 pub(crate) async fn run(listeners: Vec<Listener>, service: Arc<Service>) {
     let hub = service.hub.clone();
     let config = &service.config;
-    let (mut sets, listeners) = match Sets::start().and_then(|sets| Ok((sets, polled(listeners)?))) {
+    let (mut sets, listeners) = match Sets::start().and_then(|sets| Ok((sets, polled(listeners)?)))
+    {
         Ok(started) => started,
         Err(e) => {
             tracing::error!("cannot start serving: {e}");

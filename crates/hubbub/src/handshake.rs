@@ -482,10 +482,7 @@ fn address_slot(
         config.handshake_rate_per_ip.as_ref(),
         hub.now_ms(),
     ) {
-        Ok(()) => Ok(Some(AddressSlot {
-            hub: hub.clone(),
-            ip: peer.ip(),
-        })),
+        Ok(()) => Ok(Some(AddressSlot::new(hub.clone(), peer.ip()))),
         Err((refusal, first)) => {
             if first {
                 tracing::warn!(ip = %peer.ip(), ?refusal, "refusing upgrades from this address");

@@ -119,8 +119,8 @@ impl StreamInfo {
 #[derive(Debug, Clone)]
 pub struct ConnectionInfo {
     id: Uuid,
-    client_addr: SocketAddr,
-    local_addr: SocketAddr,
+    client_addr: Addr,
+    local_addr: Addr,
     request: Request,
     /// The cookies and offered subprotocols, parsed from the request's
     /// fields when first asked for (16 bytes here until then, not 48).
@@ -129,6 +129,29 @@ pub struct ConnectionInfo {
     http: HttpVersion,
     /// A client's: the header fields of the server's `101`.
     response: Option<Box<Headers>>,
+}
+
+/// A socket address in 20 bytes, not `SocketAddr`'s 32 (an IPv6 address's
+/// flow label and scope id are dropped: 24 bytes per connection).
+#[derive(Debug, Clone, Copy)]
+struct Addr {
+    ip: IpAddr,
+    port: u16,
+}
+
+impl From<SocketAddr> for Addr {
+    fn from(addr: SocketAddr) -> Self {
+        Self {
+            ip: addr.ip(),
+            port: addr.port(),
+        }
+    }
+}
+
+impl From<Addr> for SocketAddr {
+    fn from(addr: Addr) -> Self {
+        SocketAddr::new(addr.ip, addr.port)
+    }
 }
 
 /// What [`ConnectionInfo`] parses from the request on demand.
@@ -156,8 +179,8 @@ impl ConnectionInfo {
     ) -> Self {
         Self {
             id: Uuid::new_v4(),
-            client_addr,
-            local_addr,
+            client_addr: client_addr.into(),
+            local_addr: local_addr.into(),
             parsed: OnceLock::new(),
             request,
             protocol: protocol.map(String::into_boxed_str),
@@ -184,25 +207,30 @@ impl ConnectionInfo {
         self.id
     }
 
+    /// The id, borrowed (the registry's key).
+    pub(crate) fn id_ref(&self) -> &Uuid {
+        &self.id
+    }
+
     /// The client's IP address.
     pub fn client_ip(&self) -> IpAddr {
-        self.client_addr.ip()
+        self.client_addr.ip
     }
 
     /// The client's port.
     pub fn client_port(&self) -> u16 {
-        self.client_addr.port()
+        self.client_addr.port
     }
 
     /// The client's address.
     pub fn client_addr(&self) -> SocketAddr {
-        self.client_addr
+        self.client_addr.into()
     }
 
     /// The server address the client connected to (`0.0.0.0:0` when the
     /// stream was handed over without it: see [`StreamInfo::local`]).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.local_addr.into()
     }
 
     /// The `Host` header.

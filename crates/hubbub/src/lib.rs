@@ -74,9 +74,9 @@ mod server;
 mod set;
 mod socket;
 mod stream;
+mod sys;
 mod task;
 mod tls;
-mod sys;
 mod url;
 
 pub use config::{Backpressure, ProtocolOrder, ServerConfig};

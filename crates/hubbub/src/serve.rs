@@ -359,9 +359,14 @@ impl HubBuilder {
         } = self;
         if let Some(limit) = open_files_limit() {
             // Keep some descriptors for handshakes in progress, the
-            // listener, the runtime and the log: past the cap, upgrades get
-            // 503 instead of the process running out of descriptors.
-            let usable = limit.saturating_sub((limit / 4).min(64)) as usize;
+            // listener, the runtime and the log, and one per connection set
+            // (an `epoll` instance per runtime worker): past the cap,
+            // upgrades get 503 instead of the process running out of
+            // descriptors.
+            let sets = tokio::runtime::Handle::try_current()
+                .map_or(1, |runtime| runtime.metrics().num_workers());
+            let reserve = (limit / 4).min(64) + sets as u64;
+            let usable = limit.saturating_sub(reserve) as usize;
             tracing::info!(limit, "open-files limit");
             if config.max_connections > usable {
                 tracing::warn!(

@@ -113,7 +113,7 @@ where
         _permit,
         _slot,
     } = upgraded;
-    driver.hold(Held { _permit, _slot });
+    driver.hold(Held::new(_permit, _slot));
     if span.is_disabled() {
         Box::pin(driver.run())
     } else {

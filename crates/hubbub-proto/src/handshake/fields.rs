@@ -12,14 +12,54 @@
 /// assert_eq!(headers.get("X-TAG"), Some("a"));
 /// assert_eq!(headers.get_all("x-tag").collect::<Vec<_>>(), ["a", "b"]);
 /// ```
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default)]
 pub struct Headers {
-    /// Every name and value, back to back: two allocations per head in
-    /// all, not two per field (a connection keeps its request's fields).
+    /// Every field in one buffer, one allocation per head (a connection
+    /// keeps its request's fields for its whole life): per field, the
+    /// name's length and the value's length, each a LEB128 number (one byte
+    /// below 128, two below 16,384), then the name and the value. A
+    /// request keeps its request line here too, as a first field with an
+    /// empty name (no header field has one), hidden from every lookup.
     text: Vec<u8>,
-    /// Per field: where its name ends and where its value ends in `text`
-    /// (the name starts where the previous value ended).
-    ends: Vec<(u32, u32)>,
+}
+
+/// Equal when they have the same fields in the same order (a request's
+/// line, kept among them, does not count).
+impl PartialEq for Headers {
+    fn eq(&self, other: &Self) -> bool {
+        self.fields().eq(other.fields())
+    }
+}
+
+impl Eq for Headers {}
+
+/// Appends `n` as a LEB128 number.
+fn put_length(text: &mut Vec<u8>, mut n: usize) {
+    while n >= 0x80 {
+        text.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    text.push(n as u8);
+}
+
+/// Reads a LEB128 number at the front of `text`, advancing it.
+fn take_length(text: &mut &[u8]) -> usize {
+    let mut n = 0usize;
+    let mut shift = 0;
+    while let Some((&byte, rest)) = text.split_first() {
+        *text = rest;
+        n |= usize::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+    }
+    n
+}
+
+/// The encoded size of `n` as a LEB128 number.
+fn length_size(n: usize) -> usize {
+    (usize::BITS - (n | 1).leading_zeros()).div_ceil(7) as usize
 }
 
 impl std::fmt::Debug for Headers {
@@ -34,45 +74,86 @@ impl std::fmt::Debug for Headers {
 }
 
 impl Headers {
-    /// The fields of a parsed head, in one allocation each for the text and
-    /// the index, sized exactly.
+    /// The fields of a parsed head, in one allocation, sized exactly.
     pub(crate) fn from_fields(fields: &[httparse::Header<'_>]) -> Self {
-        let bytes = fields.iter().map(|f| f.name.len() + f.value.len()).sum();
-        let mut headers = Self {
-            text: Vec::with_capacity(bytes),
-            ends: Vec::with_capacity(fields.len()),
+        Self::with_line(&[], fields.iter().map(|f| (f.name, f.value)))
+    }
+
+    /// The fields, sized exactly, after `line` (the request line's parts,
+    /// kept as one hidden field) unless it is empty.
+    pub(crate) fn with_line<'a>(
+        line: &[&str],
+        fields: impl Iterator<Item = (&'a str, &'a [u8])> + Clone,
+    ) -> Self {
+        let size =
+            |name: usize, value: usize| length_size(name) + length_size(value) + name + value;
+        let line_len: usize = line.iter().map(|part| part.len()).sum();
+        let line_size = if line.is_empty() {
+            0
+        } else {
+            size(0, line_len)
         };
-        for field in fields {
-            headers.append(field.name, field.value);
+        let bytes = line_size
+            + fields
+                .clone()
+                .map(|(name, value)| size(name.len(), value.len()))
+                .sum::<usize>();
+        let mut text = Vec::with_capacity(bytes);
+        if !line.is_empty() {
+            put_length(&mut text, 0);
+            put_length(&mut text, line_len);
+            for part in line {
+                text.extend_from_slice(part.as_bytes());
+            }
+        }
+        let mut headers = Self { text };
+        for (name, value) in fields {
+            headers.append(name, value);
         }
         headers
     }
 
-    /// Adds a field at the end.
-    ///
-    /// # Panics
-    /// When the fields add up to 4 GiB or more.
+    /// The request line kept by [`Headers::with_line`], if any.
+    pub(crate) fn line(&self) -> &str {
+        match self.all_fields().next() {
+            Some((b"", line)) => std::str::from_utf8(line).unwrap_or_default(),
+            _ => "",
+        }
+    }
+
+    /// Adds a field at the end (one with an empty name, which no header
+    /// field has, is not found by any lookup).
     pub fn append(&mut self, name: &str, value: &[u8]) {
+        put_length(&mut self.text, name.len());
+        put_length(&mut self.text, value.len());
         self.text.extend_from_slice(name.as_bytes());
-        let name_end = u32::try_from(self.text.len()).expect("header fields under 4 GiB");
         self.text.extend_from_slice(value);
-        let value_end = u32::try_from(self.text.len()).expect("header fields under 4 GiB");
-        self.ends.push((name_end, value_end));
     }
 
     /// Every field as raw name and raw value, in order.
-    fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        let mut start = 0;
-        self.ends.iter().map(move |&(name_end, value_end)| {
-            let (name_end, value_end) = (name_end as usize, value_end as usize);
-            let name = &self.text[start..name_end];
-            start = value_end;
-            (name, &self.text[name_end..value_end])
+    fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> + Clone {
+        self.all_fields().filter(|(name, _)| !name.is_empty())
+    }
+
+    /// [`Headers::fields`] and the request line.
+    fn all_fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> + Clone {
+        let mut rest = &self.text[..];
+        std::iter::from_fn(move || {
+            if rest.is_empty() {
+                return None;
+            }
+            let name_len = take_length(&mut rest);
+            let value_len = take_length(&mut rest);
+            // Only `append` writes the buffer: the lengths fit.
+            let (name, after) = rest.split_at(name_len.min(rest.len()));
+            let (value, after) = after.split_at(value_len.min(after.len()));
+            rest = after;
+            Some((name, value))
         })
     }
 
     /// Every field as name and raw value, in order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> + Clone {
         // Names come in as `&str` and are stored whole.
         self.fields()
             .map(|(name, value)| (std::str::from_utf8(name).unwrap_or_default(), value))
@@ -109,12 +190,12 @@ impl Headers {
 
     /// The number of fields.
     pub fn len(&self) -> usize {
-        self.ends.len()
+        self.fields().count()
     }
 
     /// Whether there are no fields.
     pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+        self.fields().next().is_none()
     }
 
     /// The comma-separated elements of every value of `name`, trimmed, empty
@@ -284,6 +365,45 @@ pub(crate) fn parse_cookies<'a>(values: impl Iterator<Item = &'a str>) -> Vec<(S
 
 #[cfg(test)]
 mod tests {
+
+    /// Fields of every length class of the encoding (one, two and three
+    /// bytes of length, and empty) come back as they went in, in order.
+    #[test]
+    fn fields_of_any_length_come_back_whole() {
+        let sizes = [0usize, 1, 127, 128, 300, 16_383, 16_384, 70_000];
+        let mut headers = Headers::default();
+        let mut expected = Vec::new();
+        for (i, &name_len) in sizes.iter().enumerate() {
+            let value_len = sizes[sizes.len() - 1 - i];
+            let name = "n".repeat(name_len.max(1)) + &i.to_string();
+            let value = vec![b'a' + i as u8; value_len];
+            headers.append(&name, &value);
+            expected.push((name, value));
+        }
+        assert_eq!(headers.len(), sizes.len());
+        let got: Vec<(String, Vec<u8>)> = headers
+            .iter()
+            .map(|(n, v)| (n.to_owned(), v.to_vec()))
+            .collect();
+        assert_eq!(got, expected);
+        assert_eq!(headers.get_bytes(&expected[3].0), Some(&expected[3].1[..]));
+        for n in [
+            0,
+            1,
+            127,
+            128,
+            16_383,
+            16_384,
+            usize::from(u16::MAX),
+            1 << 30,
+        ] {
+            let mut text = Vec::new();
+            put_length(&mut text, n);
+            assert_eq!(text.len(), length_size(n));
+            assert_eq!(take_length(&mut &text[..]), n);
+        }
+    }
+
     use super::*;
 
     fn offers(value: &str) -> Vec<ExtensionOffer> {

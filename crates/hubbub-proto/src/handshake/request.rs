@@ -71,9 +71,9 @@ impl RequestParser {
 /// A parsed request head: what the client asked for, with every field kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
-    /// The method and the target, back to back (one allocation).
-    line: Box<str>,
-    /// Where the method ends in `line`.
+    /// Where the method ends in the request line (the method and the
+    /// target, back to back, kept in `headers`' buffer: one allocation for
+    /// the whole head).
     method_end: u32,
     /// The path's range in `line`.
     path: (u32, u32),
@@ -85,11 +85,16 @@ pub struct Request {
 
 impl Request {
     fn from_parsed(parsed: &httparse::Request<'_, '_>) -> Result<Self, HandshakeError> {
-        Self::from_parts(
+        let (method, target) = (
             parsed.method.unwrap_or_default(),
             parsed.path.unwrap_or_default(),
+        );
+        let fields = parsed.headers.iter().map(|f| (f.name, f.value));
+        Self::with_line(
+            method,
+            target,
             parsed.version.unwrap_or_default(),
-            Headers::from_fields(parsed.headers),
+            Headers::with_line(&[method, target], fields),
         )
     }
 
@@ -114,10 +119,21 @@ impl Request {
         minor_version: u8,
         headers: Headers,
     ) -> Result<Self, HandshakeError> {
+        let headers = Headers::with_line(&[method, target], headers.iter());
+        Self::with_line(method, target, minor_version, headers)
+    }
+
+    /// The request of `headers`, which keeps `method` and `target` as its
+    /// line.
+    fn with_line(
+        method: &str,
+        target: &str,
+        minor_version: u8,
+        headers: Headers,
+    ) -> Result<Self, HandshakeError> {
         // The head is at most the parser's size limit: offsets fit in u32.
         let too_long = || HandshakeError::bad_request("request line too long");
         let method_end = u32::try_from(method.len()).map_err(|_| too_long())?;
-        let line: Box<str> = [method, target].concat().into();
         let at = |offset: usize| u32::try_from(method.len() + offset).map_err(|_| too_long());
         // Where the path starts in the target, and where it ends.
         let start = if target.starts_with('/') {
@@ -139,7 +155,6 @@ impl Request {
             None => ((at(start)?, at(target.len())?), None),
         };
         Ok(Self {
-            line,
             method_end,
             path,
             query,
@@ -150,17 +165,17 @@ impl Request {
 
     /// The method, such as `GET`.
     pub fn method(&self) -> &str {
-        &self.line[..self.method_end as usize]
+        &self.headers.line()[..self.method_end as usize]
     }
 
     /// The request target as sent.
     pub fn target(&self) -> &str {
-        &self.line[self.method_end as usize..]
+        &self.headers.line()[self.method_end as usize..]
     }
 
     /// The path part of the target, such as `/chat`.
     pub fn path(&self) -> &str {
-        match &self.line[self.path.0 as usize..self.path.1 as usize] {
+        match &self.headers.line()[self.path.0 as usize..self.path.1 as usize] {
             // An absolute-form target without a path.
             "" => "/",
             path => path,
@@ -170,7 +185,7 @@ impl Request {
     /// The query, without the `?`.
     pub fn query(&self) -> Option<&str> {
         self.query
-            .map(|(start, end)| &self.line[start as usize..end as usize])
+            .map(|(start, end)| &self.headers.line()[start as usize..end as usize])
     }
 
     /// The HTTP minor version: 1 for HTTP/1.1, 0 for HTTP/1.0.

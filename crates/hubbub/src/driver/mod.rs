@@ -76,7 +76,9 @@ pub(crate) struct Driver<S> {
     /// No more events are delivered (a handler panicked).
     events_stopped: bool,
     deadline: Option<Pin<Box<Sleep>>>,
-    close_timeout: Duration,
+    /// In milliseconds (4 bytes, not a 16-byte `Duration`: it fits beside
+    /// the flags, and every open connection keeps it).
+    close_timeout_ms: u32,
     phase: Phase,
     close_fired: bool,
     /// The per-connection message rate limit and its bucket.
@@ -84,7 +86,7 @@ pub(crate) struct Driver<S> {
     message_rate: Option<Box<(RateLimit, Bucket)>>,
     /// The connection's places (open connections, its address's count),
     /// given back when the driver is dropped, after `on_close`.
-    places: Option<Held>,
+    places: Held,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
@@ -103,7 +105,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         let message_rate = config
             .message_rate
             .map(|limit| Box::new((limit, Bucket::full(&limit, now))));
-        let close_timeout = config.close_timeout;
+        let close_timeout_ms = u32::try_from(config.close_timeout.as_millis()).unwrap_or(u32::MAX);
         let pending = VecDeque::new();
         Self {
             stream,
@@ -119,17 +121,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             running: None,
             events_stopped: false,
             deadline: None,
-            close_timeout,
+            close_timeout_ms,
             phase: Phase::Running,
             close_fired: false,
             message_rate,
-            places: None,
+            places: Held::default(),
         }
     }
 
     /// Keeps `held` until the driver is dropped.
     pub(crate) fn hold(&mut self, held: Held) {
-        self.places = Some(held);
+        self.places = held;
     }
 
     /// Runs the connection to its end and fires `on_close` once.
@@ -314,7 +316,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                         "protocol error from client: {e}"
                     );
                     self.report(&Error::new(Kind::Protocol(e)));
-                    self.start_deadline(self.close_timeout);
+                    self.start_deadline(Duration::from_millis(self.close_timeout_ms.into()));
                     break;
                 }
             }
@@ -384,7 +386,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     fn send_close(&mut self, code: CloseCode, reason: String) {
         let mut replies = BytesMut::new();
         if self.proto.close(Some(code), &reason, &mut replies).is_ok() {
-            self.start_deadline(self.close_timeout);
+            self.start_deadline(Duration::from_millis(self.close_timeout_ms.into()));
         }
         self.take_replies(&mut replies);
     }
@@ -598,8 +600,15 @@ impl<S> Driver<S> {
 
 impl<S> Drop for Driver<S> {
     fn drop(&mut self) {
-        // The task was cancelled before `end` ran (the runtime is shutting
-        // down): `on_close` still runs, once.
+        self.fire_close_if_cancelled();
+        self.places.release(&self.conn.member);
+    }
+}
+
+impl<S> Driver<S> {
+    /// The task was cancelled before `end` ran (the runtime is shutting
+    /// down): `on_close` still runs, once.
+    fn fire_close_if_cancelled(&mut self) {
         if self.close_fired {
             return;
         }

@@ -100,7 +100,7 @@ impl HubState {
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => return Some(Permit(self.clone())),
+                Ok(_) => return Some(Permit(Some(self.clone()))),
                 Err(now) => open = now,
             }
         }
@@ -227,32 +227,78 @@ impl Drop for HandshakePermit {
     }
 }
 
-/// A place among the open connections (see [`HubState::permit`]).
-pub(crate) struct Permit(Arc<HubState>);
+/// A place among the open connections (see [`HubState::permit`]), given
+/// back on drop (`None` once handed over to a [`Held`]).
+pub(crate) struct Permit(Option<Arc<HubState>>);
 
-/// A connection's place in its address's count, given back on drop.
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if let Some(hub) = &self.0 {
+            hub.release_permit();
+        }
+    }
+}
+
+impl HubState {
+    fn release_permit(&self) {
+        if self.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.emptied.notify_waiters();
+        }
+    }
+}
+
+/// A connection's place in its address's count, given back on drop
+/// (`hub` is `None` once handed over to a [`Held`]).
 pub(crate) struct AddressSlot {
-    pub(crate) hub: Arc<HubState>,
-    pub(crate) ip: IpAddr,
+    hub: Option<Arc<HubState>>,
+    ip: IpAddr,
+}
+
+impl AddressSlot {
+    pub(crate) fn new(hub: Arc<HubState>, ip: IpAddr) -> Self {
+        Self { hub: Some(hub), ip }
+    }
 }
 
 impl Drop for AddressSlot {
     fn drop(&mut self) {
-        self.hub.per_address.release(self.ip);
+        if let Some(hub) = &self.hub {
+            hub.per_address.release(self.ip);
+        }
     }
 }
 
-/// What an open connection holds until its end: its place among the open
-/// connections and in its address's count.
+/// What an open connection holds until its end, its place among the open
+/// connections and in its address's count, as two flags: its driver gives
+/// them back through the connection's own hub and address
+/// ([`Held::release`]), so that every open connection does not keep two
+/// more pointers to the hub and a copy of its address (40 bytes).
+#[derive(Default)]
 pub(crate) struct Held {
-    pub(crate) _permit: Permit,
-    pub(crate) _slot: Option<AddressSlot>,
+    permit: bool,
+    slot: bool,
 }
 
-impl Drop for Permit {
-    fn drop(&mut self) {
-        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.emptied.notify_waiters();
+impl Held {
+    /// Takes over the places of a connection whose member has the same hub
+    /// and, for `slot`, the same client address.
+    pub(crate) fn new(mut permit: Permit, slot: Option<AddressSlot>) -> Self {
+        Self {
+            permit: permit.0.take().is_some(),
+            slot: slot.is_some_and(|mut slot| slot.hub.take().is_some()),
+        }
+    }
+
+    /// Gives the places back, once, to `member`'s hub.
+    pub(crate) fn release(&mut self, member: &Member) {
+        if std::mem::take(&mut self.permit) {
+            member.hub.release_permit();
+        }
+        if std::mem::take(&mut self.slot) {
+            member
+                .hub
+                .per_address
+                .release(member.info.client_addr().ip());
         }
     }
 }
