@@ -109,18 +109,15 @@ fn polled(listeners: Vec<Listener>) -> std::io::Result<Vec<Polled>> {
 /// every connection has ended (the background shutdown closes them;
 /// connections still open a grace period and two seconds later, handshakes
 /// among them, are dropped).
-pub(crate) async fn run(listeners: Vec<Listener>, service: Arc<Service>) {
+///
+/// # Errors
+/// When the connection sets' `epoll` instances cannot be made or the
+/// listeners registered (out of descriptors): nothing was served.
+pub(crate) async fn run(listeners: Vec<Listener>, service: Arc<Service>) -> std::io::Result<()> {
     let hub = service.hub.clone();
     let config = &service.config;
-    let (mut sets, listeners) = match Sets::start().and_then(|sets| Ok((sets, polled(listeners)?)))
-    {
-        Ok(started) => started,
-        Err(e) => {
-            tracing::error!("cannot start serving: {e}");
-            service.hub.shutdown.cancel();
-            return;
-        }
-    };
+    let mut sets = Sets::start()?;
+    let listeners = polled(listeners)?;
     let mut backoff = Duration::from_millis(10);
     for (listener, tls) in &listeners {
         if let Ok(addr) = listener.get_ref().local_addr() {
@@ -172,4 +169,5 @@ pub(crate) async fn run(listeners: Vec<Listener>, service: Arc<Service>) {
         tracing::warn!(connections = dropped, "connections still open: dropped");
     }
     tracing::info!("server stopped");
+    Ok(())
 }

@@ -267,8 +267,8 @@ impl Server {
     /// ended.
     ///
     /// # Errors
-    /// None today once bound; the `Result` is kept for listener failures
-    /// that cannot be retried.
+    /// When the listeners cannot be polled (no descriptor left for the
+    /// connection sets' `epoll` instances); none once serving.
     pub async fn start<F>(self, setup: F) -> Result<(), Error>
     where
         F: Fn(&mut Socket) + Send + Sync + 'static,
@@ -318,7 +318,8 @@ impl Server {
     /// # Errors
     /// [`Error::is_invalid_argument`] when this `Server` was given a
     /// configuration, HTTP handler, hook or broker of its own: those belong
-    /// to the hub ([`crate::HubBuilder`]).
+    /// to the hub ([`crate::HubBuilder`]); as [`Server::start`] when the
+    /// listeners cannot be polled.
     pub fn serve(self, hub: &Hub) -> impl Future<Output = Result<(), Error>> + Send + 'static {
         let configured = self.builder.is_changed();
         let service = hub.service().clone();
@@ -329,8 +330,7 @@ impl Server {
                     "Server::serve: configure the Hub (Hub::builder), not the Server".into(),
                 )));
             }
-            crate::accept::run(listeners, service).await;
-            Ok(())
+            Ok(crate::accept::run(listeners, service).await?)
         }
     }
 
@@ -339,7 +339,6 @@ impl Server {
         F: Fn(&mut Socket) + Send + Sync + 'static,
     {
         let hub = self.builder.build(setup);
-        crate::accept::run(self.listeners, hub.service().clone()).await;
-        Ok(())
+        Ok(crate::accept::run(self.listeners, hub.service().clone()).await?)
     }
 }
