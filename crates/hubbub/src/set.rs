@@ -540,30 +540,32 @@ impl SetStream {
         );
     }
 
-    /// Runs a write while the socket is writable; a short write or
-    /// `WouldBlock` clears that.
-    fn poll_write_with(
+    /// Runs `op` (a read or a write of `want` bytes) while the socket is
+    /// ready for it (`ready`: [`READABLE`] or [`WRITABLE`]); `WouldBlock`,
+    /// or fewer bytes than wanted (the socket is empty, or its buffer
+    /// full), clears that until the set's next event for the socket.
+    fn poll_io(
         &self,
         cx: &Context<'_>,
-        len: usize,
-        mut write: impl FnMut(&mio::net::TcpStream) -> io::Result<usize>,
+        ready: u8,
+        want: usize,
+        mut op: impl FnMut(&mio::net::TcpStream) -> io::Result<usize>,
     ) -> Poll<io::Result<usize>> {
-        if !self.slot.is(WRITABLE) {
+        if !self.slot.is(ready) {
             self.check_waker(cx);
             return Poll::Pending;
         }
         loop {
-            match write(&self.socket) {
+            match op(&self.socket) {
                 Ok(n) => {
-                    if n < len {
-                        // The socket's buffer is full: the next write
-                        // would find no room.
-                        self.slot.clear(WRITABLE);
+                    // (0 read is the end of the stream: nothing to clear.)
+                    if n > 0 && n < want {
+                        self.slot.clear(ready);
                     }
                     return Poll::Ready(Ok(n));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.slot.clear(WRITABLE);
+                    self.slot.clear(ready);
                     self.check_waker(cx);
                     return Poll::Pending;
                 }
@@ -584,28 +586,8 @@ impl AsyncRead for SetStream {
         if want == 0 {
             return Poll::Ready(Ok(()));
         }
-        if !self.slot.is(READABLE) {
-            self.check_waker(cx);
-            return Poll::Pending;
-        }
-        loop {
-            match crate::sys::recv(&self.socket, buf) {
-                Ok(n) => {
-                    if n > 0 && n < want {
-                        // The socket had less than asked: it is empty now.
-                        self.slot.clear(READABLE);
-                    }
-                    return Poll::Ready(Ok(()));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.slot.clear(READABLE);
-                    self.check_waker(cx);
-                    return Poll::Pending;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
+        self.poll_io(cx, READABLE, want, |socket| crate::sys::recv(socket, buf))
+            .map_ok(|_| ())
     }
 }
 
@@ -615,7 +597,7 @@ impl AsyncWrite for SetStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.poll_write_with(cx, buf.len(), |mut socket| socket.write(buf))
+        self.poll_io(cx, WRITABLE, buf.len(), |mut socket| socket.write(buf))
     }
 
     fn poll_write_vectored(
@@ -624,7 +606,7 @@ impl AsyncWrite for SetStream {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let len = bufs.iter().map(|b| b.len()).sum();
-        self.poll_write_with(cx, len, |mut socket| socket.write_vectored(bufs))
+        self.poll_io(cx, WRITABLE, len, |mut socket| socket.write_vectored(bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -797,6 +779,86 @@ mod tests {
         .await
         .expect("the slots behind the busy ones ran to their end");
         assert_eq!(sets.finish(Duration::from_millis(10)).await, 200);
+    }
+
+    /// Sockets the set polls itself: each echoes 4 MiB (more than the
+    /// sockets' buffers hold, so reads find them empty and writes find them
+    /// full, and wait for the set's next event), sees the end of its stream
+    /// and shuts down; and a reset that comes right behind a few bytes (one
+    /// event for both, often) reaches its connection after those bytes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_set_polls_its_own_sockets_to_the_end_of_their_streams() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut sets = Sets::start().unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (ended, errors) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+        let mut clients = Vec::new();
+        for _ in 0..5 {
+            let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (socket, _) = listener.accept().unwrap();
+            socket.set_nonblocking(true).unwrap();
+            let (ended, errors) = (ended.clone(), errors.clone());
+            let echo = move |mut stream: SetStream| -> Opening {
+                Box::pin(async move {
+                    let mut buf = vec![0u8; 3000];
+                    loop {
+                        let echoed = match stream.read(&mut buf).await {
+                            Ok(0) => break,
+                            Ok(n) => stream.write_all(&buf[..n]).await,
+                            Err(e) => Err(e),
+                        };
+                        if echoed.is_err() {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                            return None;
+                        }
+                    }
+                    stream.shutdown().await.unwrap();
+                    ended.fetch_add(1, Ordering::Relaxed);
+                    None
+                })
+            };
+            sets.accept(mio::net::TcpStream::from_std(socket), Box::new(echo));
+            clients.push(client);
+        }
+        let reset = clients.pop().unwrap();
+        let data: Arc<Vec<u8>> = Arc::new((0..4 << 20).map(|i: u32| (i % 251) as u8).collect());
+        let mut echoes = Vec::new();
+        for client in clients {
+            let data = data.clone();
+            echoes.push(tokio::spawn(async move {
+                let (mut read, mut write) = client.into_split();
+                let sent = data.clone();
+                let writer = tokio::spawn(async move {
+                    write.write_all(&sent).await.unwrap();
+                    write.shutdown().await.unwrap();
+                });
+                let mut back = Vec::new();
+                read.read_to_end(&mut back).await.unwrap();
+                writer.await.unwrap();
+                assert!(back == *data, "the echo differs");
+            }));
+        }
+        tokio::time::timeout(Duration::from_secs(20), async {
+            for echo in echoes {
+                echo.await.unwrap();
+            }
+        })
+        .await
+        .expect("every echo came back whole");
+        let mut reset = reset;
+        reset.write_all(b"the last words").await.unwrap();
+        #[expect(deprecated, reason = "an abortive close is what this test needs")]
+        reset.set_linger(Some(Duration::ZERO)).unwrap();
+        drop(reset);
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while ended.load(Ordering::Relaxed) < 4 || errors.load(Ordering::Relaxed) < 1 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the ends and the reset reached the connections");
+        assert_eq!(sets.finish(Duration::from_secs(1)).await, 0);
     }
 
     /// Past the limit, `finish` drops what is left (their destructors run)
