@@ -1,5 +1,5 @@
 //! The crate's uses of `unsafe`, all for the sockets a connection set
-//! polls itself ([`crate::set::SetStream`]): a socket read into the
+//! polls itself (the `set` module's `SetStream`): a socket read into the
 //! unfilled, uninitialised part of a [`ReadBuf`], and the registration of
 //! the set's `epoll` instance and of the listeners with tokio (tokio's
 //! `AsyncFd::register` is `unsafe`: the descriptor must stay open for as
