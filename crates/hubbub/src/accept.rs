@@ -100,7 +100,7 @@ fn polled(listeners: Vec<Listener>) -> std::io::Result<Vec<Polled>> {
         .into_iter()
         .map(|(listener, tls)| {
             let listener = mio::net::TcpListener::from_std(listener.into_std()?);
-            Ok((crate::sys::register_listener(listener)?, tls))
+            Ok((crate::sys::register(listener)?, tls))
         })
         .collect()
 }

@@ -69,12 +69,14 @@ const EVENTS: usize = 256;
 /// cleared by a read or write that found the socket empty or full.
 const READABLE: u8 = 1;
 const WRITABLE: u8 = 2;
+/// How far a readiness's "closed" bit sits from it.
+const CLOSED: u8 = 2;
 /// The end of the socket's input, or an error: never cleared (an event
 /// that says so may have come with the last bytes, and a read that got
 /// those bytes and not the end must not wait for another).
-const READ_CLOSED: u8 = 4;
+const READ_CLOSED: u8 = READABLE << CLOSED;
 /// The peer takes no more, or an error: never cleared.
-const WRITE_CLOSED: u8 = 8;
+const WRITE_CLOSED: u8 = WRITABLE << CLOSED;
 
 /// The sets of one group of listeners.
 pub(crate) struct Sets {
@@ -270,12 +272,7 @@ impl SlotWaker {
     /// Whether the socket is ready for `ready` ([`READABLE`] or
     /// [`WRITABLE`]), or closed that way.
     fn is(&self, ready: u8) -> bool {
-        let closed = if ready == READABLE {
-            READ_CLOSED
-        } else {
-            WRITE_CLOSED
-        };
-        self.io.load(Ordering::Relaxed) & (ready | closed) != 0
+        self.io.load(Ordering::Relaxed) & (ready | ready << CLOSED) != 0
     }
 
     fn clear(&self, ready: u8) {
@@ -373,7 +370,7 @@ struct Set {
 
 impl Set {
     fn new(shared: Arc<Shared>) -> io::Result<Self> {
-        let poll = crate::sys::register_poll(mio::Poll::new()?)?;
+        let poll = crate::sys::register(mio::Poll::new()?)?;
         Ok(Self {
             shared,
             poll,

@@ -98,15 +98,12 @@ impl Headers {
                 .clone()
                 .map(|(name, value)| size(name.len(), value.len()))
                 .sum::<usize>();
-        let mut text = Vec::with_capacity(bytes);
+        let mut headers = Self {
+            text: Vec::with_capacity(bytes),
+        };
         if !line.is_empty() {
-            put_length(&mut text, 0);
-            put_length(&mut text, line_len);
-            for part in line {
-                text.extend_from_slice(part.as_bytes());
-            }
+            headers.push("", line_len, line.iter().map(|part| part.as_bytes()));
         }
-        let mut headers = Self { text };
         for (name, value) in fields {
             headers.append(name, value);
         }
@@ -124,10 +121,17 @@ impl Headers {
     /// Adds a field at the end (one with an empty name, which no header
     /// field has, is not found by any lookup).
     pub fn append(&mut self, name: &str, value: &[u8]) {
+        self.push(name, value.len(), [value]);
+    }
+
+    /// Adds a field whose value is `parts` back to back, `len` bytes.
+    fn push<'a>(&mut self, name: &str, len: usize, parts: impl IntoIterator<Item = &'a [u8]>) {
         put_length(&mut self.text, name.len());
-        put_length(&mut self.text, value.len());
+        put_length(&mut self.text, len);
         self.text.extend_from_slice(name.as_bytes());
-        self.text.extend_from_slice(value);
+        for part in parts {
+            self.text.extend_from_slice(part);
+        }
     }
 
     /// Every field as raw name and raw value, in order.
