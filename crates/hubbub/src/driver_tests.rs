@@ -637,3 +637,54 @@ fn queue_full_close_code_follows_the_policy() {
     });
     assert_eq!(closing.close_code(), Some(CloseCode::POLICY_VIOLATION));
 }
+
+/// A large message's memory serves the next large message on the same
+/// thread once nobody holds it (the handler let it go, or its echo was
+/// written), and never while somebody does.
+#[tokio::test(flavor = "current_thread")]
+async fn large_messages_reuse_memory_that_nobody_holds_and_only_that() {
+    const SIZE: usize = 512 << 10;
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let kept = Arc::new(Mutex::new(Vec::new()));
+    let keep = kept.clone();
+    let mut pipe = Pipe::open(ServerConfig::default(), 64 << 10, move |socket| {
+        let (seen_tx, keep) = (seen_tx.clone(), keep.clone());
+        socket.on_binary(move |conn, data| {
+            let _ = seen_tx.send(data.as_ptr() as usize);
+            match data[0] {
+                // Echo: the payload is written, then let go.
+                b'e' => drop(conn.send_binary(data)),
+                // Kept by the application: never to be reused.
+                b'k' => keep.lock().unwrap().push(data),
+                // Dropped by the handler.
+                _ => drop(conn.send("ok")),
+            }
+        });
+    })
+    .await;
+    let mut addresses = Vec::new();
+    for first in [b'd', b'd', b'e', b'd', b'k', b'd'] {
+        let mut message = vec![first; SIZE];
+        message[SIZE - 1] = b'!';
+        let mut out = BytesMut::new();
+        pipe.proto.send_binary(&message, &mut out).unwrap();
+        pipe.client.write_all(&out).await.unwrap();
+        addresses.push(seen.recv().await.unwrap());
+        if first != b'k' {
+            match pipe.next().await {
+                Some(Event::Binary(echo)) => assert_eq!(&echo[..], &message[..]),
+                Some(Event::Text(ok)) => assert_eq!(ok, "ok"),
+                other => panic!("expected the echo or ok, got {other:?}"),
+            }
+        }
+    }
+    // Dropped, then reused; echoed (written), then reused.
+    assert_eq!(addresses[1], addresses[0], "a dropped message's memory");
+    assert_eq!(addresses[2], addresses[1]);
+    assert_eq!(addresses[3], addresses[2], "an echoed message's memory");
+    assert_eq!(addresses[4], addresses[3]);
+    // The kept message's memory is not the next one's.
+    assert_ne!(addresses[5], addresses[4], "memory an application holds");
+    let kept = kept.lock().unwrap();
+    assert!(kept[0][..SIZE - 1].iter().all(|&b| b == b'k') && kept[0][SIZE - 1] == b'!');
+}

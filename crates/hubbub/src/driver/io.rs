@@ -41,6 +41,19 @@ thread_local! {
     /// nobody else held, kept for the next large message to arrive (see
     /// [`grow`]): one per thread, at most [`SPARE_MAX`].
     static SPARE: Cell<Option<BytesMut>> = const { Cell::new(None) };
+
+    /// A large message just handed to a handler, held until the read that
+    /// delivered it lets go of its buffer: if the handler kept no copy, its
+    /// memory becomes the spare.
+    static RECEIVED: Cell<Option<Bytes>> = const { Cell::new(None) };
+}
+
+/// Remembers a message handed to a handler, to recycle its memory after the
+/// read (see [`RECEIVED`]); small ones are not worth it.
+pub(super) fn hold_received(message: &Bytes) {
+    if message.len() >= SPARE_MIN {
+        RECEIVED.set(Some(message.clone()));
+    }
 }
 
 /// Makes room for `additional` more bytes in `input`: in the thread's spare
@@ -68,9 +81,9 @@ fn grow(input: &mut BytesMut, additional: usize) {
     input.reserve(additional);
 }
 
-/// Keeps a written payload's allocation as the thread's spare when nobody
-/// else holds it and its size is worth keeping; the newest replaces the
-/// one before (it is the one still in cache).
+/// Keeps a payload's allocation (written, or received and let go of by its
+/// handler) as the thread's spare when nobody else holds it and its size is
+/// worth keeping; of two, the larger stays (it serves more messages).
 fn recycle(payload: Bytes) {
     let Ok(mut buf) = payload.try_into_mut() else {
         return;
@@ -79,7 +92,11 @@ fn recycle(payload: Bytes) {
     // Asking for one byte more than is left past the written end rewinds
     // to the allocation's start (it is ours alone: no allocation, no copy).
     if buf.try_reclaim(buf.capacity() + 1) && (SPARE_MIN..=SPARE_MAX).contains(&buf.capacity()) {
-        SPARE.set(Some(buf));
+        let spare = SPARE.take();
+        SPARE.set(match spare {
+            Some(kept) if kept.capacity() > buf.capacity() => Some(kept),
+            _ => Some(buf),
+        });
     }
 }
 
@@ -106,10 +123,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             let result = self.poll_read_with(cx, &mut input);
             // Keep the allocation only while a partial frame needs it.
             self.leftover = if input.is_empty() {
+                // Let go of it now: a message received into it is only
+                // unique once the buffer's own handle is gone.
+                drop(input);
                 BytesMut::new()
             } else {
                 input
             };
+            if let Some(message) = RECEIVED.take() {
+                recycle(message);
+            }
             return result;
         }
         READ_BUF.with(|cell| match cell.try_borrow_mut() {

@@ -336,8 +336,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             metrics.add(Count::BytesIn, data.len() as u64);
         }
         let result = match event {
-            Event::Text(text) => self.handlers.message.call(&self.conn, text),
-            Event::Binary(data) => self.handlers.binary.call(&self.conn, data),
+            Event::Text(text) => {
+                io::hold_received(text.as_bytes());
+                self.handlers.message.call(&self.conn, text)
+            }
+            Event::Binary(data) => {
+                io::hold_received(&data);
+                self.handlers.binary.call(&self.conn, data)
+            }
             Event::Ping(data) => match self.handlers.rare_mut() {
                 Some(rare) => rare.ping.call(&self.conn, data),
                 None => Ok(None),
