@@ -42,14 +42,14 @@ thread_local! {
     /// [`grow`]): one per thread, at most [`SPARE_MAX`].
     static SPARE: Cell<Option<BytesMut>> = const { Cell::new(None) };
 
-    /// A large message just handed to a handler, held until the read that
-    /// delivered it lets go of its buffer: if the handler kept no copy, its
-    /// memory becomes the spare.
+    /// A large message just handed to a handler, held until the thread's
+    /// next read (whichever connection's): if the handler kept no copy by
+    /// then, its memory becomes the spare.
     static RECEIVED: Cell<Option<Bytes>> = const { Cell::new(None) };
 }
 
-/// Remembers a message handed to a handler, to recycle its memory after the
-/// read (see [`RECEIVED`]); small ones are not worth it.
+/// Remembers a message handed to a handler, to recycle its memory at the
+/// thread's next read (see [`RECEIVED`]); small ones are not worth it.
 pub(super) fn hold_received(message: &Bytes) {
     if message.len() >= SPARE_MIN {
         RECEIVED.set(Some(message.clone()));
@@ -104,6 +104,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// Reads once into the thread's buffer and delivers what arrived.
     /// `Ok(true)`: bytes arrived; `Ok(false)`: end of stream.
     pub(super) fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<bool>> {
+        // The last large message this thread delivered: its read is over
+        // (its buffer's handle gone), so it is unique if its handler let
+        // it go.
+        if let Some(message) = RECEIVED.take() {
+            recycle(message);
+        }
         if !self.leftover.is_empty() {
             // A partial frame is waiting: read straight after it.
             let mut input = std::mem::take(&mut self.leftover);
@@ -123,16 +129,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             let result = self.poll_read_with(cx, &mut input);
             // Keep the allocation only while a partial frame needs it.
             self.leftover = if input.is_empty() {
-                // Let go of it now: a message received into it is only
-                // unique once the buffer's own handle is gone.
-                drop(input);
                 BytesMut::new()
             } else {
                 input
             };
-            if let Some(message) = RECEIVED.take() {
-                recycle(message);
-            }
             return result;
         }
         READ_BUF.with(|cell| match cell.try_borrow_mut() {
