@@ -37,8 +37,9 @@ thread_local! {
     /// thread drives: one read at a time, no `.await` while borrowed.
     static READ_BUF: RefCell<BytesMut> = RefCell::new(BytesMut::new());
 
-    /// The allocation of the last large payload this thread wrote that
-    /// nobody else held, kept for the next large message to arrive (see
+    /// The allocation of a large payload this thread wrote, or delivered
+    /// to a handler that let it go, once nobody else held it (see
+    /// [`recycle`]), kept for the next large message to arrive (see
     /// [`grow`]): one per thread, at most [`SPARE_MAX`].
     static SPARE: Cell<Option<BytesMut>> = const { Cell::new(None) };
 
