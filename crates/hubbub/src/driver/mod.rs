@@ -324,26 +324,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     }
 
     fn dispatch(&mut self, event: Event) {
-        if matches!(event, Event::Text(_) | Event::Binary(_)) && !self.within_message_rate() {
-            return;
-        }
-        let metrics = &self.conn.member.hub.metrics;
-        if let Event::Text(text) = &event {
+        let message = match &event {
+            Event::Text(text) => Some(text.as_bytes()),
+            Event::Binary(data) => Some(data),
+            _ => None,
+        };
+        if let Some(message) = message {
+            if !self.within_message_rate() {
+                return;
+            }
+            let metrics = &self.conn.member.hub.metrics;
             metrics.add(Count::MessagesIn, 1);
-            metrics.add(Count::BytesIn, text.len() as u64);
-        } else if let Event::Binary(data) = &event {
-            metrics.add(Count::MessagesIn, 1);
-            metrics.add(Count::BytesIn, data.len() as u64);
+            metrics.add(Count::BytesIn, message.len() as u64);
+            io::hold_received(message);
         }
         let result = match event {
-            Event::Text(text) => {
-                io::hold_received(text.as_bytes());
-                self.handlers.message.call(&self.conn, text)
-            }
-            Event::Binary(data) => {
-                io::hold_received(&data);
-                self.handlers.binary.call(&self.conn, data)
-            }
+            Event::Text(text) => self.handlers.message.call(&self.conn, text),
+            Event::Binary(data) => self.handlers.binary.call(&self.conn, data),
             Event::Ping(data) => match self.handlers.rare_mut() {
                 Some(rare) => rare.ping.call(&self.conn, data),
                 None => Ok(None),
