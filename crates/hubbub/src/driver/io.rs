@@ -58,9 +58,10 @@ pub(super) fn hold_received(message: &Bytes) {
 }
 
 /// Makes room for `additional` more bytes in `input`: in the thread's spare
-/// buffer when `input` would have to move and the spare is large enough
-/// (the data moves once, as a reallocation would move it), else as
-/// [`BytesMut::reserve`] does.
+/// buffer when `input` would have to move, the request is a large one (at
+/// least [`READ_BUFFER`]) and the spare is large enough (the data moves
+/// once, as a reallocation would move it), else as [`BytesMut::reserve`]
+/// does.
 ///
 /// A large message arrives into the same memory each time, still mapped and
 /// warm, instead of a fresh block from the allocator (and, on the server,
@@ -71,6 +72,12 @@ fn grow(input: &mut BytesMut, additional: usize) {
         return;
     }
     let want = input.len() + additional;
+    // A small partial frame (the end of a read of small messages) would
+    // take the whole spare and, once done, free it.
+    if want < READ_BUFFER {
+        input.reserve(additional);
+        return;
+    }
     if let Some(mut spare) = SPARE.take() {
         if spare.capacity() >= want {
             spare.extend_from_slice(input);
@@ -333,6 +340,19 @@ mod tests {
         let (huge, _) = written(SPARE_MAX);
         recycle(huge);
         assert!(SPARE.take().is_none());
+    }
+
+    #[test]
+    fn a_small_partial_frame_leaves_the_spare_for_a_large_message() {
+        SPARE.take();
+        let (payload, start) = written(1 << 20);
+        recycle(payload);
+        let mut partial = BytesMut::new();
+        grow(&mut partial, 10);
+        assert_ne!(partial.as_ptr(), start);
+        let mut large = BytesMut::new();
+        grow(&mut large, 2 * READ_BUFFER);
+        assert_eq!(large.as_ptr(), start);
     }
 
     #[test]
